@@ -1,0 +1,601 @@
+package objectlog
+
+// Compression of Kafka v2 record batch bodies.
+//
+// Decompress runs on bytes from the network (produce) and from storage written by
+// other agents, so every codec is driven as if its input were hostile: output is
+// bounded by the caller's limit, header fields that announce a size are only hints
+// for the first allocation (never above limit, and checked by the decoder before
+// success), and every decoder error is reported as ErrCorrupt.
+//
+// Decoders and encoders are pooled: Decompress and Compress sit on the produce and
+// fetch paths, and the codecs' state (a 32 KiB flate window, zstd tables, LZ4 block
+// buffers) costs more to build than a batch costs to decode.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/snappy"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+)
+
+// Codec is the compression type in bits 0-2 of a batch's attributes.
+type Codec int8
+
+// The codecs of Kafka's record batch attributes. Values 5-7 are unassigned.
+const (
+	CodecNone   Codec = 0
+	CodecGzip   Codec = 1
+	CodecSnappy Codec = 2
+	CodecLZ4    Codec = 3
+	CodecZstd   Codec = 4
+)
+
+// String returns the codec's Kafka compression.type name, or Codec(n) for an unknown value.
+func (c Codec) String() string {
+	switch c {
+	case CodecNone:
+		return "none"
+	case CodecGzip:
+		return "gzip"
+	case CodecSnappy:
+		return "snappy"
+	case CodecLZ4:
+		return "lz4"
+	case CodecZstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("Codec(%d)", int8(c))
+}
+
+// ParseCodec maps a Kafka compression.type name to its codec. "uncompressed" (the
+// topic-level spelling) and "none" (the producer-level spelling) both mean CodecNone.
+// Names are case-sensitive, as in Kafka. The topic-level value "producer" is not a
+// codec and is rejected: it is the caller's to interpret.
+func ParseCodec(name string) (Codec, error) {
+	switch name {
+	case "none", "uncompressed":
+		return CodecNone, nil
+	case "gzip":
+		return CodecGzip, nil
+	case "snappy":
+		return CodecSnappy, nil
+	case "lz4":
+		return CodecLZ4, nil
+	case "zstd":
+		return CodecZstd, nil
+	}
+	return CodecNone, fmt.Errorf("objectlog: unknown compression type %q", name)
+}
+
+// Decompress appends the decompressed form of src to dst. It fails with an error
+// wrapping ErrTooLarge as soon as the output would exceed limit bytes, and with one
+// wrapping ErrCorrupt for malformed input or an unknown codec. It never allocates
+// much more than min(limit, actual output). A negative limit counts as 0.
+//
+// On error it returns dst with its original length; bytes in its spare capacity may
+// have been overwritten. It is safe for concurrent use.
+func Decompress(dst []byte, c Codec, src []byte, limit int) ([]byte, error) {
+	limit = max(limit, 0)
+	if c != CodecNone && len(src) == 0 {
+		// No codec encodes anything, not even an empty batch, as zero bytes; some
+		// decoders would nevertheless report an empty stream as a clean end.
+		return dst, fmt.Errorf("%w: %s: empty input", ErrCorrupt, c)
+	}
+	var (
+		out []byte
+		err error
+	)
+	switch c {
+	case CodecNone:
+		if len(src) > limit {
+			return dst, tooLarge(c, limit)
+		}
+		return append(dst, src...), nil
+	case CodecGzip:
+		out, err = decompressGzip(dst, src, limit)
+	case CodecSnappy:
+		out, err = decompressSnappy(dst, src, limit)
+	case CodecLZ4:
+		out, err = decompressLZ4(dst, src, limit)
+	case CodecZstd:
+		out, err = decompressZstd(dst, src, limit)
+	default:
+		return dst, fmt.Errorf("%w: unknown compression codec %d", ErrCorrupt, int8(c))
+	}
+	if err != nil {
+		return dst, err
+	}
+	return out, nil
+}
+
+// Compress appends the compressed form of src to dst. It is safe for concurrent use.
+//
+// The formats are the ones every Kafka client reads: a gzip member, snappy in the
+// xerial framing with 32 KiB blocks, an LZ4 frame with independent 64 KiB blocks, and
+// a single zstd frame at the default level.
+func Compress(dst []byte, c Codec, src []byte) ([]byte, error) {
+	switch c {
+	case CodecNone:
+		return append(dst, src...), nil
+	case CodecGzip:
+		return compressGzip(dst, src)
+	case CodecSnappy:
+		return compressSnappy(dst, src), nil
+	case CodecLZ4:
+		return compressLZ4(dst, src)
+	case CodecZstd:
+		return compressZstd(dst, src)
+	}
+	return dst, fmt.Errorf("objectlog: compress: unknown compression codec %d", int8(c))
+}
+
+func corrupt(c Codec, err error) error {
+	return fmt.Errorf("%w: %s: %v", ErrCorrupt, c, err)
+}
+
+func tooLarge(c Codec, limit int) error {
+	return fmt.Errorf("%w: %s: output exceeds the limit of %d bytes", ErrTooLarge, c, limit)
+}
+
+// minGrowth is the smallest step by which readLimited grows its output, so that a
+// stream without a size hint does not reallocate for every few bytes.
+const minGrowth = 512
+
+// maxEmptyReads bounds how many successive reads may return nothing, as io.Reader
+// allows, before a decoder counts as stuck.
+const maxEmptyReads = 100
+
+// readLimited appends everything r produces to dst and fails with ErrTooLarge as soon
+// as the output passes limit bytes; it never reads more than limit+1 bytes from r.
+// hint, when positive, is the size the input claims to decode to: it sizes the first
+// allocation (an exact hint costs one allocation and no copy) and nothing else.
+// Without a hint the buffer doubles, which keeps the total allocated under about 4x
+// the output. probe is a one-byte scratch buffer owned by the pooled decoder, so
+// that it does not escape to the heap on every call.
+func readLimited(dst []byte, r io.Reader, c Codec, limit, hint int, probe []byte) ([]byte, error) {
+	start := len(dst)
+	empty := 0
+	for {
+		n := len(dst) - start
+		var (
+			k   int
+			err error
+		)
+		if room := min(cap(dst)-len(dst), limit-n); room > 0 {
+			k, err = r.Read(dst[len(dst) : len(dst)+room])
+			dst = dst[:len(dst)+k]
+		} else {
+			// Out of room. Read one byte before growing: it tells whether the
+			// stream ends exactly here, so an output that fits exactly costs no
+			// extra allocation, and it is the limit+1st byte that proves the
+			// output too large.
+			k, err = r.Read(probe[:1])
+			if k > 0 {
+				if n >= limit {
+					return dst, tooLarge(c, limit)
+				}
+				next := max(2*n, minGrowth)
+				if hint > n {
+					next = hint
+				}
+				dst = slices.Grow(dst, min(next, limit)-n)
+				dst = append(dst, probe[0])
+			}
+		}
+		switch {
+		case err == io.EOF:
+			return dst, nil
+		case err != nil:
+			return dst, corrupt(c, err)
+		case k > 0:
+			empty = 0
+		default:
+			if empty++; empty >= maxEmptyReads {
+				return dst, corrupt(c, io.ErrNoProgress)
+			}
+		}
+	}
+}
+
+// gzip
+
+// gzipDecoder is the pooled state for one gzip decompression: the flate window lives
+// in zr and survives Reset.
+type gzipDecoder struct {
+	src   bytes.Reader
+	zr    gzip.Reader
+	probe [1]byte
+}
+
+var gzipDecoders sync.Pool // *gzipDecoder
+
+// maxDeflateRatio bounds deflate's expansion: a 258-byte match costs at least two
+// bits, about 1032 output bytes per input byte.
+const maxDeflateRatio = 1032
+
+func decompressGzip(dst, src []byte, limit int) ([]byte, error) {
+	d, _ := gzipDecoders.Get().(*gzipDecoder)
+	if d == nil {
+		d = new(gzipDecoder)
+	}
+	defer func() {
+		// Drop the reference to the caller's bytes before pooling.
+		d.src.Reset(nil)
+		gzipDecoders.Put(d)
+	}()
+	d.src.Reset(src)
+	if err := d.zr.Reset(&d.src); err != nil {
+		return dst, corrupt(CodecGzip, err)
+	}
+	// Reset turns multistream on: concatenated members are one valid stream.
+	//
+	// The trailer's ISIZE is the last member's length mod 2^32. It is only a hint:
+	// the reader checks it against the real output before reporting success, and
+	// it is capped at what an honest stream of this length can inflate to, so a
+	// false one costs no more than a genuine bomb of the same size.
+	hint := -1
+	if len(src) >= 4 {
+		hint = int(min(uint64(binary.LittleEndian.Uint32(src[len(src)-4:])), maxDeflateRatio*uint64(len(src))))
+	}
+	return readLimited(dst, &d.zr, CodecGzip, limit, hint, d.probe[:])
+}
+
+// gzipEncoder is the pooled state for one gzip compression.
+type gzipEncoder struct {
+	out appendWriter
+	zw  *gzip.Writer
+}
+
+var gzipEncoders sync.Pool // *gzipEncoder
+
+func compressGzip(dst, src []byte) ([]byte, error) {
+	e, _ := gzipEncoders.Get().(*gzipEncoder)
+	if e == nil {
+		// The default level (6) is what Kafka's Java producer uses by default.
+		zw, err := gzip.NewWriterLevel(nil, gzip.DefaultCompression)
+		if err != nil {
+			return dst, fmt.Errorf("objectlog: gzip: %w", err)
+		}
+		e = &gzipEncoder{zw: zw}
+	}
+	e.out.b = dst
+	e.zw.Reset(&e.out)
+	_, err := e.zw.Write(src)
+	if err == nil {
+		err = e.zw.Close()
+	}
+	out := e.out.b
+	e.out.b = nil
+	gzipEncoders.Put(e)
+	if err != nil {
+		return dst, fmt.Errorf("objectlog: gzip: %w", err)
+	}
+	return out, nil
+}
+
+// appendWriter is an io.Writer that appends to a slice the caller owns, so that
+// streaming encoders write straight into Compress's dst.
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// snappy
+//
+// Kafka clients send snappy two ways. franz-go and some others send one raw snappy
+// block. The Java client and librdkafka send the xerial framing of snappy-java's
+// SnappyOutputStream:
+//
+//	off  size
+//	  0     8  magic "\x82SNAPPY\x00"
+//	  8     4  version (big-endian, 1)
+//	 12     4  minimum compatible version (big-endian, 1)
+//	 16     …  blocks: [4-byte big-endian length][raw snappy block of that length]
+//
+// A raw block cannot begin with the magic: its varint would announce 10626 bytes and
+// be followed by a copy tag ('N') with nothing yet to copy, which is invalid, so the
+// magic tells the two apart. snappy-java reads streams that were concatenated, with
+// the header repeated where a block length would be; a length starting 0x82 would be
+// over 2 GiB, so that is unambiguous too and is accepted.
+
+const (
+	xerialMagic      = "\x82SNAPPY\x00"
+	xerialHeaderSize = 16
+	// xerialBlockSize is the input per block that snappy-java writes by default.
+	xerialBlockSize = 32 << 10
+)
+
+func decompressSnappy(dst, src []byte, limit int) ([]byte, error) {
+	if !bytes.HasPrefix(src, []byte(xerialMagic)) {
+		n, err := snappy.DecodedLen(src)
+		if err != nil {
+			return dst, corrupt(CodecSnappy, err)
+		}
+		if n > limit {
+			return dst, tooLarge(CodecSnappy, limit)
+		}
+		return decodeSnappyBlock(slices.Grow(dst, n), src, n)
+	}
+
+	// First pass: check the framing and add up the blocks' announced lengths, so
+	// that an oversize stream fails before anything is decoded and the output is
+	// allocated once. Each announced length is checked again by the decoder.
+	total := 0
+	for block, err := range xerialBlocks(src) {
+		if err != nil {
+			return dst, err
+		}
+		n, err := snappy.DecodedLen(block)
+		if err != nil {
+			return dst, corrupt(CodecSnappy, err)
+		}
+		if n > limit-total {
+			return dst, tooLarge(CodecSnappy, limit)
+		}
+		total += n
+	}
+	out := slices.Grow(dst, total)
+	for block := range xerialBlocks(src) {
+		n, _ := snappy.DecodedLen(block)
+		var err error
+		if out, err = decodeSnappyBlock(out, block, n); err != nil {
+			return dst, err
+		}
+	}
+	return out, nil
+}
+
+// xerialBlocks yields the snappy blocks of a xerial-framed stream, or an error
+// wrapping ErrCorrupt (and then stops) when the framing is broken.
+func xerialBlocks(src []byte) func(yield func([]byte, error) bool) {
+	return func(yield func([]byte, error) bool) {
+		pos := 0
+		for pos < len(src) {
+			rest := src[pos:]
+			if bytes.HasPrefix(rest, []byte(xerialMagic)) {
+				// The stream header, first or of a concatenated stream. The versions
+				// are not checked: there has only ever been one framing, and
+				// snappy-java's reader does not reject on them either.
+				if len(rest) < xerialHeaderSize {
+					yield(nil, fmt.Errorf("%w: snappy: xerial header truncated at %d bytes", ErrCorrupt, len(rest)))
+					return
+				}
+				pos += xerialHeaderSize
+				continue
+			}
+			if len(rest) < 4 {
+				yield(nil, fmt.Errorf("%w: snappy: xerial block length truncated at offset %d", ErrCorrupt, pos))
+				return
+			}
+			n := binary.BigEndian.Uint32(rest)
+			if uint64(n) > uint64(len(rest)-4) {
+				yield(nil, fmt.Errorf("%w: snappy: xerial block of %d bytes at offset %d overruns the input", ErrCorrupt, n, pos))
+				return
+			}
+			pos += 4 + int(n)
+			if !yield(rest[4:4+n], nil) {
+				return
+			}
+		}
+	}
+}
+
+// decodeSnappyBlock appends the n-byte decoding of block to dst, which must have room
+// for it. DecodeStrict rejects the s2 extensions that klauspost's faster decoder
+// accepts: a batch we accept must be readable by every consumer's snappy.
+func decodeSnappyBlock(dst, block []byte, n int) ([]byte, error) {
+	at := len(dst)
+	room := dst[at : at+n]
+	out, err := snappy.DecodeStrict(room, block)
+	if err != nil {
+		return dst, corrupt(CodecSnappy, err)
+	}
+	if len(out) != n || (n > 0 && &out[0] != &room[0]) {
+		// Cannot happen while DecodeStrict honours DecodedLen; checked because
+		// silently returning a short or detached block would lose records.
+		return dst, fmt.Errorf("%w: snappy: block decoded to %d bytes, announced %d", ErrCorrupt, len(out), n)
+	}
+	return dst[:at+n], nil
+}
+
+func compressSnappy(dst, src []byte) []byte {
+	// One allocation for the worst case: header plus, per block, a length and the
+	// block's bound.
+	need := xerialHeaderSize
+	for rest := len(src); rest > 0; rest -= xerialBlockSize {
+		need += 4 + s2.MaxEncodedLen(min(rest, xerialBlockSize))
+	}
+	dst = slices.Grow(dst, need)
+	dst = append(dst, xerialMagic...)
+	dst = binary.BigEndian.AppendUint32(dst, 1) // version
+	dst = binary.BigEndian.AppendUint32(dst, 1) // minimum compatible version
+	for len(src) > 0 {
+		chunk := src[:min(len(src), xerialBlockSize)]
+		src = src[len(chunk):]
+		at := len(dst)
+		body := dst[at+4 : at+4+s2.MaxEncodedLen(len(chunk))]
+		// EncodeSnappy writes plain snappy (no s2 extensions) into body's room.
+		n := len(s2.EncodeSnappy(body, chunk))
+		binary.BigEndian.PutUint32(dst[at:at+4], uint32(n))
+		dst = dst[:at+4+n]
+	}
+	return dst
+}
+
+// lz4
+
+// lz4Decoder is the pooled state for one LZ4 decompression.
+type lz4Decoder struct {
+	src   bytes.Reader
+	zr    *lz4.Reader
+	probe [1]byte
+}
+
+var lz4Decoders sync.Pool // *lz4Decoder
+
+func decompressLZ4(dst, src []byte, limit int) ([]byte, error) {
+	d, _ := lz4Decoders.Get().(*lz4Decoder)
+	if d == nil {
+		// The default concurrency (1) decodes on the caller's goroutine.
+		d = &lz4Decoder{zr: lz4.NewReader(nil)}
+	}
+	defer func() {
+		// Reset returns the block buffer to lz4's own pool and drops src.
+		d.src.Reset(nil)
+		d.zr.Reset(nil)
+		lz4Decoders.Put(d)
+	}()
+	d.src.Reset(src)
+	d.zr.Reset(&d.src)
+	// Kafka's producers do not write the optional content size, and the block
+	// lengths are compressed sizes, so there is no hint: start near a typical ratio.
+	return readLimited(dst, d.zr, CodecLZ4, limit, 2*len(src), d.probe[:])
+}
+
+// lz4Encoder is the pooled state for one LZ4 compression.
+type lz4Encoder struct {
+	out appendWriter
+	zw  *lz4.Writer
+}
+
+var lz4Encoders sync.Pool // *lz4Encoder
+
+func compressLZ4(dst, src []byte) ([]byte, error) {
+	e, _ := lz4Encoders.Get().(*lz4Encoder)
+	if e == nil {
+		e = &lz4Encoder{zw: lz4.NewWriter(nil)}
+		// 64 KiB blocks, as Kafka's Java producer writes: every reader accepts them,
+		// and batches are rarely large enough to gain from bigger ones, which would
+		// cost a 4 MiB block buffer per reader. Blocks are always independent, which
+		// the Java consumer requires.
+		if err := e.zw.Apply(lz4.BlockSizeOption(lz4.Block64Kb), lz4.ConcurrencyOption(1)); err != nil {
+			return dst, fmt.Errorf("objectlog: lz4: %w", err)
+		}
+	}
+	e.out.b = dst
+	e.zw.Reset(&e.out)
+	_, err := e.zw.Write(src)
+	if err == nil {
+		err = e.zw.Close()
+	}
+	out := e.out.b
+	e.out.b = nil
+	e.zw.Reset(nil)
+	lz4Encoders.Put(e)
+	if err != nil {
+		return dst, fmt.Errorf("objectlog: lz4: %w", err)
+	}
+	return out, nil
+}
+
+// zstd
+//
+// zstd is decoded with DecodeAll rather than as a stream: a stream decoder allocates
+// a ring buffer of the frame's declared window (up to 128 MiB from an honest
+// producer at level 22) before producing a byte, whereas DecodeAll keeps history in
+// the output itself. DecodeAll is bounded by the capacity it is handed
+// (WithDecodeAllCapLimit), so the output buffer is grown by retrying: the first
+// frame's content size, if declared, picks the first capacity (never above limit, and
+// a false one fails the frame's size check), and each retry doubles it up to limit.
+
+const (
+	// zstdMaxWindow is libzstd's default decoder limit (windowLog 27): a frame
+	// needing more would not be readable by consumers using libzstd or zstd-jni.
+	zstdMaxWindow = 1 << 27
+	// zstdSlack is spare capacity beyond the target so the decoder's 16-byte
+	// overcopying fast paths stay in use at the end of the output.
+	zstdSlack = 64
+	// zstdMaxRatio is zstd's largest expansion: a 4-byte RLE block yields 128 KiB.
+	zstdMaxRatio = 32 << 10
+)
+
+var zstdDecoders sync.Pool // *zstd.Decoder
+
+func decompressZstd(dst, src []byte, limit int) ([]byte, error) {
+	d, _ := zstdDecoders.Get().(*zstd.Decoder)
+	if d == nil {
+		var err error
+		d, err = zstd.NewReader(nil,
+			// One block decoder, used on the caller's goroutine: the pool
+			// provides the parallelism.
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderLowmem(true),
+			zstd.WithDecodeAllCapLimit(true),
+			// The output is bounded by the capacity handed to DecodeAll; the
+			// default WithDecoderMaxMemory (64 GiB) must stay above the window,
+			// which it would otherwise lower.
+			zstd.WithDecoderMaxWindow(zstdMaxWindow),
+		)
+		if err != nil {
+			return dst, fmt.Errorf("objectlog: zstd: %w", err)
+		}
+	}
+	defer zstdDecoders.Put(d)
+
+	want := 2*len(src) + minGrowth
+	var h zstd.Header
+	if h.Decode(src) == nil && h.HasFCS {
+		if h.FrameContentSize > uint64(limit) {
+			return dst, tooLarge(CodecZstd, limit)
+		}
+		want = int(min(h.FrameContentSize, zstdMaxRatio*uint64(len(src))))
+	}
+	start := len(dst)
+	buf := dst
+	for {
+		want = min(want, limit)
+		buf = slices.Grow(buf[:start], want+zstdSlack)
+		out, err := d.DecodeAll(src, buf[:start:start+want+zstdSlack])
+		switch {
+		case err == nil:
+			if len(out)-start > limit {
+				return dst, tooLarge(CodecZstd, limit)
+			}
+			return out, nil
+		case errors.Is(err, zstd.ErrDecoderSizeExceeded):
+			if want >= limit {
+				return dst, tooLarge(CodecZstd, limit)
+			}
+			want = max(2*want, minGrowth)
+		case errors.Is(err, zstd.ErrWindowSizeExceeded):
+			return dst, fmt.Errorf("%w: zstd: frame window exceeds %d bytes", ErrCorrupt, zstdMaxWindow)
+		default:
+			return dst, corrupt(CodecZstd, err)
+		}
+	}
+}
+
+var zstdEncoders sync.Pool // *zstd.Encoder
+
+func compressZstd(dst, src []byte) ([]byte, error) {
+	e, _ := zstdEncoders.Get().(*zstd.Encoder)
+	if e == nil {
+		var err error
+		e, err = zstd.NewWriter(nil,
+			zstd.WithEncoderConcurrency(1),
+			// SpeedDefault is about libzstd's level 3, Kafka's default.
+			zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithLowerEncoderMem(true),
+			// An empty input still gets a frame: zero bytes are not a valid body.
+			zstd.WithZeroFrames(true),
+		)
+		if err != nil {
+			return dst, fmt.Errorf("objectlog: zstd: %w", err)
+		}
+	}
+	dst = e.EncodeAll(src, dst)
+	zstdEncoders.Put(e)
+	return dst, nil
+}
