@@ -43,7 +43,7 @@ $(BIN)/minio:
 	GOBIN=$(BIN) GOFLAGS=-buildvcs=false $(GO) install github.com/minio/minio@$(MINIO_VERSION)
 
 # Long fuzzing: each target for FUZZTIME (make fuzz FUZZTIME=30s for a short run).
-FUZZ_TARGETS := FuzzParseBatch FuzzRecords FuzzDecodeSegment FuzzReadIndex FuzzDecompress
+FUZZ_TARGETS := FuzzParseBatch FuzzRecords FuzzDecodeSegment FuzzSegmentIndex FuzzDecompress
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "== $$t ($(FUZZTIME))"; \

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 
@@ -77,15 +78,20 @@ func ParseCodec(name string) (Codec, error) {
 	return CodecNone, fmt.Errorf("objectlog: unknown compression type %q", name)
 }
 
+// maxLimit caps Decompress's limit. A batch's length is an int32, and a
+// cap well inside it keeps the size arithmetic clear of overflow even with 32-bit ints.
+const maxLimit = 1 << 30
+
 // Decompress appends the decompressed form of src to dst. It fails with an error
 // wrapping ErrTooLarge as soon as the output would exceed limit bytes, and with one
 // wrapping ErrCorrupt for malformed input or an unknown codec. It never allocates
-// much more than min(limit, actual output). A negative limit counts as 0.
+// much more than min(limit, actual output). A negative limit counts as 0, and one
+// above 1 GiB as 1 GiB.
 //
 // On error it returns dst with its original length; bytes in its spare capacity may
 // have been overwritten. It is safe for concurrent use.
 func Decompress(dst []byte, c Codec, src []byte, limit int) ([]byte, error) {
-	limit = max(limit, 0)
+	limit = min(max(limit, 0), maxLimit)
 	if c != CodecNone && len(src) == 0 {
 		// No codec encodes anything, not even an empty batch, as zero bytes; some
 		// decoders would nevertheless report an empty stream as a clean end.
@@ -426,8 +432,13 @@ func compressSnappy(dst, src []byte) []byte {
 		src = src[len(chunk):]
 		at := len(dst)
 		body := dst[at+4 : at+4+s2.MaxEncodedLen(len(chunk))]
-		// EncodeSnappy writes plain snappy (no s2 extensions) into body's room.
-		n := len(s2.EncodeSnappy(body, chunk))
+		// EncodeSnappy writes plain snappy (no s2 extensions), in place given
+		// room for the bound.
+		enc := s2.EncodeSnappy(body, chunk)
+		n := len(enc)
+		if &enc[0] != &body[0] {
+			copy(body, enc)
+		}
 		binary.BigEndian.PutUint32(dst[at:at+4], uint32(n))
 		dst = dst[:at+4+n]
 	}
@@ -459,9 +470,92 @@ func decompressLZ4(dst, src []byte, limit int) ([]byte, error) {
 	}()
 	d.src.Reset(src)
 	d.zr.Reset(&d.src)
-	// Kafka's producers do not write the optional content size, and the block
-	// lengths are compressed sizes, so there is no hint: start near a typical ratio.
-	return readLimited(dst, d.zr, CodecLZ4, limit, 2*len(src), d.probe[:])
+	return readLimited(dst, d.zr, CodecLZ4, limit, lz4Hint(src), d.probe[:])
+}
+
+const (
+	lz4Magic          = 0x184d2204
+	lz4SkippableMagic = 0x184d2a50 // low 4 bits are the user's
+	// lz4BlockRatio guesses a compressed block's expansion; full blocks hit the
+	// frame's block size first at the ratios LZ4 reaches on real data.
+	lz4BlockRatio = 8
+)
+
+// lz4Hint walks the frame and block headers of src, without decoding, for the
+// decoded size: a frame's declared content size (which Kafka's producers do not
+// write), else its stored blocks' sizes plus a guess per compressed block, never
+// more than the blocks can hold. It returns 2*len(src) when the headers do not
+// parse; the decoder then says what is wrong.
+func lz4Hint(src []byte) int {
+	fallback := 2 * len(src)
+	var total uint64
+	for len(src) > 0 {
+		if len(src) < 8 {
+			return fallback
+		}
+		magic := binary.LittleEndian.Uint32(src)
+		if magic&^0xf == lz4SkippableMagic {
+			n := uint64(binary.LittleEndian.Uint32(src[4:]))
+			if uint64(len(src)-8) < n {
+				return fallback
+			}
+			src = src[8+n:]
+			continue
+		}
+		flg, bd := src[4], src[5]
+		if magic != lz4Magic || bd>>4&7 < 4 {
+			return fallback
+		}
+		blockMax := uint64(1) << (8 + 2*(bd>>4&7)) // 4: 64 KiB … 7: 4 MiB
+		pos := uint64(6)
+		declared, hasSize := uint64(0), flg&0x08 != 0
+		if hasSize {
+			if uint64(len(src)) < pos+8 {
+				return fallback
+			}
+			declared = binary.LittleEndian.Uint64(src[pos:])
+			pos += 8
+		}
+		if flg&0x01 != 0 {
+			pos += 4 // dictionary id
+		}
+		pos++ // header checksum
+		var guess, bound uint64
+		for {
+			if uint64(len(src)) < pos+4 {
+				return fallback
+			}
+			bs := binary.LittleEndian.Uint32(src[pos:])
+			pos += 4
+			if bs == 0 {
+				break // end mark
+			}
+			n := uint64(bs & 0x7fffffff)
+			if bs&0x80000000 != 0 { // stored uncompressed
+				guess += n
+				bound += n
+			} else {
+				guess += min(blockMax, lz4BlockRatio*n)
+				bound += blockMax
+			}
+			pos += n
+			if flg&0x10 != 0 {
+				pos += 4 // block checksum
+			}
+		}
+		if flg&0x04 != 0 {
+			pos += 4 // content checksum
+		}
+		if uint64(len(src)) < pos {
+			return fallback
+		}
+		if hasSize {
+			guess = min(declared, bound)
+		}
+		total += guess
+		src = src[pos:]
+	}
+	return int(min(total, math.MaxInt32))
 }
 
 // lz4Encoder is the pooled state for one LZ4 compression.
@@ -503,27 +597,51 @@ func compressLZ4(dst, src []byte) ([]byte, error) {
 // zstd
 //
 // zstd is decoded with DecodeAll rather than as a stream: a stream decoder allocates
-// a ring buffer of the frame's declared window (up to 128 MiB from an honest
-// producer at level 22) before producing a byte, whereas DecodeAll keeps history in
-// the output itself. DecodeAll is bounded by the capacity it is handed
-// (WithDecodeAllCapLimit), so the output buffer is grown by retrying: the first
-// frame's content size, if declared, picks the first capacity (never above limit, and
-// a false one fails the frame's size check), and each retry doubles it up to limit.
+// a ring buffer of the frame's declared window (2 MiB from Kafka's Java producer at
+// the default level, up to 128 MiB at level 22, however small the batch) before
+// producing a byte, whereas DecodeAll keeps history in the output itself. DecodeAll
+// is bounded by the capacity it is handed (WithDecodeAllCapLimit), so the output
+// buffer is sized from the headers and grown by retrying.
+//
+// Running out of capacity inside a compressed block is reported like corruption
+// ("output bigger than max block size"), so an error is only taken as corruption
+// once the buffer had room for a whole block past everything decoded: a block never
+// produces more than 128 KiB.
 
 const (
 	// zstdMaxWindow is libzstd's default decoder limit (windowLog 27): a frame
 	// needing more would not be readable by consumers using libzstd or zstd-jni.
 	zstdMaxWindow = 1 << 27
-	// zstdSlack is spare capacity beyond the target so the decoder's 16-byte
-	// overcopying fast paths stay in use at the end of the output.
+	// zstdMaxBlock is the most one block decodes to.
+	zstdMaxBlock = 128 << 10
+	// zstdSlack is spare capacity beyond the target so the decoder's overcopying
+	// fast paths stay in use at the end of the output.
 	zstdSlack = 64
-	// zstdMaxRatio is zstd's largest expansion: a 4-byte RLE block yields 128 KiB.
-	zstdMaxRatio = 32 << 10
+	// zstdBlockRatio guesses a compressed block's expansion when nothing says how
+	// much it decodes to; full blocks hit the 128 KiB cap first at any common ratio.
+	zstdBlockRatio = 16
 )
 
 var zstdDecoders sync.Pool // *zstd.Decoder
 
 func decompressZstd(dst, src []byte, limit int) ([]byte, error) {
+	sizes, ok := scanZstd(src)
+	if ok && sizes.lie {
+		return dst, fmt.Errorf("%w: zstd: frame content size exceeds what its blocks can hold", ErrCorrupt)
+	}
+	if ok && sizes.least > uint64(limit) {
+		return dst, tooLarge(CodecZstd, limit)
+	}
+	want := 2*len(src) + minGrowth
+	if ok {
+		want = int(min(sizes.estimate, uint64(limit)+1))
+	}
+	// bound is the most worth making room for; known says the headers proved it.
+	bound, known := limit, false
+	if ok && sizes.bound <= uint64(limit) {
+		bound, known = int(sizes.bound), true
+	}
+
 	d, _ := zstdDecoders.Get().(*zstd.Decoder)
 	if d == nil {
 		var err error
@@ -544,37 +662,133 @@ func decompressZstd(dst, src []byte, limit int) ([]byte, error) {
 	}
 	defer zstdDecoders.Put(d)
 
-	want := 2*len(src) + minGrowth
-	var h zstd.Header
-	if h.Decode(src) == nil && h.HasFCS {
-		if h.FrameContentSize > uint64(limit) {
-			return dst, tooLarge(CodecZstd, limit)
-		}
-		want = int(min(h.FrameContentSize, zstdMaxRatio*uint64(len(src))))
-	}
 	start := len(dst)
 	buf := dst
+	room := zstdSlack
 	for {
-		want = min(want, limit)
-		buf = slices.Grow(buf[:start], want+zstdSlack)
-		out, err := d.DecodeAll(src, buf[:start:start+want+zstdSlack])
+		want = min(want, bound)
+		size := want + room
+		// Spare capacity the caller provided costs nothing: use it, up to what the
+		// limit can need, and forgo the slack if it is all that is missing.
+		if spare := min(cap(buf)-start, limit+zstdMaxBlock+zstdSlack); spare >= size || spare >= want && room == zstdSlack {
+			size = spare
+			want = min(max(want, size-room), bound)
+		}
+		buf = slices.Grow(buf[:start], size)
+		out, err := d.DecodeAll(src, buf[:start:start+size])
+		produced := 0
+		if len(out) > start {
+			produced = len(out) - start
+		}
+		// Whether the error may only mean that the buffer was full: the headers
+		// did not prove the output fits, and the block after what was decoded
+		// could have run out of room.
+		full := !(known && size >= bound) &&
+			(produced+zstdMaxBlock > size || errors.Is(err, zstd.ErrDecoderSizeExceeded))
 		switch {
 		case err == nil:
-			if len(out)-start > limit {
+			if produced > limit {
 				return dst, tooLarge(CodecZstd, limit)
 			}
 			return out, nil
-		case errors.Is(err, zstd.ErrDecoderSizeExceeded):
-			if want >= limit {
-				return dst, tooLarge(CodecZstd, limit)
-			}
-			want = max(2*want, minGrowth)
 		case errors.Is(err, zstd.ErrWindowSizeExceeded):
 			return dst, fmt.Errorf("%w: zstd: frame window exceeds %d bytes", ErrCorrupt, zstdMaxWindow)
-		default:
+		case !full:
 			return dst, corrupt(CodecZstd, err)
+		case want < bound:
+			want = max(2*want, minGrowth)
+			if want > bound/2 {
+				// Close enough to the bound not to risk another retry.
+				want = bound
+			}
+			room = zstdMaxBlock + zstdSlack
+		case room < zstdMaxBlock+zstdSlack:
+			room = zstdMaxBlock + zstdSlack
+		default:
+			return dst, tooLarge(CodecZstd, limit)
 		}
 	}
+}
+
+// zstdSizes is what the frame and block headers say about the decoded size.
+type zstdSizes struct {
+	least    uint64 // declared content sizes, else raw and RLE sizes: the output if the input is valid
+	estimate uint64 // least plus a guess per compressed block of frames without a content size
+	bound    uint64 // the most the blocks can decode to
+	lie      bool   // some frame declares a content size its blocks cannot hold
+}
+
+// scanZstd walks the frame and block headers of src without decoding anything. ok
+// is false when they do not parse; the decoder then says what is wrong.
+func scanZstd(src []byte) (s zstdSizes, ok bool) {
+	var h zstd.Header
+	for len(src) > 0 {
+		rest, err := h.DecodeAndStrip(src)
+		if err != nil {
+			return s, false
+		}
+		if h.Skippable {
+			if uint64(len(rest)) < uint64(h.SkippableSize) {
+				return s, false
+			}
+			src = rest[h.SkippableSize:]
+			continue
+		}
+		window := h.WindowSize
+		if h.SingleSegment {
+			window = h.FrameContentSize
+		}
+		// klauspost's decoder raises small windows to the 1 KiB minimum; bound
+		// as generously, so that no frame it accepts is called a liar.
+		blockMax := uint64(min(max(window, zstd.MinWindowSize), zstdMaxBlock))
+		var least, bound, estimate uint64
+		for last := false; !last; {
+			if len(rest) < 3 {
+				return s, false
+			}
+			bh := uint32(rest[0]) | uint32(rest[1])<<8 | uint32(rest[2])<<16
+			rest = rest[3:]
+			last = bh&1 != 0
+			size := uint64(bh >> 3)
+			stored := size
+			switch bh >> 1 & 3 {
+			case 0: // raw
+				least += size
+				bound += size
+				estimate += size
+			case 1: // RLE: one byte, repeated size times
+				least += size
+				bound += size
+				estimate += size
+				stored = 1
+			case 2: // compressed
+				bound += blockMax
+				estimate += min(blockMax, zstdBlockRatio*size)
+			default:
+				return s, false
+			}
+			if uint64(len(rest)) < stored {
+				return s, false
+			}
+			rest = rest[stored:]
+		}
+		if h.HasCheckSum {
+			if len(rest) < 4 {
+				return s, false
+			}
+			rest = rest[4:]
+		}
+		if h.HasFCS {
+			s.lie = s.lie || h.FrameContentSize > bound
+			least = min(h.FrameContentSize, bound)
+			estimate = least
+		}
+		s.least += least
+		s.bound += bound
+		s.estimate += estimate
+		src = rest
+	}
+	return s, true
 }
 
 var zstdEncoders sync.Pool // *zstd.Encoder
