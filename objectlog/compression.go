@@ -225,9 +225,10 @@ type gzipDecoder struct {
 
 var gzipDecoders sync.Pool // *gzipDecoder
 
-// maxDeflateRatio bounds deflate's expansion: a 258-byte match costs at least two
-// bits, about 1032 output bytes per input byte.
-const maxDeflateRatio = 1032
+// gzipHintRatio caps the trailer's size hint at a multiple of the input. Real
+// batches compress far less than this; beyond it the output buffer doubles as it
+// fills, so that a damaged trailer cannot make a small input allocate much.
+const gzipHintRatio = 64
 
 func decompressGzip(dst, src []byte, limit int) ([]byte, error) {
 	d, _ := gzipDecoders.Get().(*gzipDecoder)
@@ -245,13 +246,12 @@ func decompressGzip(dst, src []byte, limit int) ([]byte, error) {
 	}
 	// Reset turns multistream on: concatenated members are one valid stream.
 	//
-	// The trailer's ISIZE is the last member's length mod 2^32. It is only a hint:
-	// the reader checks it against the real output before reporting success, and
-	// it is capped at what an honest stream of this length can inflate to, so a
-	// false one costs no more than a genuine bomb of the same size.
+	// The trailer's ISIZE is the last member's length mod 2^32. It is only a hint
+	// for the first allocation: the reader checks it against the real output
+	// before reporting success.
 	hint := -1
 	if len(src) >= 4 {
-		hint = int(min(uint64(binary.LittleEndian.Uint32(src[len(src)-4:])), maxDeflateRatio*uint64(len(src))))
+		hint = int(min(uint64(binary.LittleEndian.Uint32(src[len(src)-4:])), gzipHintRatio*uint64(len(src))))
 	}
 	return readLimited(dst, &d.zr, CodecGzip, limit, hint, d.probe[:])
 }
@@ -625,20 +625,17 @@ const (
 var zstdDecoders sync.Pool // *zstd.Decoder
 
 func decompressZstd(dst, src []byte, limit int) ([]byte, error) {
-	sizes, ok := scanZstd(src)
-	if ok && sizes.lie {
-		return dst, fmt.Errorf("%w: zstd: frame content size exceeds what its blocks can hold", ErrCorrupt)
+	sizes, err := scanZstd(src)
+	if err != nil {
+		return dst, err
 	}
-	if ok && sizes.least > uint64(limit) {
+	if sizes.least > uint64(limit) {
 		return dst, tooLarge(CodecZstd, limit)
 	}
-	want := 2*len(src) + minGrowth
-	if ok {
-		want = int(min(sizes.estimate, uint64(limit)+1))
-	}
+	want := int(min(sizes.estimate, uint64(limit)+1))
 	// bound is the most worth making room for; known says the headers proved it.
 	bound, known := limit, false
-	if ok && sizes.bound <= uint64(limit) {
+	if sizes.bound <= uint64(limit) {
 		bound, known = int(sizes.bound), true
 	}
 
@@ -715,21 +712,30 @@ type zstdSizes struct {
 	least    uint64 // declared content sizes, else raw and RLE sizes: the output if the input is valid
 	estimate uint64 // least plus a guess per compressed block of frames without a content size
 	bound    uint64 // the most the blocks can decode to
-	lie      bool   // some frame declares a content size its blocks cannot hold
 }
 
-// scanZstd walks the frame and block headers of src without decoding anything. ok
-// is false when they do not parse; the decoder then says what is wrong.
-func scanZstd(src []byte) (s zstdSizes, ok bool) {
-	var h zstd.Header
+// scanZstd walks the frame and block headers of src without decoding anything. Its
+// errors wrap ErrCorrupt: headers that do not parse (truncation, garbage, reserved
+// block types, bytes after the last frame) or a declared content size that the
+// frame's blocks cannot hold. Rejecting these here spares the decoder, and the
+// retries that size its output, from ever seeing them.
+func scanZstd(src []byte) (zstdSizes, error) {
+	var (
+		s zstdSizes
+		h zstd.Header
+	)
+	end := len(src)
+	malformed := func(what string) error {
+		return fmt.Errorf("%w: zstd: frame at offset %d: %s", ErrCorrupt, end-len(src), what)
+	}
 	for len(src) > 0 {
 		rest, err := h.DecodeAndStrip(src)
 		if err != nil {
-			return s, false
+			return s, malformed("header: " + err.Error())
 		}
 		if h.Skippable {
 			if uint64(len(rest)) < uint64(h.SkippableSize) {
-				return s, false
+				return s, malformed("skippable frame truncated")
 			}
 			src = rest[h.SkippableSize:]
 			continue
@@ -744,7 +750,7 @@ func scanZstd(src []byte) (s zstdSizes, ok bool) {
 		var least, bound, estimate uint64
 		for last := false; !last; {
 			if len(rest) < 3 {
-				return s, false
+				return s, malformed("block header truncated")
 			}
 			bh := uint32(rest[0]) | uint32(rest[1])<<8 | uint32(rest[2])<<16
 			rest = rest[3:]
@@ -765,22 +771,24 @@ func scanZstd(src []byte) (s zstdSizes, ok bool) {
 				bound += blockMax
 				estimate += min(blockMax, zstdBlockRatio*size)
 			default:
-				return s, false
+				return s, malformed("reserved block type")
 			}
 			if uint64(len(rest)) < stored {
-				return s, false
+				return s, malformed("block truncated")
 			}
 			rest = rest[stored:]
 		}
 		if h.HasCheckSum {
 			if len(rest) < 4 {
-				return s, false
+				return s, malformed("checksum truncated")
 			}
 			rest = rest[4:]
 		}
 		if h.HasFCS {
-			s.lie = s.lie || h.FrameContentSize > bound
-			least = min(h.FrameContentSize, bound)
+			if h.FrameContentSize > bound {
+				return s, malformed(fmt.Sprintf("content size %d exceeds the %d bytes its blocks can hold", h.FrameContentSize, bound))
+			}
+			least = h.FrameContentSize
 			estimate = least
 		}
 		s.least += least
@@ -788,7 +796,7 @@ func scanZstd(src []byte) (s zstdSizes, ok bool) {
 		s.estimate += estimate
 		src = rest
 	}
-	return s, true
+	return s, nil
 }
 
 var zstdEncoders sync.Pool // *zstd.Encoder
