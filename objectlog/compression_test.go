@@ -454,8 +454,17 @@ func TestDecompressBomb(t *testing.T) {
 			if !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("got %v, want ErrTooLarge", err)
 			}
-			if alloc > 4*limit {
-				t.Fatalf("allocated %d bytes with a limit of %d", alloc, limit)
+			bound := uint64(4 * limit)
+			if c == CodecLZ4 {
+				// pierrec/lz4 decodes through block buffers of the frame's declared
+				// block size (up to 4 MiB, two of them) from its own sync.Pool. The GC
+				// above empties that pool (and -race drops pooled items at random), so
+				// the buffers may be allocated afresh here: a constant, not a function
+				// of the input.
+				bound += 2 * 4 << 20
+			}
+			if alloc > bound {
+				t.Fatalf("allocated %d bytes with a limit of %d (bound %d)", alloc, limit, bound)
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"sort"
 )
 
 // Segment format constants; doc.go draws the layout.
@@ -206,8 +207,8 @@ type Index struct {
 // Find returns the chunk of (topic, partition), if the segment holds one.
 func (ix *Index) Find(topic TopicID, partition int32) (Chunk, bool) {
 	key := Chunk{TopicID: topic, Partition: partition}
-	i, ok := slices.BinarySearchFunc(ix.Chunks, &key, func(c Chunk, k *Chunk) int { return compareChunkKeys(&c, k) })
-	if !ok {
+	i := sort.Search(len(ix.Chunks), func(i int) bool { return compareChunkKeys(&ix.Chunks[i], &key) >= 0 })
+	if i == len(ix.Chunks) || compareChunkKeys(&ix.Chunks[i], &key) != 0 {
 		return Chunk{}, false
 	}
 	return ix.Chunks[i], true
