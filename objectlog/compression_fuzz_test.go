@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -164,21 +163,7 @@ func TestFuzzDecompressCorpus(t *testing.T) {
 			if err := checkDecompress(t, s.codec, s.data); !errors.Is(err, s.want) || (s.want == nil) != (err == nil) {
 				t.Errorf("Decompress: got %v, want %v", err, s.want)
 			}
-			name := filepath.Join(dir, s.name)
-			want := fmt.Sprintf("go test fuzz v1\nbyte(%q)\n[]byte(%q)\n", byte(s.codec), s.data)
-			if *updateCorpus {
-				if err := os.MkdirAll(dir, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(name, []byte(want), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			got, err := os.ReadFile(name)
-			if err != nil || string(got) != want {
-				t.Errorf("%s is missing or stale (%v): run go test ./objectlog -run TestFuzzDecompressCorpus -update-corpus", name, err)
-			}
+			syncCorpusFile(t, filepath.Join(dir, s.name), fmt.Sprintf("go test fuzz v1\nbyte(%q)\n[]byte(%q)\n", byte(s.codec), s.data))
 		})
 	}
 }

@@ -231,20 +231,26 @@ func TestFuzzCorpus(t *testing.T) {
 		dir := filepath.Join("testdata", "fuzz", target)
 		for i, s := range seeds {
 			name := filepath.Join(dir, fmt.Sprintf("seed-%02d", i))
-			want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
-			if *updateCorpus {
-				if err := os.MkdirAll(dir, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(name, []byte(want), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				continue
-			}
-			got, err := os.ReadFile(name)
-			if err != nil || string(got) != want {
-				t.Errorf("%s is missing or stale (%v): run go test ./objectlog -run TestFuzzCorpus -update-corpus", name, err)
-			}
+			syncCorpusFile(t, name, fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s))
 		}
+	}
+}
+
+// syncCorpusFile checks that the seed file name holds want (the `go test fuzz v1`
+// encoding of a seed), or with -update-corpus writes it.
+func syncCorpusFile(t *testing.T, name, want string) {
+	t.Helper()
+	if *updateCorpus {
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	got, err := os.ReadFile(name)
+	if err != nil || string(got) != want {
+		t.Errorf("%s is missing or stale (%v): run go test ./objectlog -run Corpus -update-corpus", name, err)
 	}
 }
