@@ -55,3 +55,16 @@ bench:
 
 clean:
 	rm -rf $(BIN)
+
+# Regenerate the protobuf and gRPC code (committed, so building never needs protoc).
+# Needs protoc (apt-get install protobuf-compiler); the Go plugins are pinned here.
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+.PHONY: generate
+generate:
+	GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO_GRPC)
+	PATH=$(BIN):$$PATH protoc --proto_path=metastore/metastorepb \
+		--go_out=paths=source_relative:metastore/metastorepb \
+		--go-grpc_out=paths=source_relative:metastore/metastorepb \
+		metastore/metastorepb/metastore.proto

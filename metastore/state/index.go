@@ -1,0 +1,88 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	pb "github.com/stratalog/strata/metastore/metastorepb"
+)
+
+// The offset index holds one entry per committed chunk, the state's largest table, so
+// its values are a compact binary form rather than protobuf. The key carries topic,
+// partition and last offset; the value, version 1:
+//
+//	byte    version (1)
+//	uvarint last offset - base offset
+//	16      segment id
+//	uvarint chunk position
+//	uvarint chunk length
+//	varint  max timestamp
+//	uvarint batch count
+//	uvarint record count
+//	uvarint flags (objectlog.ChunkFlags)
+//
+// A typical entry is ~35 bytes of value and 29 of key.
+const indexValueVersion = 1
+
+// ErrCorrupt marks state that does not decode: a bug or a damaged disk, never input.
+var ErrCorrupt = errors.New("state: corrupt state")
+
+func encodeIndexValue(e *pb.IndexEntry) []byte {
+	b := make([]byte, 0, 48)
+	b = append(b, indexValueVersion)
+	b = binary.AppendUvarint(b, uint64(e.LastOffset-e.BaseOffset))
+	b = append(b, e.SegmentId...)
+	b = binary.AppendUvarint(b, uint64(e.Position))
+	b = binary.AppendUvarint(b, uint64(e.Length))
+	b = binary.AppendVarint(b, e.MaxTimestamp)
+	b = binary.AppendUvarint(b, uint64(e.BatchCount))
+	b = binary.AppendUvarint(b, uint64(e.RecordCount))
+	b = binary.AppendUvarint(b, uint64(e.Flags))
+	return b
+}
+
+// decodeIndexEntry rebuilds an entry from its key (after the prefix byte) and value.
+func decodeIndexEntry(key, val []byte) (*pb.IndexEntry, error) {
+	if len(key) != 1+16+4+8 || len(val) < 1+1+16 || val[0] != indexValueVersion {
+		return nil, fmt.Errorf("%w: index entry key %x value %x", ErrCorrupt, key, val)
+	}
+	e := &pb.IndexEntry{
+		TopicId:    append([]byte(nil), key[1:17]...),
+		Partition:  int32(binary.BigEndian.Uint32(key[17:21])),
+		LastOffset: int64(binary.BigEndian.Uint64(key[21:29])),
+	}
+	v := val[1:]
+	uv := func() uint64 {
+		x, n := binary.Uvarint(v)
+		if n <= 0 {
+			v = nil
+			return 0
+		}
+		v = v[n:]
+		return x
+	}
+	span := uv()
+	if len(v) < 16 {
+		return nil, fmt.Errorf("%w: index entry value %x", ErrCorrupt, val)
+	}
+	e.SegmentId = append([]byte(nil), v[:16]...)
+	v = v[16:]
+	e.Position = int64(uv())
+	e.Length = int64(uv())
+	ts, n := binary.Varint(v)
+	if n <= 0 {
+		return nil, fmt.Errorf("%w: index entry value %x", ErrCorrupt, val)
+	}
+	v = v[n:]
+	e.MaxTimestamp = ts
+	e.BatchCount = int32(uv())
+	e.RecordCount = int32(uv())
+	flags := uv()
+	if v == nil || len(v) != 0 {
+		return nil, fmt.Errorf("%w: index entry value %x", ErrCorrupt, val)
+	}
+	e.Flags = uint32(flags)
+	e.BaseOffset = e.LastOffset - int64(span)
+	return e, nil
+}
