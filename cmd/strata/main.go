@@ -32,6 +32,7 @@ type environment struct {
 func commands() []command {
 	return []command{
 		{"version", "print the version and build information", runVersion},
+		{"metastore", "run a metastore node; metastore leave|cluster manage membership", runMetastore},
 		{"help", "show this help, or a command's flags: strata help <command>", runHelp},
 	}
 }
