@@ -37,14 +37,22 @@ func newFlagSet(env *environment, name, synopsis string) *flag.FlagSet {
 // STRATA_* environment variable. Errors name the variable so a bad environment is easy
 // to find; all of them are reported at once.
 func parseFlags(fs *flag.FlagSet, env *environment, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(env.stdout)
-			fs.Usage()
-			return err
-		}
+	// The flag package prints usage itself on every parse error; print it once, here:
+	// help to stdout (it was asked for), errors to stderr.
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(env.stdout)
+		fs.Usage()
+		return err
+	case err != nil:
+		fs.SetOutput(env.stderr)
+		fmt.Fprintf(env.stderr, "strata %s: %v\n", fs.Name(), err)
+		fs.Usage()
 		return errUsage
 	}
+	fs.SetOutput(env.stderr)
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error

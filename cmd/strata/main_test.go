@@ -77,6 +77,16 @@ func TestHelpAndUnknown(t *testing.T) {
 	if !strings.Contains(out.String(), "STRATA_JSON") {
 		t.Fatalf("command help does not list env twins: %q", out.String())
 	}
+	if n := strings.Count(out.String()+errb.String(), "Usage: strata version"); n != 1 {
+		t.Fatalf("help printed %d times: %q", n, out.String()+errb.String())
+	}
+	errb.Reset()
+	if err := run(context.Background(), env, []string{"version", "--no-such-flag"}); !errors.Is(err, errUsage) {
+		t.Fatalf("unknown flag: %v", err)
+	}
+	if !strings.Contains(errb.String(), "no-such-flag") || strings.Count(errb.String(), "Usage:") != 1 {
+		t.Fatalf("unknown flag stderr: %q", errb.String())
+	}
 	if err := run(context.Background(), env, []string{"frobnicate"}); !errors.Is(err, errUsage) {
 		t.Fatalf("unknown command: %v", err)
 	}
