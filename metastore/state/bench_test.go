@@ -92,3 +92,23 @@ func TestBytesPerIndexEntry(t *testing.T) {
 		t.Errorf("%.1f bytes per index entry, target <= 100", perEntry)
 	}
 }
+
+// BenchmarkApplyGroupCommit applies entries carrying 8 commits each, as the server's
+// group commit produces under load; the figure is per commit.
+func BenchmarkApplyGroupCommit(b *testing.B) {
+	a := newApplier(b)
+	a.apply(createTopic("bench", id(1), 50, nil))
+	const group = 8
+	b.ReportAllocs()
+	seq := uint64(0)
+	for b.Loop() {
+		cmd := &pb.Command{Version: CommandVersion, NowMs: 1_700_000_000_000 + int64(seq), Op: &pb.Command_CommitSegments{CommitSegments: &pb.CommitSegmentsCommand{}}}
+		for range group {
+			seq++
+			one := benchCommit(seq, id(1), 50)
+			cmd.GetCommitSegments().Commits = append(cmd.GetCommitSegments().Commits, one.GetCommitSegments().Commits...)
+		}
+		a.apply(cmd)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*group), "ns/commit")
+}

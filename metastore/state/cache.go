@@ -1,7 +1,10 @@
 package state
 
 import (
+	"bytes"
+	"cmp"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -97,11 +100,32 @@ func (t *txn) getHead(id []byte, partition int32) (*pb.PartitionHead, error) {
 	return &h, nil
 }
 
+// putHead records a partition's new head. It reaches the batch once, in flushHeads,
+// however many commits of the batch moved it: under group commit one Raft entry
+// carries many commits to the same partitions.
 func (t *txn) putHead(id []byte, partition int32, h *pb.PartitionHead) error {
-	if err := t.setProto(headKey(id, partition), h); err != nil {
-		return err
-	}
 	t.c.heads[tp(id, partition)] = h
+	return nil
+}
+
+// flushHeads writes every head the batch changed, in key order so the batch's
+// contents never depend on map iteration.
+func (t *txn) flushHeads() error {
+	keys := make([]tpID, 0, len(t.c.heads))
+	for k := range t.c.heads {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b tpID) int {
+		if c := bytes.Compare(a.topic[:], b.topic[:]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.partition, b.partition)
+	})
+	for _, k := range keys {
+		if err := t.setProto(headKey(k.topic[:], k.partition), t.c.heads[k]); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

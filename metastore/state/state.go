@@ -251,6 +251,9 @@ func (s *State) applyBatch(entries []Entry) ([]*Result, *pb.WatchEvent, error) {
 	if last == s.applied.Load() {
 		return results, nil, nil
 	}
+	if err := tx.flushHeads(); err != nil {
+		return nil, nil, err
+	}
 	if err := b.Set(keyApplied, binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
 		return nil, nil, fmt.Errorf("state: %w", err)
 	}
