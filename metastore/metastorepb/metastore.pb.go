@@ -1240,8 +1240,12 @@ type PartitionHead struct {
 	// max_timestamp_offset the first offset of the chunk that carried it.
 	MaxTimestamp       int64 `protobuf:"varint,3,opt,name=max_timestamp,json=maxTimestamp,proto3" json:"max_timestamp,omitempty"`
 	MaxTimestampOffset int64 `protobuf:"varint,4,opt,name=max_timestamp_offset,json=maxTimestampOffset,proto3" json:"max_timestamp_offset,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// time_indexed is the timestamp of the last time-index point written (0: none).
+	// Points are sparse: one when the running maximum rises by the state's
+	// granularity, so searches scan index entries from the last point below.
+	TimeIndexed   int64 `protobuf:"varint,5,opt,name=time_indexed,json=timeIndexed,proto3" json:"time_indexed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PartitionHead) Reset() {
@@ -1298,6 +1302,13 @@ func (x *PartitionHead) GetMaxTimestamp() int64 {
 func (x *PartitionHead) GetMaxTimestampOffset() int64 {
 	if x != nil {
 		return x.MaxTimestampOffset
+	}
+	return 0
+}
+
+func (x *PartitionHead) GetTimeIndexed() int64 {
+	if x != nil {
+		return x.TimeIndexed
 	}
 	return 0
 }
@@ -4015,13 +4026,14 @@ const file_metastore_proto_rawDesc = "" +
 	"created_ms\x18\x06 \x01(\x03R\tcreatedMs\x1a:\n" +
 	"\fConfigsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb1\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd4\x01\n" +
 	"\rPartitionHead\x12\x1f\n" +
 	"\vnext_offset\x18\x01 \x01(\x03R\n" +
 	"nextOffset\x12(\n" +
 	"\x10log_start_offset\x18\x02 \x01(\x03R\x0elogStartOffset\x12#\n" +
 	"\rmax_timestamp\x18\x03 \x01(\x03R\fmaxTimestamp\x120\n" +
-	"\x14max_timestamp_offset\x18\x04 \x01(\x03R\x12maxTimestampOffset\"\x97\x01\n" +
+	"\x14max_timestamp_offset\x18\x04 \x01(\x03R\x12maxTimestampOffset\x12!\n" +
+	"\ftime_indexed\x18\x05 \x01(\x03R\vtimeIndexed\"\x97\x01\n" +
 	"\tAgentInfo\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +

@@ -13,6 +13,11 @@ import (
 	pb "github.com/stratalog/strata/metastore/metastorepb"
 )
 
+// TimeIndexGranularityMs spaces the time index's points: at most one per this much
+// growth of a partition's maximum timestamp. A timestamp search scans the index
+// entries committed within one such step.
+const TimeIndexGranularityMs = 100
+
 // Bounds on what one command may ask for, so a request can never make Apply allocate
 // or write without limit.
 const (
@@ -427,7 +432,7 @@ func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit) (*pb.ChunkResult, 
 	if cur == nil {
 		return nil, fmt.Errorf("%w: topic %x partition %d has no head", ErrCorrupt, ch.TopicId, ch.Partition)
 	}
-	head := pb.PartitionHead{NextOffset: cur.NextOffset, LogStartOffset: cur.LogStartOffset, MaxTimestamp: cur.MaxTimestamp, MaxTimestampOffset: cur.MaxTimestampOffset}
+	head := pb.PartitionHead{NextOffset: cur.NextOffset, LogStartOffset: cur.LogStartOffset, MaxTimestamp: cur.MaxTimestamp, MaxTimestampOffset: cur.MaxTimestampOffset, TimeIndexed: cur.TimeIndexed}
 	var offsets, records int64
 	maxTs := ch.MaxTimestamp
 	for _, b := range ch.Batches {
@@ -452,12 +457,15 @@ func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit) (*pb.ChunkResult, 
 		return nil, err
 	}
 	if maxTs > head.MaxTimestamp {
-		// The running maximum rose: this chunk is where searches for timestamps
-		// above the old maximum start.
-		if err := t.set(timeIndexKey(ch.TopicId, ch.Partition, maxTs), binary.BigEndian.AppendUint64(nil, uint64(base))); err != nil {
-			return nil, err
-		}
 		head.MaxTimestamp, head.MaxTimestampOffset = maxTs, base
+		// The running maximum rose. Record where, sparsely: ListOffsets scans index
+		// entries from the last point below its target.
+		if head.TimeIndexed == 0 || maxTs >= head.TimeIndexed+TimeIndexGranularityMs {
+			if err := t.set(timeIndexKey(ch.TopicId, ch.Partition, maxTs), binary.BigEndian.AppendUint64(nil, uint64(base))); err != nil {
+				return nil, err
+			}
+			head.TimeIndexed = maxTs
+		}
 	}
 	head.NextOffset = last + 1
 	if err := t.putHead(ch.TopicId, ch.Partition, &head); err != nil {

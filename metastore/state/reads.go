@@ -168,20 +168,7 @@ func (s *State) ListOffsets(topic []byte, partition int32, timestamp int64) (*pb
 			}
 			base, resp.Timestamp = h.MaxTimestampOffset, h.MaxTimestamp
 		case timestamp >= 0:
-			lo := timeIndexKey(topic, partition, timestamp)
-			it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(tpKey(prefixTimeIndex, topic, partition))})
-			if err != nil {
-				return err
-			}
-			defer it.Close()
-			if !it.First() {
-				return it.Error()
-			}
-			if len(it.Value()) != 8 {
-				return fmt.Errorf("%w: time index value", ErrCorrupt)
-			}
-			base = max(int64(binary.BigEndian.Uint64(it.Value())), h.LogStartOffset)
-			resp.Timestamp = unorderedInt64(binary.BigEndian.Uint64(it.Key()[len(it.Key())-8:]))
+			return firstAtOrAfter(r, topic, partition, timestamp, h, resp)
 		default:
 			resp.Error = pb.ErrorCode_INVALID_REQUEST
 			return nil
@@ -273,4 +260,55 @@ func (s *State) Segment(id []byte) (*pb.SegmentRecord, error) {
 		return err
 	})
 	return rec, err
+}
+
+// maxTimeScan bounds how many index entries one timestamp search reads. The sparse
+// time index keeps scans far shorter; the bound only guards against a partition
+// whose timestamps barely move while it commits millions of chunks.
+const maxTimeScan = 100_000
+
+// firstAtOrAfter finds the first index entry whose max timestamp reaches ts: the
+// chunk holding the first record at or after ts. Every entry before the last
+// time-index point below ts has a smaller maximum (the point is where the running
+// maximum, still below ts, was last recorded), so the scan starts there.
+func firstAtOrAfter(r pebble.Reader, topic []byte, partition int32, ts int64, h *pb.PartitionHead, resp *pb.ListOffsetsResponse) error {
+	if ts > h.MaxTimestamp {
+		return nil
+	}
+	start := h.LogStartOffset
+	lo := tpKey(prefixTimeIndex, topic, partition)
+	pt, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: timeIndexKey(topic, partition, ts)})
+	if err != nil {
+		return err
+	}
+	if pt.Last() {
+		if len(pt.Value()) != 8 {
+			pt.Close()
+			return fmt.Errorf("%w: time index value", ErrCorrupt)
+		}
+		start = max(start, int64(binary.BigEndian.Uint64(pt.Value())))
+	}
+	if err := pt.Close(); err != nil {
+		return err
+	}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: indexKey(topic, partition, start), UpperBound: upperBound(tpKey(prefixIndex, topic, partition))})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid() && n < maxTimeScan; it.Next() {
+		n++
+		e, err := decodeIndexEntry(it.Key(), it.Value())
+		if err != nil {
+			return err
+		}
+		if e.MaxTimestamp >= ts {
+			resp.Entry = e
+			resp.Offset = max(e.BaseOffset, h.LogStartOffset)
+			resp.Timestamp = e.MaxTimestamp
+			return nil
+		}
+	}
+	return it.Error()
 }

@@ -583,3 +583,45 @@ func TestRestoreSurvivesReopenAndRejectsBadArchives(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestListOffsetsMatchesBruteForce checks timestamp search against a scan of every
+// chunk: with timestamps that wander up and down, closely spaced (many chunks per
+// time-index step) and widely spaced, the answer is always the first chunk whose
+// max timestamp reaches the target.
+func TestListOffsetsMatchesBruteForce(t *testing.T) {
+	for _, spread := range []int64{3, 40, 500} {
+		a := newApplier(t)
+		a.apply(createTopic("t", id(1), 1, nil))
+		rng := rand.New(rand.NewPCG(uint64(spread), 1))
+		type c struct{ base, maxTs int64 }
+		var chunks []c
+		ts, next := int64(10_000), int64(0)
+		for i := range 400 {
+			ts += rng.Int64N(2*spread) - spread/2 // mostly rising, sometimes back
+			n := int32(1 + rng.IntN(3))
+			a.apply(commit(id(byte(i%250+1)), chunk(id(1), 0, 0, ts, n)))
+			if i >= 250 { // segment ids repeat from here: these commits are retries
+				continue
+			}
+			chunks = append(chunks, c{next, ts})
+			next += int64(n)
+		}
+		for range 300 {
+			target := 9_000 + rng.Int64N(ts-9_000+200)
+			want, wantTs := int64(-1), int64(-1)
+			for _, ch := range chunks {
+				if ch.maxTs >= target {
+					want, wantTs = ch.base, ch.maxTs
+					break
+				}
+			}
+			r, err := a.s.ListOffsets(id(1), 0, target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Offset != want || r.Timestamp != wantTs {
+				t.Fatalf("spread %d target %d: offset %d ts %d, want %d %d", spread, target, r.Offset, r.Timestamp, want, wantTs)
+			}
+		}
+	}
+}
