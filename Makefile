@@ -51,7 +51,7 @@ fuzz:
 	done
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./objectlog/...
+	$(GO) test -run '^$$' -bench . -benchmem ./objectlog/... ./metastore/...
 
 clean:
 	rm -rf $(BIN)
