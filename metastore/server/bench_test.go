@@ -34,11 +34,20 @@ func benchCommits(b *testing.B, nodes, callers int) {
 		parts[i] = int32(i)
 	}
 	ctx := ctxT(b, 10*time.Minute)
+	measure(b, callers, "commits/s", func(int64) error {
+		_, err := cl.CommitSegment(ctx, commitReq(topic, parts, 3))
+		return err
+	})
+}
+
+// measure runs op b.N times from callers goroutines and reports the rate (as unit)
+// and the p50 and p99 latency of one call.
+func measure(b *testing.B, callers int, unit string, op func(seq int64) error) {
 	var (
 		mu   sync.Mutex
 		lats []time.Duration
 		wg   sync.WaitGroup
-		next = make(chan struct{})
+		next = make(chan int64)
 	)
 	b.ResetTimer()
 	start := time.Now()
@@ -47,10 +56,9 @@ func benchCommits(b *testing.B, nodes, callers int) {
 		go func() {
 			defer wg.Done()
 			var mine []time.Duration
-			for range next {
-				req := commitReq(topic, parts, 3)
+			for seq := range next {
 				t0 := time.Now()
-				if _, err := cl.CommitSegment(ctx, req); err != nil {
+				if err := op(seq); err != nil {
 					b.Error(err)
 					return
 				}
@@ -61,8 +69,8 @@ func benchCommits(b *testing.B, nodes, callers int) {
 			mu.Unlock()
 		}()
 	}
-	for range b.N {
-		next <- struct{}{}
+	for i := range b.N {
+		next <- int64(i)
 	}
 	close(next)
 	wg.Wait()
@@ -72,7 +80,7 @@ func benchCommits(b *testing.B, nodes, callers int) {
 	if len(lats) == 0 {
 		return
 	}
-	b.ReportMetric(float64(len(lats))/elapsed.Seconds(), "commits/s")
+	b.ReportMetric(float64(len(lats))/elapsed.Seconds(), unit)
 	b.ReportMetric(float64(lats[len(lats)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lats[len(lats)*99/100].Microseconds()), "p99-µs")
 	b.ReportMetric(0, "ns/op")
@@ -116,47 +124,12 @@ func benchLookups(b *testing.B, nodes, callers int) {
 		}()
 	}
 	fill.Wait()
-	var (
-		mu   sync.Mutex
-		lats []time.Duration
-		wg   sync.WaitGroup
-		next = make(chan int64)
-	)
-	b.ResetTimer()
-	start := time.Now()
-	for range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []time.Duration
-			for seq := range next {
-				req := &pb.LookupRequest{TopicId: topic, Partition: int32(seq % partitions), Offset: (seq * 7919) % (commits * 3), MaxEntries: 1}
-				t0 := time.Now()
-				resp, err := cl.Lookup(ctx, req)
-				if err != nil || resp.Error != pb.ErrorCode_NONE || len(resp.Entries) != 1 {
-					b.Errorf("lookup: %v %v", resp, err)
-					return
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			lats = append(lats, mine...)
-			mu.Unlock()
-		}()
-	}
-	for i := range b.N {
-		next <- int64(i)
-	}
-	close(next)
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	slices.Sort(lats)
-	if len(lats) == 0 {
-		return
-	}
-	b.ReportMetric(float64(len(lats))/elapsed.Seconds(), "lookups/s")
-	b.ReportMetric(float64(lats[len(lats)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lats[len(lats)*99/100].Microseconds()), "p99-µs")
-	b.ReportMetric(0, "ns/op")
+	measure(b, callers, "lookups/s", func(seq int64) error {
+		req := &pb.LookupRequest{TopicId: topic, Partition: int32(seq % partitions), Offset: (seq * 7919) % (commits * 3), MaxEntries: 1}
+		resp, err := cl.Lookup(ctx, req)
+		if err == nil && (resp.Error != pb.ErrorCode_NONE || len(resp.Entries) != 1) {
+			err = fmt.Errorf("lookup %v: %v", req, resp)
+		}
+		return err
+	})
 }
