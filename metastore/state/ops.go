@@ -522,24 +522,15 @@ func (t *txn) deregisterAgent(id string) (*Result, error) {
 }
 
 func (t *txn) expireAgents(now int64) (*Result, error) {
-	lo := []byte{prefixAgent}
-	it, err := t.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
-	if err != nil {
-		return nil, fmt.Errorf("state: %w", err)
-	}
 	var expired []string
-	for it.First(); it.Valid(); it.Next() {
-		var a pb.AgentInfo
-		if err := proto.Unmarshal(it.Value(), &a); err != nil {
-			it.Close()
-			return nil, fmt.Errorf("%w: agent %q: %v", ErrCorrupt, it.Key()[1:], err)
-		}
+	err := scanProtos(t.b, prefixAgent, func(a *pb.AgentInfo) error {
 		if a.LeaseExpiryMs < now {
 			expired = append(expired, a.AgentId)
 		}
-	}
-	if err := it.Close(); err != nil {
-		return nil, fmt.Errorf("state: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for _, id := range expired {
 		if err := t.del(agentKey(id)); err != nil {

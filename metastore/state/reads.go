@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/stratalog/strata/metastore/metastorepb"
 )
@@ -33,20 +32,10 @@ func (s *State) Topics(refs []*pb.TopicRef) (results []*pb.TopicResult, applied 
 	err = s.view(func(r pebble.Reader, idx uint64) error {
 		applied = idx
 		if len(refs) == 0 {
-			lo := []byte{prefixTopic}
-			it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
-			if err != nil {
-				return err
-			}
-			defer it.Close()
-			for it.First(); it.Valid(); it.Next() {
-				var t pb.Topic
-				if err := proto.Unmarshal(it.Value(), &t); err != nil {
-					return fmt.Errorf("%w: topic: %v", ErrCorrupt, err)
-				}
-				results = append(results, &pb.TopicResult{Name: t.Name, TopicId: t.TopicId, Topic: &t})
-			}
-			return it.Error()
+			return scanProtos(r, prefixTopic, func(t *pb.Topic) error {
+				results = append(results, &pb.TopicResult{Name: t.Name, TopicId: t.TopicId, Topic: t})
+				return nil
+			})
 		}
 		for _, ref := range refs {
 			t, err := readTopic(r, ref)
@@ -198,20 +187,10 @@ func (s *State) ListOffsets(topic []byte, partition int32, timestamp int64) (*pb
 func (s *State) Agents() ([]*pb.AgentInfo, error) {
 	var out []*pb.AgentInfo
 	err := s.view(func(r pebble.Reader, _ uint64) error {
-		lo := []byte{prefixAgent}
-		it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
-		if err != nil {
-			return err
-		}
-		defer it.Close()
-		for it.First(); it.Valid(); it.Next() {
-			var a pb.AgentInfo
-			if err := proto.Unmarshal(it.Value(), &a); err != nil {
-				return fmt.Errorf("%w: agent: %v", ErrCorrupt, err)
-			}
-			out = append(out, &a)
-		}
-		return it.Error()
+		return scanProtos(r, prefixAgent, func(a *pb.AgentInfo) error {
+			out = append(out, a)
+			return nil
+		})
 	})
 	return out, err
 }
