@@ -17,6 +17,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/hashicorp/raft"
+
+	"github.com/stratalog/strata/metastore/metastoretest"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -440,24 +442,9 @@ func TestCorruptKeyOnOpen(t *testing.T) {
 	}
 }
 
-// syncFaults fails every fsync of any kind while on.
-type syncFaults struct{ on atomic.Bool }
-
-func (f *syncFaults) String() string { return "sync faults" }
-
-func (f *syncFaults) MaybeError(op errorfs.Op) error {
-	switch op.Kind {
-	case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
-		if f.on.Load() {
-			return errorfs.ErrInjected
-		}
-	}
-	return nil
-}
-
 func TestSyncFailureIsSticky(t *testing.T) {
 	mem := vfs.NewMem()
-	faults := &syncFaults{}
+	faults := &metastoretest.SyncFaults{}
 	var logged bytes.Buffer
 	var logMu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logged}, nil))
@@ -473,7 +460,7 @@ func TestSyncFailureIsSticky(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	faults.on.Store(true)
+	faults.On.Store(true)
 	err = s.StoreLogs(logs[3:5])
 	if !errors.Is(err, ErrFailed) {
 		t.Fatalf("StoreLogs with failing fsync = %v, want ErrFailed", err)
@@ -482,7 +469,7 @@ func TestSyncFailureIsSticky(t *testing.T) {
 		t.Errorf("sticky error %v does not carry the injected cause", err)
 	}
 	// The disk recovers; the store must not.
-	faults.on.Store(false)
+	faults.On.Store(false)
 	calls := map[string]func() error{
 		"GetLog (synced entry)":   func() error { return s.GetLog(1, new(raft.Log)) },
 		"GetLog (unsynced entry)": func() error { return s.GetLog(4, new(raft.Log)) },

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/stratalog/strata/metastore"
 	pb "github.com/stratalog/strata/metastore/metastorepb"
+	"github.com/stratalog/strata/metastore/metastoretest"
 	"github.com/stratalog/strata/metastore/raftlog"
 )
 
@@ -237,30 +237,15 @@ func TestStateBehindSnapshotCatchesUpFromLog(t *testing.T) {
 	}
 }
 
-// syncFaults fails every fsync while on.
-type syncFaults struct{ on atomic.Bool }
-
-func (f *syncFaults) String() string { return "sync faults" }
-
-func (f *syncFaults) MaybeError(op errorfs.Op) error {
-	switch op.Kind {
-	case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
-		if f.on.Load() {
-			return errorfs.ErrInjected
-		}
-	}
-	return nil
-}
-
 // TestFsyncFailureStopsNode: the leader's Raft log fails to fsync. The leader must
 // stop (not serve from a log it cannot trust), the others elect a leader, and the
 // client carries on there with nothing acknowledged lost.
 func TestFsyncFailureStopsNode(t *testing.T) {
-	faults := make([]*syncFaults, 3)
+	faults := make([]*metastoretest.SyncFaults, 3)
 	c := newCluster(t, 3, func(cfg *Config) {
 		i := int(cfg.NodeID[0] - '1')
 		if faults[i] == nil {
-			faults[i] = &syncFaults{}
+			faults[i] = &metastoretest.SyncFaults{}
 		}
 		cfg.raftFS = errorfs.Wrap(vfs.Default, faults[i])
 	})
@@ -278,7 +263,7 @@ func TestFsyncFailureStopsNode(t *testing.T) {
 	}
 	commit()
 	l := c.waitLeader()
-	faults[l].on.Store(true)
+	faults[l].On.Store(true)
 	failed := c.nodes[l].n
 	commit() // lands on the new leader after the old one stops
 	select {
@@ -294,7 +279,7 @@ func TestFsyncFailureStopsNode(t *testing.T) {
 		commit()
 	}
 	// Its disk recovers; the node restarts from what was synced and catches up.
-	faults[l].on.Store(false)
+	faults[l].On.Store(false)
 	c.restart(l)
 	nl := c.waitLeader()
 	c.waitApplied(c.nodes[nl].n.st.Applied())
