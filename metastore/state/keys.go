@@ -83,8 +83,6 @@ func intentExpKey(expires int64, id []byte) []byte {
 // orderedInt64 maps int64 to uint64 so that byte order equals numeric order.
 func orderedInt64(v int64) uint64 { return uint64(v) ^ (1 << 63) }
 
-func unorderedInt64(v uint64) int64 { return int64(v ^ (1 << 63)) }
-
 // upperBound is the smallest key greater than every key starting with prefix.
 func upperBound(prefix []byte) []byte {
 	end := append([]byte(nil), prefix...)
