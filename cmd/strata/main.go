@@ -31,6 +31,8 @@ type environment struct {
 // commands lists every subcommand; later issues add local, agent, metastore, ...
 func commands() []command {
 	return []command{
+		{"local", "run everything in one process: Kafka on 127.0.0.1:9092, data in ./strata-data", runLocal},
+		{"agent", "run a Kafka agent against a metastore cluster and an object store", runAgent},
 		{"version", "print the version and build information", runVersion},
 		{"metastore", "run a metastore node; metastore leave|cluster manage membership", runMetastore},
 		{"help", "show this help, or a command's flags: strata help <command>", runHelp},

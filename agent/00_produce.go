@@ -1,0 +1,164 @@
+package agent
+
+// Produce (key 0), versions 3-13 (v13 names topics by id).
+//
+// Every batch is checked before anything is buffered: magic 2, CRC-32C, sizes,
+// max.message.bytes (the topic's, else the broker's message.max.bytes), a record count
+// matching the offsets it takes, well-formed records after decompression, no control
+// batches from clients. A bad batch fails its partition only (CORRUPT_MESSAGE,
+// MESSAGE_TOO_LARGE, INVALID_RECORD, UNKNOWN_TOPIC_OR_PARTITION); the rest of the
+// request goes ahead. Topics whose compression.type is not "producer" get their
+// batches recompressed.
+//
+// Accepted batches go to the shared open segment (writer.go). The answer comes when
+// the segment is in object storage and committed: acks=1 and acks=all both mean
+// durable and ordered; acks=0 gets no answer. A partition whose commit does not
+// finish within the request's timeout gets REQUEST_TIMED_OUT (retriable; its data may
+// still commit later, as with Kafka). Produce never creates topics.
+//
+// Deviations: message.timestamp.type=LogAppendTime is not applied yet (timestamps are
+// stored as sent); transactional and idempotent producer fields are passed to the
+// metastore, which checks them (issue 6).
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	pb "github.com/stratalog/strata/metastore/metastorepb"
+	"github.com/stratalog/strata/objectlog"
+)
+
+// maxDecompressed bounds one batch's decompressed records during validation.
+const maxDecompressed = 256 << 20
+
+func serveProduce(c *conn, r *request) reply {
+	req := r.msg.(*kmsg.ProduceRequest)
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	s := c.s
+	type waiting struct {
+		topic, part int // indexes into resp.Topics and its Partitions
+		t           *ticket
+	}
+	var waits []waiting
+	badAcks := req.Acks != 0 && req.Acks != 1 && req.Acks != -1
+	for _, rt := range req.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		var ti *topicInfo
+		var terr error
+		if req.Version >= 13 {
+			ti, terr = s.cat.topicID(c.ctx, objectlog.TopicID(rt.TopicID))
+		} else {
+			ti, terr = s.cat.topic(c.ctx, rt.Topic)
+		}
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.BaseOffset, sp.LogAppendTime, sp.LogStartOffset = -1, -1, -1
+			err := terr
+			switch {
+			case badAcks:
+				sp.ErrorCode = kerr.InvalidRequiredAcks.Code
+			case err != nil:
+			case ti == nil || rp.Partition < 0 || rp.Partition >= ti.partitions:
+				err = errUnknownTopic
+			}
+			var batches []pendingBatch
+			var size int64
+			if err == nil && sp.ErrorCode == 0 {
+				batches, size, err = checkBatches(ti, rp.Records)
+			}
+			if err == nil && sp.ErrorCode == 0 {
+				if err = s.w.reserve(c.ctx, size); err == nil {
+					var t *ticket
+					if t, err = s.w.append(partKey{ti.id, rp.Partition}, batches, size); err == nil {
+						waits = append(waits, waiting{len(resp.Topics), len(st.Partitions), t})
+						st.Partitions = append(st.Partitions, sp)
+						continue
+					}
+				}
+			}
+			if err != nil {
+				sp.ErrorCode = kafkaCode(err)
+				sp.ErrorMessage = errMessage(err)
+			}
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	if req.Acks == 0 && !badAcks {
+		return now(nil)
+	}
+	if len(waits) == 0 {
+		return now(resp)
+	}
+	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	return later(func() kmsg.Response {
+		ctx, cancel := context.WithTimeout(c.ctx, timeout)
+		defer cancel()
+		for _, w := range waits {
+			rp := &resp.Topics[w.topic].Partitions[w.part]
+			base, logStart, err := w.t.wait(ctx)
+			if err != nil {
+				rp.ErrorCode = kafkaCode(err)
+				rp.ErrorMessage = errMessage(err)
+				continue
+			}
+			rp.BaseOffset, rp.LogStartOffset = base, logStart
+		}
+		return resp
+	})
+}
+
+// checkBatches validates a partition's records and returns its batches, ready to
+// buffer, and their total size.
+func checkBatches(ti *topicInfo, records []byte) ([]pendingBatch, int64, error) {
+	if len(records) == 0 {
+		return nil, 0, fmt.Errorf("%w: no record batches", errInvalidRecord)
+	}
+	var out []pendingBatch
+	var size int64
+	var scratch []objectlog.Record
+	for b, err := range objectlog.Batches(records) {
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: %v", errCorruptBatch, err)
+		}
+		if len(b.Raw) > int(ti.maxMessageBytes) {
+			return nil, 0, fmt.Errorf("%w: batch of %d bytes, max.message.bytes is %d", errBatchTooLarge, len(b.Raw), ti.maxMessageBytes)
+		}
+		if b.Attributes.Control() {
+			return nil, 0, fmt.Errorf("%w: clients may not write control batches", errInvalidRecord)
+		}
+		if b.RecordCount <= 0 || b.LastOffsetDelta != b.RecordCount-1 {
+			return nil, 0, fmt.Errorf("%w: %d records taking %d offsets", errInvalidRecord, b.RecordCount, int64(b.LastOffsetDelta)+1)
+		}
+		var err error
+		if scratch, err = b.Records(scratch[:0], maxDecompressed); err != nil {
+			return nil, 0, fmt.Errorf("%w: %v", errCorruptBatch, err)
+		}
+		raw := b.Raw
+		if !ti.keep && b.Attributes.Codec() != ti.codec {
+			if raw, err = b.Recompress(nil, ti.codec, maxDecompressed); err != nil {
+				return nil, 0, fmt.Errorf("%w: recompress: %v", errCorruptBatch, err)
+			}
+		}
+		out = append(out, pendingBatch{raw: raw, info: &pb.BatchInfo{
+			OffsetCount:   b.LastOffsetDelta + 1,
+			RecordCount:   b.RecordCount,
+			ProducerId:    b.ProducerID,
+			ProducerEpoch: int32(b.ProducerEpoch),
+			BaseSequence:  b.BaseSequence,
+			Transactional: b.Attributes.Transactional(),
+			MaxTimestamp:  b.MaxTimestamp,
+		}})
+		size += int64(len(raw))
+	}
+	return out, size, nil
+}

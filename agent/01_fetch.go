@@ -1,0 +1,217 @@
+package agent
+
+// Fetch (key 1), versions 4-17 (v13+ name topics by id).
+//
+// Long poll: a fetch with less than MinBytes available waits up to MaxWaitMs and is
+// woken by the metastore's watch (or this agent's own commits), never by a timer.
+// MaxBytes and each partition's PartitionMaxBytes are honoured, except that the first
+// batch of the first partition with data is returned whole even when larger (KIP-74),
+// so a consumer can always make progress. Batches wholly below the fetch offset are
+// trimmed; base offsets are patched from the index.
+//
+// Incremental fetch sessions (KIP-227) are kept per agent (fetchsession.go). Both
+// isolation levels are served; until transactions exist (issue 6) the last stable
+// offset equals the high watermark and no aborted transactions are reported.
+// OFFSET_OUT_OF_RANGE is returned for an offset below the log start or above the
+// high watermark. Deviations: no preferred read replica (KIP-392) is named; every
+// agent serves every partition; the leader epoch is always 0.
+
+import (
+	"context"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/stratalog/strata/objectlog"
+)
+
+// entriesPerRead is how many index entries one partition's read looks ahead.
+const entriesPerRead = 16
+
+func serveFetch(c *conn, r *request) reply {
+	req := r.msg.(*kmsg.FetchRequest)
+	s := c.s
+	sess, parts, full, code := s.sessions.begin(req)
+	resp := req.ResponseKind().(*kmsg.FetchResponse)
+	if code != 0 {
+		resp.ErrorCode = code
+		return now(resp)
+	}
+	if sess != nil {
+		resp.SessionID = sess.id
+	}
+	return later(func() kmsg.Response {
+		defer s.sessions.done(sess)
+		s.fetch(c.ctx, req, resp, parts, full)
+		return resp
+	})
+}
+
+// partResult is one partition's answer in the making.
+type partResult struct {
+	sp       *sessPart
+	code     int16
+	hwm      int64
+	logStart int64
+	records  []byte
+}
+
+func (s *Server) fetch(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, parts []*sessPart, full bool) {
+	deadline := time.Now().Add(time.Duration(max(req.MaxWaitMillis, 0)) * time.Millisecond)
+	maxBytes := int(req.MaxBytes)
+	if req.Version < 3 || maxBytes <= 0 {
+		maxBytes = int(^uint32(0) >> 1)
+	}
+	var results []partResult
+	for {
+		wake := s.rd.changed()
+		results = s.readParts(ctx, req.Version, parts, maxBytes)
+		got, failed := 0, false
+		for _, pr := range results {
+			got += len(pr.records)
+			failed = failed || pr.code != 0
+		}
+		if got >= int(req.MinBytes) || got > 0 && req.MinBytes <= 0 || failed || !time.Now().Before(deadline) {
+			break
+		}
+		t := time.NewTimer(time.Until(deadline))
+		select {
+		case <-wake:
+			t.Stop()
+			continue
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		// One last read at the deadline, so data that arrived with it is not missed.
+		results = s.readParts(ctx, req.Version, parts, maxBytes)
+		break
+	}
+	s.fillFetch(req, resp, results, full)
+}
+
+// readParts reads every partition once, within the byte limits.
+func (s *Server) readParts(ctx context.Context, version int16, parts []*sessPart, maxBytes int) []partResult {
+	results := make([]partResult, len(parts))
+	total := 0
+	for i, sp := range parts {
+		pr := partResult{sp: sp, hwm: -1, logStart: -1}
+		pr.code, pr.hwm, pr.logStart, pr.records = s.readPart(ctx, version, sp, maxBytes-total, total == 0)
+		total += len(pr.records)
+		results[i] = pr
+	}
+	return results
+}
+
+// readPart reads one partition from its fetch offset: at most limit bytes (and the
+// partition's own max), but at least one whole batch when first is set.
+func (s *Server) readPart(ctx context.Context, version int16, sp *sessPart, limit int, first bool) (code int16, hwm, logStart int64, records []byte) {
+	var ti *topicInfo
+	var err error
+	if version >= 13 {
+		ti, err = s.cat.topicID(ctx, objectlog.TopicID(sp.key.topicID))
+	} else {
+		ti, err = s.cat.topic(ctx, sp.key.topic)
+	}
+	switch {
+	case err != nil:
+		return kafkaCode(err), -1, -1, nil
+	case ti == nil && version >= 13:
+		return kerr.UnknownTopicID.Code, -1, -1, nil
+	case ti == nil || sp.key.partition < 0 || sp.key.partition >= ti.partitions:
+		return kerr.UnknownTopicOrPartition.Code, -1, -1, nil
+	}
+	k := partKey{ti.id, sp.key.partition}
+	off := sp.fetchOffset
+	hwm, logStart, err = s.rd.head(ctx, k, false)
+	if err == nil && off > hwm {
+		// The cached watermark may trail the metastore's: ask before refusing.
+		hwm, logStart, err = s.rd.head(ctx, k, true)
+	}
+	if err != nil {
+		return kafkaCode(err), -1, -1, nil
+	}
+	if off < logStart || off > hwm {
+		return kerr.OffsetOutOfRange.Code, hwm, logStart, nil
+	}
+	limit = min(limit, int(sp.maxBytes))
+	if sp.maxBytes <= 0 {
+		limit = 0
+	}
+	for off < hwm {
+		entries, err := s.rd.entries(ctx, k, off, entriesPerRead)
+		if err != nil {
+			if len(records) > 0 {
+				break
+			}
+			return kafkaCode(err), hwm, logStart, nil
+		}
+		if len(entries) == 0 {
+			break
+		}
+		for _, e := range entries {
+			data, err := s.rd.chunk(e)
+			if err != nil {
+				if len(records) > 0 {
+					return 0, hwm, logStart, records
+				}
+				s.log.Warn("agent: fetch read failed", "topic", ti.name, "partition", k.partition, "offset", off, "err", err)
+				return kafkaCode(err), hwm, logStart, nil
+			}
+			for len(data) > 0 {
+				h, err := objectlog.ParseBatchHeader(data)
+				if err != nil {
+					return kerr.CorruptMessage.Code, hwm, logStart, records
+				}
+				n := h.Size()
+				last := h.BaseOffset + int64(h.LastOffsetDelta)
+				if last >= off {
+					if len(records)+n > limit && !(first && len(records) == 0) {
+						return 0, hwm, logStart, records
+					}
+					records = append(records, data[:n]...)
+					off = last + 1
+				}
+				data = data[n:]
+			}
+		}
+	}
+	return 0, hwm, logStart, records
+}
+
+// fillFetch writes the results into the response: every partition for a full
+// answer, only those with news for an incremental one; then the session remembers
+// what was said.
+func (s *Server) fillFetch(req *kmsg.FetchRequest, resp *kmsg.FetchResponse, results []partResult, full bool) {
+	byTopic := map[sessKey]int{} // topic (partition zeroed) -> index in resp.Topics
+	for _, pr := range results {
+		sp := pr.sp
+		lso := pr.hwm
+		changed := !sp.sent || pr.hwm != sp.hwm || pr.logStart != sp.logStart || lso != sp.lso
+		if !full && len(pr.records) == 0 && pr.code == 0 && !changed {
+			continue
+		}
+		tk := sp.key
+		tk.partition = 0
+		ti, ok := byTopic[tk]
+		if !ok {
+			t := kmsg.NewFetchResponseTopic()
+			t.Topic, t.TopicID = sp.key.topic, sp.key.topicID
+			resp.Topics = append(resp.Topics, t)
+			ti = len(resp.Topics) - 1
+			byTopic[tk] = ti
+		}
+		p := kmsg.NewFetchResponseTopicPartition()
+		p.Partition = sp.key.partition
+		p.ErrorCode = pr.code
+		p.HighWatermark, p.LastStableOffset, p.LogStartOffset = pr.hwm, lso, pr.logStart
+		p.PreferredReadReplica = -1
+		p.RecordBatches = pr.records
+		if p.RecordBatches == nil {
+			p.RecordBatches = []byte{} // empty, not null: librdkafka rejects a null record set
+		}
+		resp.Topics[ti].Partitions = append(resp.Topics[ti].Partitions, p)
+		sp.sent, sp.hwm, sp.lso, sp.logStart = true, pr.hwm, lso, pr.logStart
+	}
+}

@@ -1,0 +1,46 @@
+package agent
+
+import "slices"
+
+// api is one Kafka API this agent serves: the version range and the handler. The
+// handler runs on the connection's reader goroutine, in request order; work that
+// waits (segment commits, long polls) goes in the reply's later function.
+type api struct {
+	min, max int16
+	serve    func(c *conn, r *request) reply
+}
+
+// apis maps each API key to its handler and versions: the one table of what Strata
+// speaks. Minimum versions are as low as Kafka 4.x still answers or lower, so older
+// clients (librdkafka 2.0 in kcat) keep their features; maximum versions are Kafka
+// 4.x's. Set in init, since ApiVersions reads the table.
+var apis map[int16]api
+
+func init() {
+	apis = map[int16]api{
+		0:  {3, 13, serveProduce},
+		1:  {4, 17, serveFetch},
+		2:  {0, 10, serveListOffsets},
+		3:  {0, 13, serveMetadata},
+		18: {0, 4, serveAPIVersions},
+		19: {0, 7, serveCreateTopics},
+		20: {0, 6, serveDeleteTopics},
+		23: {0, 4, serveOffsetForLeaderEpoch},
+		32: {0, 4, serveDescribeConfigs},
+		33: {0, 2, serveAlterConfigs},
+		35: {0, 4, serveDescribeLogDirs},
+		37: {0, 3, serveCreatePartitions},
+		44: {0, 1, serveIncrementalAlterConfigs},
+		60: {0, 1, serveDescribeCluster},
+	}
+}
+
+// apiKeys returns the served keys in order.
+func apiKeys() []int16 {
+	keys := make([]int16, 0, len(apis))
+	for k := range apis {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,32 @@
+package agent
+
+import (
+	"context"
+
+	pb "github.com/stratalog/strata/metastore/metastorepb"
+)
+
+// Metastore is what the agent needs of the metastore; *metastore.Client implements it.
+// Calls are safe for concurrent use and retry internally until their context ends. A
+// write whose outcome is unknown returns an error matching metastore.ErrAmbiguous:
+// retrying it with the same ids (segment id, topic id) is safe.
+type Metastore interface {
+	CreateTopics(context.Context, *pb.CreateTopicsRequest) (*pb.CreateTopicsResponse, error)
+	DeleteTopics(context.Context, *pb.DeleteTopicsRequest) (*pb.DeleteTopicsResponse, error)
+	AlterConfigs(context.Context, *pb.AlterConfigsRequest) (*pb.AlterConfigsResponse, error)
+	CreatePartitions(context.Context, *pb.CreatePartitionsRequest) (*pb.CreatePartitionsResponse, error)
+	DescribeTopics(context.Context, *pb.DescribeTopicsRequest) (*pb.DescribeTopicsResponse, error)
+
+	CommitSegment(context.Context, *pb.CommitSegmentRequest) (*pb.CommitSegmentResponse, error)
+	Lookup(context.Context, *pb.LookupRequest) (*pb.LookupResponse, error)
+	ListOffsets(context.Context, *pb.ListOffsetsRequest) (*pb.ListOffsetsResponse, error)
+
+	RegisterAgent(context.Context, *pb.RegisterAgentRequest) (*pb.RegisterAgentResponse, error)
+	DeregisterAgent(context.Context, *pb.DeregisterAgentRequest) (*pb.DeregisterAgentResponse, error)
+	ListAgents(context.Context, *pb.ListAgentsRequest) (*pb.ListAgentsResponse, error)
+	RecordIntent(context.Context, *pb.RecordIntentRequest) (*pb.RecordIntentResponse, error)
+
+	// Watch streams changes until ctx ends; the first event after every
+	// (re)connection has Resync set.
+	Watch(context.Context, *pb.WatchRequest) <-chan *pb.WatchEvent
+}
