@@ -17,11 +17,9 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/strata ./cmd/strata
 
-# Until the agent lands, `strata local` does not exist: say what is coming.
+# Everything in one process: Kafka on 127.0.0.1:9092, data in ./strata-data.
 run: build
-	@echo "strata local (the Kafka endpoint on 127.0.0.1:9092) arrives with the agent; for now:"
-	$(BIN)/strata version
-	$(BIN)/strata help
+	$(BIN)/strata local
 
 # All tests, with the race detector, including the S3 acceptance suite on a real MinIO
 # server (built by `make minio`). Seed corpora of the fuzz targets replay as tests.
