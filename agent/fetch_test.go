@@ -71,7 +71,7 @@ func TestFetchByteLimits(t *testing.T) {
 		mutate func(*kmsg.FetchRequest)
 		want   string
 	}{
-		{"partition max 2.5 batches", 0, func(r *kmsg.FetchRequest) { r.Topics[0].Partitions[0].PartitionMaxBytes = int32(size*5/2) }, "[2]"},
+		{"partition max 2.5 batches", 0, func(r *kmsg.FetchRequest) { r.Topics[0].Partitions[0].PartitionMaxBytes = int32(size * 5 / 2) }, "[2]"},
 		{"partition max below one batch", 0, func(r *kmsg.FetchRequest) { r.Topics[0].Partitions[0].PartitionMaxBytes = 10 }, "[1]"},
 		{"from the middle", 4, nil, "[2]"},
 		{"total max over two partitions", 0, func(r *kmsg.FetchRequest) { both(r); r.MaxBytes = int32(size * 4) }, "[4 0]"},
