@@ -16,8 +16,11 @@ package agent
 // finish within the request's timeout gets REQUEST_TIMED_OUT (retriable; its data may
 // still commit later, as with Kafka). Produce never creates topics.
 //
-// Deviations: message.timestamp.type=LogAppendTime is not applied yet (timestamps are
-// stored as sent); transactional and idempotent producer fields are passed to the
+// Topics with message.timestamp.type=LogAppendTime get their batches stamped with the
+// agent's clock when accepted (Kafka stamps at append; here that is the moment the
+// batch joins a segment), and the response carries that time.
+//
+// Deviations: transactional and idempotent producer fields are passed to the
 // metastore, which checks them (issue 6).
 
 import (
@@ -42,6 +45,7 @@ func serveProduce(c *conn, r *request) reply {
 	type waiting struct {
 		topic, part int // indexes into resp.Topics and its Partitions
 		t           *ticket
+		appendTime  int64
 	}
 	var waits []waiting
 	badAcks := req.Acks != 0 && req.Acks != 1 && req.Acks != -1
@@ -69,14 +73,18 @@ func serveProduce(c *conn, r *request) reply {
 			}
 			var batches []pendingBatch
 			var size int64
+			appendTime := int64(-1)
 			if err == nil && sp.ErrorCode == 0 {
-				batches, size, err = checkBatches(ti, rp.Records)
+				if ti.logAppendTime {
+					appendTime = time.Now().UnixMilli()
+				}
+				batches, size, err = checkBatches(ti, rp.Records, appendTime)
 			}
 			if err == nil && sp.ErrorCode == 0 {
 				if err = s.w.reserve(c.ctx, size); err == nil {
 					var t *ticket
 					if t, err = s.w.append(partKey{ti.id, rp.Partition}, batches, size); err == nil {
-						waits = append(waits, waiting{len(resp.Topics), len(st.Partitions), t})
+						waits = append(waits, waiting{len(resp.Topics), len(st.Partitions), t, appendTime})
 						st.Partitions = append(st.Partitions, sp)
 						continue
 					}
@@ -111,15 +119,15 @@ func serveProduce(c *conn, r *request) reply {
 				rp.ErrorMessage = errMessage(err)
 				continue
 			}
-			rp.BaseOffset, rp.LogStartOffset = base, logStart
+			rp.BaseOffset, rp.LogStartOffset, rp.LogAppendTime = base, logStart, w.appendTime
 		}
 		return resp
 	})
 }
 
 // checkBatches validates a partition's records and returns its batches, ready to
-// buffer, and their total size.
-func checkBatches(ti *topicInfo, records []byte) ([]pendingBatch, int64, error) {
+// buffer, and their total size. appendTime >= 0 stamps them (LogAppendTime).
+func checkBatches(ti *topicInfo, records []byte, appendTime int64) ([]pendingBatch, int64, error) {
 	if len(records) == 0 {
 		return nil, 0, fmt.Errorf("%w: no record batches", errInvalidRecord)
 	}
@@ -149,6 +157,14 @@ func checkBatches(ti *topicInfo, records []byte) ([]pendingBatch, int64, error) 
 				return nil, 0, fmt.Errorf("%w: recompress: %v", errCorruptBatch, err)
 			}
 		}
+		maxTs := b.MaxTimestamp
+		if appendTime >= 0 {
+			// The batch bytes are this request's own (or a fresh recompressed copy).
+			if err := objectlog.SetLogAppendTime(raw, appendTime); err != nil {
+				return nil, 0, fmt.Errorf("%w: %v", errCorruptBatch, err)
+			}
+			maxTs = appendTime
+		}
 		out = append(out, pendingBatch{raw: raw, info: &pb.BatchInfo{
 			OffsetCount:   b.LastOffsetDelta + 1,
 			RecordCount:   b.RecordCount,
@@ -156,7 +172,7 @@ func checkBatches(ti *topicInfo, records []byte) ([]pendingBatch, int64, error) 
 			ProducerEpoch: int32(b.ProducerEpoch),
 			BaseSequence:  b.BaseSequence,
 			Transactional: b.Attributes.Transactional(),
-			MaxTimestamp:  b.MaxTimestamp,
+			MaxTimestamp:  maxTs,
 		}})
 		size += int64(len(raw))
 	}

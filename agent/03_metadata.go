@@ -20,16 +20,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
-	"net"
 	"slices"
-	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/stratalog/strata/metastore"
 	pb "github.com/stratalog/strata/metastore/metastorepb"
-	"github.com/stratalog/strata/metastore/state"
+	"github.com/stratalog/strata/metastore/topicconfig"
 	"github.com/stratalog/strata/objectlog"
 )
 
@@ -38,23 +36,14 @@ func serveMetadata(c *conn, r *request) reply {
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
 	s := c.s
 	agents := s.cat.liveAgents()
-	for _, a := range agents {
-		b := kmsg.NewMetadataResponseBroker()
-		b.NodeID = NodeIDOf(a.AgentId)
-		host, port, _ := net.SplitHostPort(a.Address)
-		p, _ := strconv.Atoi(port)
-		b.Host, b.Port = host, int32(p)
-		if a.Zone != "" {
-			b.Rack = &a.Zone
-		}
-		resp.Brokers = append(resp.Brokers, b)
+	brokers := brokersOf(agents)
+	for _, b := range brokers {
+		mb := kmsg.NewMetadataResponseBroker()
+		mb.NodeID, mb.Host, mb.Port, mb.Rack = b.nodeID, b.host, b.port, b.rack
+		resp.Brokers = append(resp.Brokers, mb)
 	}
-	slices.SortFunc(resp.Brokers, func(a, b kmsg.MetadataResponseBroker) int { return int(a.NodeID) - int(b.NodeID) })
 	resp.ClusterID = &s.cfg.ClusterID
-	resp.ControllerID = -1
-	if len(resp.Brokers) > 0 {
-		resp.ControllerID = resp.Brokers[0].NodeID
-	}
+	resp.ControllerID = controllerOf(brokers)
 
 	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
 	if all {
@@ -108,7 +97,7 @@ func serveMetadata(c *conn, r *request) reply {
 // error (INVALID_TOPIC_EXCEPTION for a bad name). A concurrent creation by someone
 // else is not an error: the topic exists either way.
 func (s *Server) autoCreate(c *conn, name string) (*topicInfo, error) {
-	if err := state.ValidTopicName(name); err != nil {
+	if err := topicconfig.ValidTopicName(name); err != nil {
 		return nil, fmt.Errorf("%w: %v", errInvalidTopic, err)
 	}
 	resp, err := s.meta.CreateTopics(c.ctx, &pb.CreateTopicsRequest{Topics: []*pb.TopicSpec{{

@@ -31,7 +31,7 @@ func init() {
 		35: {0, 4, serveDescribeLogDirs},
 		37: {0, 3, serveCreatePartitions},
 		44: {0, 1, serveIncrementalAlterConfigs},
-		60: {0, 1, serveDescribeCluster},
+		60: {0, 2, serveDescribeCluster},
 	}
 }
 

@@ -23,6 +23,9 @@ type topicInfo struct {
 	// codec is the topic's compression.type; keep means "producer" (store as sent).
 	codec objectlog.Codec
 	keep  bool
+	// logAppendTime: message.timestamp.type=LogAppendTime, batches are stamped with
+	// the agent's clock as they are accepted.
+	logAppendTime bool
 }
 
 func newTopicInfo(t *pb.Topic, brokerMaxMessage int32) *topicInfo {
@@ -33,6 +36,7 @@ func newTopicInfo(t *pb.Topic, brokerMaxMessage int32) *topicInfo {
 			ti.maxMessageBytes = int32(n)
 		}
 	}
+	ti.logAppendTime = strings.EqualFold(strings.TrimSpace(t.Configs["message.timestamp.type"]), "LogAppendTime")
 	switch strings.ToLower(strings.TrimSpace(t.Configs["compression.type"])) {
 	case "", "producer":
 	case "uncompressed":
@@ -56,7 +60,14 @@ type catalog struct {
 	byName map[string]*topicInfo
 	byID   map[objectlog.TopicID]*topicInfo
 	agents map[string]*pb.AgentInfo
+	// deleted remembers ids of deleted topics (never reused), so a watch event about
+	// one that arrives after this agent learned of the deletion cannot bring it back.
+	deleted map[objectlog.TopicID]struct{}
 }
+
+// maxTombstones bounds the deleted-topic memory; past it the oldest knowledge is
+// dropped wholesale (a stale event then lives until the next watch event about it).
+const maxTombstones = 100_000
 
 func newCatalog(meta Metastore, maxMessage int32) *catalog {
 	return &catalog{
@@ -65,6 +76,7 @@ func newCatalog(meta Metastore, maxMessage int32) *catalog {
 		byName:     map[string]*topicInfo{},
 		byID:       map[objectlog.TopicID]*topicInfo{},
 		agents:     map[string]*pb.AgentInfo{},
+		deleted:    map[objectlog.TopicID]struct{}{},
 	}
 }
 
@@ -94,13 +106,22 @@ func (c *catalog) reload(ctx context.Context) error {
 	return nil
 }
 
+// putLocked caches t unless it is known to be stale: a deleted id, or an older topic
+// than the one cached under its name (watch events may trail the agent's own
+// creates). It returns what the cache holds for the name afterwards.
 func (c *catalog) putLocked(t *pb.Topic) *topicInfo {
 	ti := newTopicInfo(t, c.maxMessage)
-	if old, ok := c.byID[ti.id]; ok && old.name != ti.name {
-		delete(c.byName, old.name)
+	if _, gone := c.deleted[ti.id]; gone {
+		return nil
 	}
 	if old, ok := c.byName[ti.name]; ok && old.id != ti.id {
+		if old.pb.CreatedMs > t.CreatedMs {
+			return old
+		}
 		delete(c.byID, old.id)
+	}
+	if old, ok := c.byID[ti.id]; ok && old.name != ti.name {
+		delete(c.byName, old.name)
 	}
 	c.byName[ti.name] = ti
 	c.byID[ti.id] = ti
@@ -117,6 +138,14 @@ func (c *catalog) put(t *pb.Topic) *topicInfo {
 func (c *catalog) drop(id objectlog.TopicID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.dropLocked(id)
+}
+
+func (c *catalog) dropLocked(id objectlog.TopicID) {
+	if len(c.deleted) >= maxTombstones {
+		clear(c.deleted)
+	}
+	c.deleted[id] = struct{}{}
 	if ti, ok := c.byID[id]; ok {
 		delete(c.byID, id)
 		if c.byName[ti.name] == ti {
@@ -138,12 +167,7 @@ func (c *catalog) apply(ev *pb.WatchEvent) {
 	for _, id := range ev.TopicsDeleted {
 		var tid objectlog.TopicID
 		copy(tid[:], id)
-		if ti, ok := c.byID[tid]; ok {
-			delete(c.byID, tid)
-			if c.byName[ti.name] == ti {
-				delete(c.byName, ti.name)
-			}
-		}
+		c.dropLocked(tid)
 	}
 	for _, a := range ev.AgentsChanged {
 		c.agents[a.AgentId] = a

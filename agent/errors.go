@@ -15,16 +15,18 @@ import (
 // Errors the agent's own checks produce, before anything reaches the metastore or
 // storage. kafkaCode maps each to its Kafka error code.
 var (
-	errCorruptBatch    = errors.New("agent: corrupt record batch")
-	errBatchTooLarge   = errors.New("agent: record batch larger than max.message.bytes")
-	errInvalidRecord   = errors.New("agent: invalid record")
-	errTimedOut        = errors.New("agent: request timed out before its segment committed")
-	errShuttingDown    = errors.New("agent: shutting down")
-	errStorage         = errors.New("agent: object storage unavailable")
-	errUnknownTopic    = errors.New("agent: unknown topic or partition")
-	errInvalidRequest  = errors.New("agent: invalid request")
-	errInvalidTopic    = errors.New("agent: invalid topic")
-	errUnsupportedComp = errors.New("agent: unsupported compression")
+	errCorruptBatch   = errors.New("agent: corrupt record batch")
+	errBatchTooLarge  = errors.New("agent: record batch larger than max.message.bytes")
+	errInvalidRecord  = errors.New("agent: invalid record")
+	errTimedOut       = errors.New("agent: request timed out before its segment committed")
+	errShuttingDown   = errors.New("agent: shutting down")
+	errStorage        = errors.New("agent: object storage unavailable")
+	errUnknownTopic   = errors.New("agent: unknown topic or partition")
+	errInvalidRequest = errors.New("agent: invalid request")
+	errInvalidTopic   = errors.New("agent: invalid topic")
+	// errInvalidAssignment: a replica assignment that does not fit the partitions.
+	errInvalidAssignment = errors.New("agent: invalid replica assignment")
+	errUnsupportedComp   = errors.New("agent: unsupported compression")
 )
 
 // kafkaCode is the one place an internal error becomes a Kafka error code. Anything
@@ -68,6 +70,8 @@ func kafkaCode(err error) int16 {
 		return kerr.UnsupportedCompressionType.Code
 	case errors.Is(err, errUnknownTopic):
 		return kerr.UnknownTopicOrPartition.Code
+	case errors.Is(err, errInvalidAssignment):
+		return kerr.InvalidReplicaAssignment.Code
 	case errors.Is(err, errInvalidTopic):
 		return kerr.InvalidTopicException.Code
 	case errors.Is(err, errInvalidRequest):

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -317,4 +318,28 @@ func controlBatch(t testing.TB) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// message.timestamp.type=LogAppendTime: batches are stamped on arrival and the
+// response carries the stamp.
+func TestProduceLogAppendTime(t *testing.T) {
+	s := startAgent(t)
+	typ := "LogAppendTime"
+	createTopic(t, s, "stamped", 1, map[string]*string{"message.timestamp.type": &typ})
+	cl := kafkaClient(t, s)
+	before := time.Now().UnixMilli()
+	resp := produceRaw(t, s, cl, -1, "stamped", map[int32][]byte{0: batchOf(t, objectlog.CodecNone, 42, "a", "b")})
+	p := resp.Topics[0].Partitions[0]
+	if p.ErrorCode != 0 || p.LogAppendTime < before || p.LogAppendTime > time.Now().UnixMilli() {
+		t.Fatalf("produce: error %v, log append time %d; want a time after %d", kerr.ErrorForCode(p.ErrorCode), p.LogAppendTime, before)
+	}
+	f := fetchRaw(t, s, cl, "stamped", 0, 0, nil)
+	for b, err := range objectlog.Batches(f.Topics[0].Partitions[0].RecordBatches) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !b.Attributes.LogAppendTime() || b.MaxTimestamp != p.LogAppendTime {
+			t.Fatalf("stored batch: log append time %v, max timestamp %d; want true, %d", b.Attributes.LogAppendTime(), b.MaxTimestamp, p.LogAppendTime)
+		}
+	}
 }

@@ -31,11 +31,12 @@ const (
 	BatchHeaderSize = 61
 	batchMagic      = 2
 
-	offBatchLength = 8
-	offLeaderEpoch = 12
-	offMagic       = 16
-	offCRC         = 17
-	offAttributes  = 21
+	offBatchLength  = 8
+	offLeaderEpoch  = 12
+	offMagic        = 16
+	offCRC          = 17
+	offAttributes   = 21
+	offMaxTimestamp = 35
 	// batchLengthOverhead is the part of the header counted by BatchLength.
 	batchLengthOverhead = BatchHeaderSize - 12
 	// minRecordSize is the smallest encoded record: a length varint and six one-byte
@@ -205,6 +206,25 @@ func SetPartitionLeaderEpoch(b []byte, epoch int32) error {
 		return corruptf("set leader epoch: batch truncated")
 	}
 	binary.BigEndian.PutUint32(b[offLeaderEpoch:], uint32(epoch))
+	return nil
+}
+
+// SetLogAppendTime stamps the batch at the start of b with the broker's append time, as
+// Kafka does for topics with message.timestamp.type=LogAppendTime: the LogAppendTime
+// attribute is set and MaxTimestamp becomes ts, which consumers then read as every
+// record's timestamp. Both fields are inside the CRC, so it is recomputed; b must hold
+// exactly one whole batch.
+func SetLogAppendTime(b []byte, ts int64) error {
+	h, err := ParseBatchHeader(b)
+	if err != nil {
+		return err
+	}
+	if h.Size() != len(b) {
+		return corruptf("set log append time: %d bytes for a batch of %d", len(b), h.Size())
+	}
+	binary.BigEndian.PutUint16(b[offAttributes:], uint16(h.Attributes|AttrLogAppendTime))
+	binary.BigEndian.PutUint64(b[offMaxTimestamp:], uint64(ts))
+	binary.BigEndian.PutUint32(b[offCRC:], CRC32C(b[offAttributes:]))
 	return nil
 }
 

@@ -320,3 +320,28 @@ func TestBatchesIterates(t *testing.T) {
 		t.Fatalf("trailing bytes: %v, want ErrCorrupt", last)
 	}
 }
+
+func TestSetLogAppendTime(t *testing.T) {
+	rec := AppendRecord(nil, &Record{TimestampDelta: 3, Value: []byte("v")})
+	b, err := AppendBatch(nil, BatchHeader{BaseTimestamp: 100, MaxTimestamp: 103, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, RecordCount: 1}, CodecNone, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SetLogAppendTime(b, 5000); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseBatch(b) // checks the recomputed CRC
+	if err != nil {
+		t.Fatalf("stamped batch: %v", err)
+	}
+	if !got.Attributes.LogAppendTime() || got.MaxTimestamp != 5000 || got.BaseTimestamp != 100 {
+		t.Fatalf("stamped batch: log append time %v, max %d, base %d; want true, 5000, 100",
+			got.Attributes.LogAppendTime(), got.MaxTimestamp, got.BaseTimestamp)
+	}
+	if err := SetLogAppendTime(b[:len(b)-1], 1); err == nil {
+		t.Fatal("a truncated batch was stamped")
+	}
+	if err := SetLogAppendTime(append(b, 0), 1); err == nil {
+		t.Fatal("a batch with trailing bytes was stamped")
+	}
+}

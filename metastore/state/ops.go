@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/stratalog/strata/metastore/metastorepb"
+	"github.com/stratalog/strata/metastore/topicconfig"
 )
 
 // TimeIndexGranularityMs spaces the time index's points: at most one per this much
@@ -68,20 +69,20 @@ func (t *txn) createTopics(c *pb.CreateTopicsCommand, now int64) (*Result, error
 
 func (t *txn) createTopic(spec *pb.TopicSpec, validateOnly bool, now int64) (*pb.TopicResult, error) {
 	ref := &pb.TopicRef{Name: spec.Name, TopicId: spec.TopicId}
-	if err := ValidTopicName(spec.Name); err != nil {
+	if err := topicconfig.ValidTopicName(spec.Name); err != nil {
 		return topicResult(ref, pb.ErrorCode_INVALID_TOPIC, err.Error()), nil
 	}
 	if !validID(spec.TopicId) {
 		return topicResult(ref, pb.ErrorCode_INVALID_REQUEST, "topic id must be 16 non-zero bytes"), nil
 	}
-	if spec.Partitions < 1 || spec.Partitions > MaxPartitions {
-		return topicResult(ref, pb.ErrorCode_INVALID_PARTITIONS, fmt.Sprintf("partitions must be in [1, %d], got %d", MaxPartitions, spec.Partitions)), nil
+	if spec.Partitions < 1 || spec.Partitions > topicconfig.MaxPartitions {
+		return topicResult(ref, pb.ErrorCode_INVALID_PARTITIONS, fmt.Sprintf("partitions must be in [1, %d], got %d", topicconfig.MaxPartitions, spec.Partitions)), nil
 	}
 	if spec.ReplicationFactor != -1 && (spec.ReplicationFactor < 1 || spec.ReplicationFactor > maxReplicationFactor) {
 		return topicResult(ref, pb.ErrorCode_INVALID_REPLICATION_FACTOR, fmt.Sprintf("replication factor must be -1 or in [1, %d], got %d", maxReplicationFactor, spec.ReplicationFactor)), nil
 	}
 	for _, k := range sortedKeys(spec.Configs) {
-		if err := ValidateTopicConfig(k, spec.Configs[k]); err != nil {
+		if err := topicconfig.Validate(k, spec.Configs[k]); err != nil {
 			return topicResult(ref, pb.ErrorCode_INVALID_CONFIG, err.Error()), nil
 		}
 	}
@@ -246,12 +247,12 @@ func (t *txn) alterConfigs(c *pb.AlterConfigsCommand) (*Result, error) {
 		for _, op := range alt.Ops {
 			switch op.Kind {
 			case pb.ConfigOp_SET:
-				if err := ValidateTopicConfig(op.Key, op.Value); err != nil {
+				if err := topicconfig.Validate(op.Key, op.Value); err != nil {
 					bad = topicResult(alt.Topic, pb.ErrorCode_INVALID_CONFIG, err.Error())
 				}
 				configs[op.Key] = op.Value
 			case pb.ConfigOp_DELETE:
-				if _, known := topicConfigs[op.Key]; !known {
+				if !topicconfig.Known(op.Key) {
 					bad = topicResult(alt.Topic, pb.ErrorCode_INVALID_CONFIG, fmt.Sprintf("unknown topic config %q", op.Key))
 				}
 				delete(configs, op.Key)
@@ -293,8 +294,8 @@ func (t *txn) createPartitions(c *pb.CreatePartitionsCommand) (*Result, error) {
 		case g.Total <= topic.Partitions:
 			res.Topics = append(res.Topics, topicResult(g.Topic, pb.ErrorCode_INVALID_PARTITIONS, fmt.Sprintf("topic has %d partitions; the new count %d must be larger", topic.Partitions, g.Total)))
 			continue
-		case g.Total > MaxPartitions:
-			res.Topics = append(res.Topics, topicResult(g.Topic, pb.ErrorCode_INVALID_PARTITIONS, fmt.Sprintf("at most %d partitions", MaxPartitions)))
+		case g.Total > topicconfig.MaxPartitions:
+			res.Topics = append(res.Topics, topicResult(g.Topic, pb.ErrorCode_INVALID_PARTITIONS, fmt.Sprintf("at most %d partitions", topicconfig.MaxPartitions)))
 			continue
 		}
 		updated := proto.Clone(topic).(*pb.Topic)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	pb "github.com/stratalog/strata/metastore/metastorepb"
+	"github.com/stratalog/strata/metastore/topicconfig"
 )
 
 func openState(t testing.TB) *State {
@@ -100,7 +101,7 @@ func TestCreateTopicValidation(t *testing.T) {
 		{"collision", createTopic("ord_ers", id(2), 1, nil), pb.ErrorCode_NONE},
 		{"collides with ord_ers", createTopic("ord.ers", id(3), 1, nil), pb.ErrorCode_INVALID_TOPIC},
 		{"zero partitions", createTopic("x", id(2), 0, nil), pb.ErrorCode_INVALID_PARTITIONS},
-		{"too many partitions", createTopic("x", id(2), MaxPartitions+1, nil), pb.ErrorCode_INVALID_PARTITIONS},
+		{"too many partitions", createTopic("x", id(2), topicconfig.MaxPartitions+1, nil), pb.ErrorCode_INVALID_PARTITIONS},
 		{"zero id", createTopic("x", make([]byte, 16), 1, nil), pb.ErrorCode_INVALID_REQUEST},
 		{"short id", createTopic("x", []byte{1}, 1, nil), pb.ErrorCode_INVALID_REQUEST},
 		{"id reused", createTopic("x", id(1), 1, nil), pb.ErrorCode_INVALID_REQUEST},

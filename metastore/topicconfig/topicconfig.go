@@ -1,4 +1,8 @@
-package state
+// Package topicconfig holds Kafka's rules for topics: valid names, partition limits, and
+// every topic-level config with its type and range. The metastore's state machine
+// enforces them; agents use them to answer early and to describe configs. It imports
+// nothing of Strata's and no storage: agents may depend on it.
+package topicconfig
 
 import (
 	"fmt"
@@ -51,10 +55,10 @@ type configDef struct {
 	values   []string // enum values, or allowed list items
 }
 
-// topicConfigs are the topic-level configs Kafka defines, with their types and ranges.
+// defs are the topic-level configs Kafka defines, with their types and ranges.
 // Strata acts on a subset (see ARCHITECTURE.md); the rest are accepted and stored so
 // tools that set them keep working.
-var topicConfigs = map[string]configDef{
+var defs = map[string]configDef{
 	"cleanup.policy":                          {kind: kindList, values: []string{"delete", "compact"}},
 	"compression.type":                        {kind: kindEnum, values: []string{"uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"}},
 	"compression.gzip.level":                  {kind: kindInt, min: -1, max: 9},
@@ -90,9 +94,9 @@ var topicConfigs = map[string]configDef{
 	"unclean.leader.election.enable":          {kind: kindBool},
 }
 
-// ValidateTopicConfig checks one topic config against Kafka's definition.
-func ValidateTopicConfig(key, value string) error {
-	def, ok := topicConfigs[key]
+// Validate checks one topic config against Kafka's definition.
+func Validate(key, value string) error {
+	def, ok := defs[key]
 	if !ok {
 		return fmt.Errorf("unknown topic config %q", key)
 	}
@@ -147,4 +151,10 @@ func ValidateTopicConfig(key, value string) error {
 		}
 	}
 	return nil
+}
+
+// Known reports whether key is a topic config Kafka defines.
+func Known(key string) bool {
+	_, ok := defs[key]
+	return ok
 }
