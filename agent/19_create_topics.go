@@ -185,4 +185,3 @@ func (s *Server) createdTopic(t *pb.Topic) kmsg.CreateTopicsResponseTopic {
 	}
 	return st
 }
-
