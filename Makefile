@@ -47,6 +47,7 @@ fuzz:
 		echo "== $$t ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./objectlog/ || exit 1; \
 	done
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./agent/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./objectlog/... ./metastore/...
