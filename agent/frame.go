@@ -120,6 +120,13 @@ func parseRequest(frame []byte) (*request, error) {
 	if r.version < a.min || r.version > a.max {
 		return r, nil // the handler table decides: UNSUPPORTED_VERSION or close
 	}
+	// kmsg's decoding allocates up to ~100x the frame for adversarial input (a Go
+	// struct and a tag map per array element of a few bytes). Only Produce may be
+	// large, and its shape is checked first; everything else is capped.
+	if r.key != 0 && len(frame) > MaxNonProduceFrame {
+		return nil, fmt.Errorf("%w: %s request of %d bytes; only Produce may exceed %d",
+			ErrFrameTooLarge, kmsg.NameForKey(r.key), len(frame), MaxNonProduceFrame)
+	}
 	msg := kmsg.RequestForKey(r.key)
 	msg.SetVersion(r.version)
 	if msg.IsFlexible() {
@@ -127,12 +134,76 @@ func parseRequest(frame []byte) (*request, error) {
 		if rest, err = skipTags(rest); err != nil {
 			return nil, err
 		}
+		if r.key == 0 {
+			if err := checkProduceShape(rest, r.version); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := msg.ReadFrom(rest); err != nil {
 		return nil, fmt.Errorf("%w: %s v%d body: %v", ErrBadFrame, kmsg.NameForKey(r.key), r.version, err)
 	}
 	r.msg = msg
 	return r, nil
+}
+
+// MaxNonProduceFrame caps every request but Produce, whatever socket.request.max.bytes
+// says: no other request needs more, and decoding one costs up to ~100x its size.
+const MaxNonProduceFrame = 1 << 20
+
+// checkProduceShape walks a flexible Produce body (v9+) before kmsg decodes it and
+// refuses tagged fields inside topics and partitions: Kafka defines none there, and
+// each one would cost a map allocation of hundreds of bytes for three bytes of frame.
+// Without them a Produce decodes into a few dozen bytes per partition at most.
+func checkProduceShape(b []byte, version int16) error {
+	bad := func(what string) error { return fmt.Errorf("%w: produce: %s", ErrBadFrame, what) }
+	var err error
+	var n uint64
+	skip := func(k uint64) bool {
+		if k > uint64(len(b)) {
+			return false
+		}
+		b = b[k:]
+		return true
+	}
+	if n, b, err = uvarint(b); err != nil || n > 0 && !skip(n-1) { // transactional id
+		return bad("transactional id")
+	}
+	if !skip(6) { // acks, timeout
+		return bad("truncated")
+	}
+	var topics uint64
+	if topics, b, err = uvarint(b); err != nil || topics > uint64(len(b))+1 {
+		return bad("topic count")
+	}
+	for range int(topics) - 1 {
+		if version >= 13 {
+			if !skip(16) {
+				return bad("topic id")
+			}
+		} else if n, b, err = uvarint(b); err != nil || n == 0 || !skip(n-1) {
+			return bad("topic name")
+		}
+		var parts uint64
+		if parts, b, err = uvarint(b); err != nil || parts > uint64(len(b))+1 {
+			return bad("partition count")
+		}
+		for range int(parts) - 1 {
+			if !skip(4) {
+				return bad("partition")
+			}
+			if n, b, err = uvarint(b); err != nil || n > 0 && !skip(n-1) {
+				return bad("records")
+			}
+			if n, b, err = uvarint(b); err != nil || n != 0 {
+				return bad("tagged fields in a partition")
+			}
+		}
+		if n, b, err = uvarint(b); err != nil || n != 0 {
+			return bad("tagged fields in a topic")
+		}
+	}
+	return nil
 }
 
 // skipTags skips a flexible header's tagged fields (Strata defines none).

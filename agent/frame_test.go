@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -246,8 +247,14 @@ func hostileFrames(t testing.TB, size int) []craft {
 // frame byte. Measured worst: 96x (Metadata v9, every topic carrying one unknown
 // tagged field: a map of ~340 bytes for 3 bytes on the wire); lying array counts reach
 // 32x at most, since kmsg checks each count against a minimum element size. A kmsg
-// upgrade that makes this worse fails TestFrameAllocBound.
-const kmsgAmplification = 128
+// upgrade that makes this worse fails TestFrameAllocBound (the bounds leave room for
+// the race detector, which allocates more). Such requests are capped at
+// MaxNonProduceFrame, so the absolute cost stays bounded.
+const kmsgAmplification = 160
+
+// produceAmplification bounds Produce, the one request that may be large: its shape is
+// checked before decoding (checkProduceShape), which leaves the per-element structs.
+const produceAmplification = 64
 
 func TestFrameAllocBound(t *testing.T) {
 	if testing.Short() {
@@ -256,7 +263,11 @@ func TestFrameAllocBound(t *testing.T) {
 	const size = 64 << 10
 	worst, worstName := 0.0, ""
 	for _, c := range hostileFrames(t, size) {
-		limit := uint64(kmsgAmplification*len(c.frame) + 64<<10)
+		factor := kmsgAmplification
+		if strings.HasPrefix(c.name, "Produce ") {
+			factor = produceAmplification
+		}
+		limit := uint64(factor*len(c.frame) + 64<<10)
 		n, ok := allocatedAtMost(func() { _, _ = parseRequest(c.frame) }, limit)
 		if !ok {
 			t.Errorf("%s: %d-byte frame allocated %d bytes, over %d", c.name, len(c.frame), n, limit)
@@ -612,5 +623,35 @@ func TestFrameFuzzCorpus(t *testing.T) {
 		if err := os.WriteFile(name, fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", s), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// Only Produce may be larger than MaxNonProduceFrame, and a flexible Produce with
+// tagged fields inside its topics or partitions is refused before decoding.
+func TestFrameNonProduceCapAndProduceShape(t *testing.T) {
+	header := func(key, version int16) []byte {
+		return []byte{byte(key >> 8), byte(key), byte(version >> 8), byte(version), 0, 0, 0, 7, 0xff, 0xff}
+	}
+	big := append(header(3, 4), make([]byte, MaxNonProduceFrame)...)
+	if _, err := parseRequest(big); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("Metadata of %d bytes: %v, want ErrFrameTooLarge", len(big), err)
+	}
+	req := kmsg.NewPtrProduceRequest()
+	req.SetVersion(9)
+	req.Acks = -1
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = "t"
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = make([]byte, MaxNonProduceFrame) // large Produce: allowed
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	frame := req.AppendTo(append(header(0, 9), 0))
+	if r, err := parseRequest(frame); err != nil || r.msg == nil {
+		t.Fatalf("Produce v9 of %d bytes: %v, want decoded", len(frame), err)
+	}
+	req.Topics[0].Partitions[0].UnknownTags.Set(5, []byte{1})
+	frame = req.AppendTo(append(header(0, 9), 0))
+	if _, err := parseRequest(frame); !errors.Is(err, ErrBadFrame) {
+		t.Fatalf("Produce v9 with a partition tag: %v, want ErrBadFrame", err)
 	}
 }
