@@ -17,9 +17,14 @@ import (
 type agentOption func(*agentSetup)
 
 type agentSetup struct {
-	cfg  Config
-	meta func(Metastore) Metastore
+	cfg   Config
+	meta  func(Metastore) Metastore
+	store objstore.Store
 }
+
+// withStore runs the agent over store (a fault-injecting one, say) instead of a fresh
+// memory store.
+func withStore(store objstore.Store) agentOption { return func(a *agentSetup) { a.store = store } }
 
 // withConfig adjusts the agent's config before it starts.
 func withConfig(f func(*Config)) agentOption { return func(a *agentSetup) { f(&a.cfg) } }
@@ -48,7 +53,7 @@ func startAgent(t testing.TB, opts ...agentOption) *Server {
 	}
 	t.Cleanup(func() { client.Close() })
 
-	setup := agentSetup{cfg: DefaultConfig()}
+	setup := agentSetup{cfg: DefaultConfig(), store: objstore.NewMemory()}
 	setup.cfg.KafkaAddr = "127.0.0.1:0"
 	setup.cfg.Linger = 5 * time.Millisecond
 	for _, o := range opts {
@@ -58,7 +63,7 @@ func startAgent(t testing.TB, opts ...agentOption) *Server {
 	if setup.meta != nil {
 		meta = setup.meta(client)
 	}
-	s, err := New(setup.cfg, meta, objstore.NewMemory())
+	s, err := New(setup.cfg, meta, setup.store)
 	if err != nil {
 		t.Fatalf("new agent: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -105,8 +106,9 @@ func (t *ticket) wait(ctx context.Context) (base, logStart int64, err error) {
 }
 
 type writer struct {
-	s      *Server
-	budget *semaphore.Weighted
+	s        *Server
+	budget   *semaphore.Weighted
+	reserved atomic.Int64 // bytes held against the budget, for tests and metrics
 
 	mu     sync.Mutex
 	open   *segBuf
@@ -141,12 +143,17 @@ func (w *writer) reserve(ctx context.Context, n int64) error {
 	if err := w.budget.Acquire(ctx, n); err != nil {
 		return errShuttingDown
 	}
+	w.reserved.Add(n)
 	return nil
 }
 
 func (w *writer) release(n int64) {
+	w.reserved.Add(-n)
 	w.budget.Release(n)
 }
+
+// buffered is how many produce bytes are held now (open and in-flight segments).
+func (w *writer) buffered() int64 { return w.reserved.Load() }
 
 // append adds one partition's batches (already validated and reserved) to the open
 // segment and returns the ticket to wait on.
