@@ -99,11 +99,22 @@ func (c *catalog) reload(ctx context.Context) error {
 			c.putLocked(r.Topic)
 		}
 	}
+	c.setAgentsLocked(agents.Agents)
+	return nil
+}
+
+// setAgents replaces the agent list with a fresh read.
+func (c *catalog) setAgents(agents []*pb.AgentInfo) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setAgentsLocked(agents)
+}
+
+func (c *catalog) setAgentsLocked(agents []*pb.AgentInfo) {
 	clear(c.agents)
-	for _, a := range agents.Agents {
+	for _, a := range agents {
 		c.agents[a.AgentId] = a
 	}
-	return nil
 }
 
 // putLocked caches t unless it is known to be stale: a deleted id, or an older topic

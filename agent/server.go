@@ -156,7 +156,7 @@ func (s *Server) register(ctx context.Context) error {
 	return nil
 }
 
-// leaseLoop renews the registration every third of its lease.
+// leaseLoop renews the registration every third of its lease and re-reads the agents.
 func (s *Server) leaseLoop() {
 	t := time.NewTicker(s.cfg.LeaseTTL / 3)
 	defer t.Stop()
@@ -169,6 +169,11 @@ func (s *Server) leaseLoop() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LeaseTTL/3)
 		if err := s.register(ctx); err != nil && s.ctx.Err() == nil {
 			s.log.Warn("agent: lease renewal", "err", err)
+		}
+		// The watch keeps the agent list fresh; re-reading it each lease period bounds
+		// how stale Metadata's brokers can be should an event ever go missing.
+		if resp, err := s.meta.ListAgents(ctx, &pb.ListAgentsRequest{}); err == nil {
+			s.cat.setAgents(resp.Agents)
 		}
 		cancel()
 	}
