@@ -1016,11 +1016,14 @@ func saramaAdmin(t *testing.T, addr string) {
 	// config returns a topic config's value and whether it is set on the topic itself.
 	config := func(step, key string) (string, bool) {
 		t.Helper()
-		entries, err := adm.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic})
+		results, err := adm.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: topic}}, sarama.DescribeConfigsOptions{})
+		if err == nil && (len(results) != 1 || results[0].ErrorCode != sarama.ErrNoError) {
+			err = fmt.Errorf("results %+v", results)
+		}
 		if err != nil {
 			t.Fatalf("%s: describe config %s: %v", who, step, err)
 		}
-		for _, e := range entries {
+		for _, e := range results[0].Configs {
 			if e.Name == key {
 				return e.Value, e.Source == sarama.SourceTopic
 			}
