@@ -156,6 +156,9 @@ func checkBatches(ti *topicInfo, records []byte, appendTime int64) ([]pendingBat
 			if raw, err = b.Recompress(nil, ti.codec, maxDecompressed); err != nil {
 				return nil, 0, fmt.Errorf("%w: recompress: %v", errCorruptBatch, err)
 			}
+			if len(raw) > int(ti.maxMessageBytes) {
+				return nil, 0, fmt.Errorf("%w: batch of %d bytes after recompression, max.message.bytes is %d", errBatchTooLarge, len(raw), ti.maxMessageBytes)
+			}
 		}
 		maxTs := b.MaxTimestamp
 		if appendTime >= 0 {

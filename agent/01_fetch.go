@@ -43,7 +43,7 @@ func serveFetch(c *conn, r *request) reply {
 	}
 	return later(func() kmsg.Response {
 		defer s.sessions.done(sess)
-		s.fetch(c.ctx, req, resp, parts, full)
+		s.fetch(c.ctx, req, resp, sess, parts, full)
 		return resp
 	})
 }
@@ -57,7 +57,7 @@ type partResult struct {
 	records  []byte
 }
 
-func (s *Server) fetch(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, parts []*sessPart, full bool) {
+func (s *Server) fetch(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, sess *fetchSession, parts []*sessPart, full bool) {
 	deadline := time.Now().Add(time.Duration(max(req.MaxWaitMillis, 0)) * time.Millisecond)
 	maxBytes := int(req.MaxBytes)
 	if req.Version < 3 || maxBytes <= 0 {
@@ -89,6 +89,7 @@ func (s *Server) fetch(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.F
 		break
 	}
 	s.fillFetch(req, resp, results, full)
+	rotate(sess, results)
 }
 
 // readParts reads every partition once, within the byte limits.
@@ -165,6 +166,9 @@ func (s *Server) readPart(ctx context.Context, version int16, sp *sessPart, limi
 					return kerr.CorruptMessage.Code, hwm, logStart, records
 				}
 				n := h.Size()
+				if h.BaseOffset >= hwm {
+					return 0, hwm, logStart, records // never past the watermark the answer reports
+				}
 				last := h.BaseOffset + int64(h.LastOffsetDelta)
 				if last >= off {
 					if len(records)+n > limit && !(first && len(records) == 0) {
@@ -214,4 +218,32 @@ func (s *Server) fillFetch(req *kmsg.FetchRequest, resp *kmsg.FetchResponse, res
 		resp.Topics[ti].Partitions = append(resp.Topics[ti].Partitions, p)
 		sp.sent, sp.hwm, sp.lso, sp.logStart = true, pr.hwm, lso, pr.logStart
 	}
+}
+
+// rotate moves the session's partitions that returned records to the back, as Kafka
+// does, so that when the byte limits cut a response short the same partitions are
+// not always the ones left out.
+func rotate(sess *fetchSession, results []partResult) {
+	if sess == nil {
+		return
+	}
+	fed := map[*sessPart]bool{}
+	for _, pr := range results {
+		if len(pr.records) > 0 {
+			fed[pr.sp] = true
+		}
+	}
+	if len(fed) == 0 {
+		return
+	}
+	rest := make([]*sessPart, 0, len(sess.parts))
+	var back []*sessPart
+	for _, sp := range sess.parts {
+		if fed[sp] {
+			back = append(back, sp)
+		} else {
+			rest = append(rest, sp)
+		}
+	}
+	sess.parts = append(rest, back...)
 }

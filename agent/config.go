@@ -137,8 +137,9 @@ func (c *Config) Validate() error {
 	if c.UploadTimeout < time.Second {
 		bad("upload timeout %v: want >= 1s", c.UploadTimeout)
 	}
-	if c.IntentTTL < c.UploadTimeout {
-		bad("intent ttl %v: want >= the upload timeout %v", c.IntentTTL, c.UploadTimeout)
+	if c.IntentTTL < 4*c.UploadTimeout+c.Linger {
+		// Linger, a wait for an upload slot, the PUT and the commit must all fit.
+		bad("intent ttl %v: want >= 4 x the upload timeout + linger (%v)", c.IntentTTL, 4*c.UploadTimeout+c.Linger)
 	}
 	if c.MaxRequestBytes < 1<<10 {
 		bad("max request bytes %d: want >= 1 KiB", c.MaxRequestBytes)

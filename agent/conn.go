@@ -61,6 +61,10 @@ func (s *Server) serveConn(nc net.Conn) {
 		cancel: cancel,
 		slots:  make(chan *slot, s.cfg.MaxPipelined),
 	}
+	// Whoever ends the connection (the server closing, a write failing) also ends a
+	// read in progress, whatever deadline the read loop set last.
+	stop := context.AfterFunc(ctx, func() { nc.SetReadDeadline(time.Now()) })
+	defer stop()
 	var wg sync.WaitGroup
 	wg.Go(c.writeLoop)
 	c.readLoop()
@@ -73,12 +77,15 @@ func (s *Server) serveConn(nc net.Conn) {
 func (c *conn) readLoop() {
 	br := bufio.NewReaderSize(c.nc, 64<<10)
 	for {
-		if err := c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout)); err != nil {
+		if err := c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout)); err != nil || c.ctx.Err() != nil {
 			return
 		}
 		frame, err := readFrame(br, c.s.cfg.MaxRequestBytes)
 		if err != nil {
 			c.readFailed(err)
+			// Nobody is left to answer: pending long polls and produce waits end now
+			// rather than hold the connection for their full timeouts.
+			c.cancel()
 			return
 		}
 		r, err := parseRequest(frame)
@@ -145,7 +152,16 @@ func (c *conn) writeLoop() {
 	var buf []byte
 	broken := false
 	for sl := range c.slots {
-		<-sl.done
+		select {
+		case <-sl.done:
+		default:
+			// Send what is ready before waiting on a slow answer (a long poll, a
+			// produce waiting for its segment).
+			if err := bw.Flush(); err != nil && !broken {
+				broken = c.writeFailed(err)
+			}
+			<-sl.done
+		}
 		if broken {
 			continue
 		}

@@ -236,3 +236,56 @@ func TestListOffsets(t *testing.T) {
 		t.Errorf("max timestamp: offset %d timestamp %d err %v; want 4, 5002", p.Offset, p.Timestamp, kerr.ErrorForCode(p.ErrorCode))
 	}
 }
+
+// A session rotates the partitions that returned records to the back, so a byte limit
+// that fits one partition per answer serves them in turn instead of starving one.
+func TestFetchSessionRotates(t *testing.T) {
+	s := startAgent(t)
+	createTopic(t, s, "rot", 2, nil)
+	cl := kafkaClient(t, s)
+	value := string(make([]byte, 1000))
+	for range 3 {
+		produceRaw(t, s, cl, -1, "rot", map[int32][]byte{0: batchOf(t, 0, 1, value), 1: batchOf(t, 0, 1, value)})
+	}
+	id := topicIDOf(s, "rot")
+	var sid int32
+	fetch := func(sessionID, epoch int32, offsets map[int32]int64) []int32 {
+		req := kmsg.NewPtrFetchRequest()
+		req.MaxBytes, req.SessionID, req.SessionEpoch = 1, sessionID, epoch // one batch per answer
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = "rot", id
+		for p, off := range offsets {
+			rp := kmsg.NewFetchRequestTopicPartition()
+			rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = p, off, 1<<20
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		if len(rt.Partitions) > 0 {
+			req.Topics = append(req.Topics, rt)
+		}
+		resp, err := req.RequestWith(testContext(t), cl)
+		if err != nil || resp.ErrorCode != 0 {
+			t.Fatalf("fetch: %v %v", err, kerr.ErrorForCode(resp.ErrorCode))
+		}
+		if sessionID == 0 {
+			sid = resp.SessionID
+		}
+		var fed []int32
+		for _, rt := range resp.Topics {
+			for _, p := range rt.Partitions {
+				if len(p.RecordBatches) > 0 {
+					fed = append(fed, p.Partition)
+				}
+			}
+		}
+		return fed
+	}
+	first := fetch(0, 0, map[int32]int64{0: 0, 1: 0})
+	if len(first) != 1 {
+		t.Fatalf("first answer fed partitions %v, want one", first)
+	}
+	// The fed partition moves on one batch; the other must be fed next.
+	second := fetch(sid, 1, map[int32]int64{first[0]: 1})
+	if len(second) != 1 || second[0] == first[0] {
+		t.Fatalf("second answer fed %v after %v, want the other partition", second, first)
+	}
+}

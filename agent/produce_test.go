@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	pb "github.com/stratalog/strata/metastore/metastorepb"
 	"github.com/stratalog/strata/objectlog"
 )
 
@@ -341,5 +342,34 @@ func TestProduceLogAppendTime(t *testing.T) {
 		if !b.Attributes.LogAppendTime() || b.MaxTimestamp != p.LogAppendTime {
 			t.Fatalf("stored batch: log append time %v, max timestamp %d; want true, %d", b.Attributes.LogAppendTime(), b.MaxTimestamp, p.LogAppendTime)
 		}
+	}
+}
+
+// A segment that committed is never reported as timed out, even when the request's
+// deadline passes at the same moment (select would otherwise pick either).
+func TestTicketOutcomeBeatsSimultaneousTimeout(t *testing.T) {
+	seg := &segBuf{done: make(chan struct{}), results: map[partKey]*pb.ChunkResult{{}: {BaseOffset: 40}}}
+	close(seg.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 200 {
+		base, _, err := (&ticket{seg: seg, relative: 2}).wait(ctx)
+		if err != nil || base != 42 {
+			t.Fatalf("committed ticket: base %d, err %v; want 42, nil", base, err)
+		}
+	}
+}
+
+// Recompression cannot smuggle a batch past max.message.bytes: the limit applies to
+// what is stored.
+func TestProduceRecompressedBatchTooLarge(t *testing.T) {
+	s := startAgent(t)
+	none, limit := "uncompressed", "4096"
+	createTopic(t, s, "inflate", 1, map[string]*string{"compression.type": &none, "max.message.bytes": &limit})
+	cl := kafkaClient(t, s)
+	zeros := string(make([]byte, 64<<10)) // compresses to a few hundred bytes
+	resp := produceRaw(t, s, cl, -1, "inflate", map[int32][]byte{0: batchOf(t, objectlog.CodecZstd, 1, zeros)})
+	if code := resp.Topics[0].Partitions[0].ErrorCode; code != kerr.MessageTooLarge.Code {
+		t.Fatalf("a batch inflating past max.message.bytes: %v, want MESSAGE_TOO_LARGE", kerr.ErrorForCode(code))
 	}
 }

@@ -43,6 +43,9 @@ type reader struct {
 	mu     sync.Mutex
 	parts  map[partKey]*partState
 	notify chan struct{}
+	// gen counts resyncs: a Lookup answer that started before one may miss what the
+	// resync stands for, so it must not mark a head known.
+	gen uint64
 
 	cache  *chunkCache
 	flight singleflight.Group
@@ -73,6 +76,7 @@ func (r *reader) wakeLocked() {
 func (r *reader) resync() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.gen++
 	for _, p := range r.parts {
 		p.known = false
 	}
@@ -189,6 +193,7 @@ func (r *reader) head(ctx context.Context, k partKey, fresh bool) (hwm, logStart
 		r.mu.Unlock()
 		return hwm, logStart, nil
 	}
+	gen := r.gen
 	r.mu.Unlock()
 	resp, err := r.s.meta.Lookup(ctx, &pb.LookupRequest{TopicId: k.topic[:], Partition: k.partition, Offset: -1, MaxEntries: 1})
 	if err != nil {
@@ -197,12 +202,13 @@ func (r *reader) head(ctx context.Context, k partKey, fresh bool) (hwm, logStart
 	if resp.Error != pb.ErrorCode_NONE && resp.Error != pb.ErrorCode_OFFSET_OUT_OF_RANGE {
 		return 0, 0, errOf(resp.Error)
 	}
-	r.learn(k, resp)
+	r.learn(k, resp, gen)
 	return resp.Head.GetNextOffset(), resp.Head.GetLogStartOffset(), nil
 }
 
-// learn records a Lookup answer's head and entries.
-func (r *reader) learn(k partKey, resp *pb.LookupResponse) {
+// learn records a Lookup answer's head and entries; gen is the resync generation
+// when the Lookup was sent.
+func (r *reader) learn(k partKey, resp *pb.LookupResponse, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := r.parts[k]
@@ -215,7 +221,7 @@ func (r *reader) learn(k partKey, resp *pb.LookupResponse) {
 			p.hwm = h.NextOffset
 		}
 		p.logStart = h.LogStartOffset
-		p.known = true
+		p.known = gen == r.gen
 	}
 	for _, e := range resp.Entries {
 		r.addLocked(e)
@@ -228,6 +234,9 @@ func (r *reader) entries(ctx context.Context, k partKey, offset int64, n int) ([
 	if out := r.cachedEntries(k, offset, n); len(out) > 0 {
 		return out, nil
 	}
+	r.mu.Lock()
+	gen := r.gen
+	r.mu.Unlock()
 	resp, err := r.s.meta.Lookup(ctx, &pb.LookupRequest{TopicId: k.topic[:], Partition: k.partition, Offset: offset, MaxEntries: int32(max(n, 8))})
 	if err != nil {
 		return nil, err
@@ -235,7 +244,7 @@ func (r *reader) entries(ctx context.Context, k partKey, offset int64, n int) ([
 	if resp.Error != pb.ErrorCode_NONE {
 		return nil, errOf(resp.Error)
 	}
-	r.learn(k, resp)
+	r.learn(k, resp, gen)
 	var out []*pb.IndexEntry
 	next := offset
 	for _, e := range resp.Entries {

@@ -39,6 +39,11 @@ import (
 // appending waits for room, which stops the connection's reader, so a client that
 // produces faster than storage accepts is slowed down instead of growing the heap.
 
+// maxSegmentBatches bounds the batches in one segment, so its CommitSegment stays far
+// below gRPC's 4 MiB message limit (about 46 bytes per batch) and the metastore's
+// per-commit limits; a segment that would pass it is sealed first.
+const maxSegmentBatches = 50_000
+
 type partKey struct {
 	topic     objectlog.TopicID
 	partition int32
@@ -59,12 +64,14 @@ type partBuf struct {
 
 // segBuf is one segment: open while it fills, then sealed, uploaded, committed.
 type segBuf struct {
-	id     objectlog.SegmentID
-	parts  map[partKey]*partBuf
-	bytes  int64
-	seq    uint64
-	timer  *time.Timer
-	intent chan error // receives the RecordIntent outcome once
+	id      objectlog.SegmentID
+	parts   map[partKey]*partBuf
+	bytes   int64
+	batches int
+	seq     uint64
+	opened  time.Time // when its upload intent was requested
+	timer   *time.Timer
+	intent  chan error // receives the RecordIntent outcome once
 
 	// Set before done is closed.
 	done    chan struct{}
@@ -90,7 +97,11 @@ func (t *ticket) wait(ctx context.Context) (base, logStart int64, err error) {
 	select {
 	case <-t.seg.done:
 	case <-ctx.Done():
-		return -1, -1, errTimedOut
+		select {
+		case <-t.seg.done: // decided at the same moment: the outcome wins
+		default:
+			return -1, -1, errTimedOut
+		}
 	}
 	if t.seg.err != nil {
 		return -1, -1, t.seg.err
@@ -115,7 +126,10 @@ type writer struct {
 	seq    uint64
 	closed bool
 
-	sealed   chan *segBuf // seal order, to the committer
+	// queue holds sealed segments in seal order for the committer; appending never
+	// blocks (the producers' byte budget bounds it), so w.mu is never held waiting.
+	queue    []*segBuf
+	queued   chan struct{} // a token when queue gained a segment or the writer closed
 	inflight *semaphore.Weighted
 	wg       sync.WaitGroup
 }
@@ -124,7 +138,7 @@ func newWriter(s *Server) *writer {
 	return &writer{
 		s:        s,
 		budget:   semaphore.NewWeighted(s.cfg.MaxBufferedBytes),
-		sealed:   make(chan *segBuf, 1024),
+		queued:   make(chan struct{}, 1),
 		inflight: semaphore.NewWeighted(int64(s.cfg.MaxInflightSegments)),
 	}
 }
@@ -140,6 +154,9 @@ func (w *writer) start() {
 // reserve waits for room for n buffered bytes; the caller passes them to append or
 // gives them back with release.
 func (w *writer) reserve(ctx context.Context, n int64) error {
+	if n > w.s.cfg.MaxBufferedBytes {
+		return fmt.Errorf("%w: %d bytes in one request, the agent buffers at most %d", errBatchTooLarge, n, w.s.cfg.MaxBufferedBytes)
+	}
 	if err := w.budget.Acquire(ctx, n); err != nil {
 		return errShuttingDown
 	}
@@ -164,7 +181,15 @@ func (w *writer) append(key partKey, batches []pendingBatch, size int64) (*ticke
 		w.release(size)
 		return nil, errShuttingDown
 	}
+	if len(batches) > maxSegmentBatches {
+		w.release(size)
+		return nil, fmt.Errorf("%w: %d batches for one partition in one request, at most %d", errInvalidRequest, len(batches), maxSegmentBatches)
+	}
 	seg := w.open
+	if seg != nil && seg.batches+len(batches) > maxSegmentBatches {
+		w.sealLocked(seg) // one commit must stay well under the metastore's message limits
+		seg = nil
+	}
 	if seg == nil {
 		seg = w.openLocked()
 	}
@@ -183,6 +208,7 @@ func (w *writer) append(key partKey, batches []pendingBatch, size int64) (*ticke
 		pb.maxTs = max(pb.maxTs, b.info.MaxTimestamp)
 	}
 	seg.bytes += size
+	seg.batches += len(batches)
 	if seg.bytes >= int64(w.s.cfg.SegmentBytes) {
 		w.sealLocked(seg)
 	}
@@ -197,6 +223,7 @@ func (w *writer) openLocked() *segBuf {
 		id:       objectlog.NewSegmentID(time.Now(), rnd),
 		parts:    map[partKey]*partBuf{},
 		seq:      w.seq,
+		opened:   time.Now(),
 		intent:   make(chan error, 1),
 		done:     make(chan struct{}),
 		uploaded: make(chan struct{}),
@@ -219,7 +246,8 @@ func (w *writer) openLocked() *segBuf {
 func (w *writer) sealLocked(seg *segBuf) {
 	seg.timer.Stop()
 	w.open = nil
-	w.sealed <- seg // buffered deeply; the budget bounds how many segments exist
+	w.queue = append(w.queue, seg)
+	w.signal()
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -297,6 +325,12 @@ func (w *writer) upload(seg *segBuf) {
 		go func() { seg.intent <- w.recordIntent(seg) }()
 	}
 	key := objectlog.SegmentKey(seg.id)
+	// The intent protects the object from GC for IntentTTL from when it was recorded;
+	// a PUT that late could be collected before its commit.
+	if time.Since(seg.opened) > w.s.cfg.IntentTTL/2 {
+		seg.putErr = fmt.Errorf("%w: segment %s waited %v to upload, past half its intent", errStorage, seg.id, time.Since(seg.opened))
+		return
+	}
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithDeadline(w.s.ctx, deadline)
 		_, err := w.s.store.Put(ctx, key, bytes.NewReader(seg.data), int64(len(seg.data)), objstore.PutOptions{IfNoneMatch: true})
@@ -332,9 +366,37 @@ func (w *writer) retry(deadline time.Time, attempt int, what string, seg *segBuf
 	}
 }
 
+func (w *writer) signal() {
+	select {
+	case w.queued <- struct{}{}:
+	default:
+	}
+}
+
+// next returns the oldest sealed segment, waiting for one; nil once the writer is
+// closed and drained.
+func (w *writer) next() *segBuf {
+	for {
+		w.mu.Lock()
+		if len(w.queue) > 0 {
+			seg := w.queue[0]
+			w.queue[0] = nil
+			w.queue = w.queue[1:]
+			w.mu.Unlock()
+			return seg
+		}
+		closed := w.closed
+		w.mu.Unlock()
+		if closed {
+			return nil
+		}
+		<-w.queued
+	}
+}
+
 // commitLoop commits sealed segments one at a time in seal order.
 func (w *writer) commitLoop() {
-	for seg := range w.sealed {
+	for seg := w.next(); seg != nil; seg = w.next() {
 		<-seg.uploaded
 		if seg.putErr != nil {
 			w.finish(seg, seg.putErr)
@@ -368,6 +430,11 @@ func (w *writer) commit(seg *segBuf) error {
 		req.Chunks = append(req.Chunks, cc)
 	}
 	deadline := time.Now().Add(w.s.cfg.UploadTimeout)
+	if limit := seg.opened.Add(w.s.cfg.IntentTTL - w.s.cfg.UploadTimeout); deadline.After(limit) {
+		// Past this GC may collect the object: committing it then could index a
+		// missing object. The producers get a retriable error instead.
+		deadline = limit
+	}
 	for attempt := 0; ; attempt++ {
 		// After shutdown begins, a commit in progress still gets its chance: the
 		// segment is stored and its producers are waiting.
@@ -419,8 +486,8 @@ func (w *writer) close(ctx context.Context) error {
 	if w.open != nil {
 		w.sealLocked(w.open)
 	}
-	close(w.sealed)
 	w.mu.Unlock()
+	w.signal()
 	done := make(chan struct{})
 	go func() {
 		w.wg.Wait()
