@@ -174,6 +174,9 @@ func (s *Server) leaseLoop() {
 		// how stale Metadata's brokers can be should an event ever go missing.
 		if resp, err := s.meta.ListAgents(ctx, &pb.ListAgentsRequest{}); err == nil {
 			s.cat.setAgents(resp.Agents)
+			s.log.Debug("agent: agents re-read", "count", len(resp.Agents))
+		} else if s.ctx.Err() == nil {
+			s.log.Debug("agent: list agents", "err", err)
 		}
 		cancel()
 	}

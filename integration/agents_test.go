@@ -104,7 +104,15 @@ func TestAgentsShareMetastoreAndStore(t *testing.T) {
 	defer admin.Close()
 	adm := kadm.NewClient(admin)
 	for {
-		meta, err := adm.BrokerMetadata(ctx)
+		// A fresh client each time: franz-go answers repeated Metadata requests from
+		// its cache, which would keep showing one agent if the first call came
+		// before the second agent registered.
+		fresh, err := kgo.NewClient(kgo.SeedBrokers(b.addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta, err := kadm.NewClient(fresh).BrokerMetadata(ctx)
+		fresh.Close()
 		if err == nil && len(meta.Brokers) == 2 {
 			break
 		}
