@@ -148,7 +148,8 @@ func cmpInt64(a, b int64) int {
 // hot puts a just-committed segment's chunks in the cache and its entries in the
 // index: the writer's own data is readable at once, without a GET.
 func (r *reader) hot(seg *segBuf) {
-	r.mu.Lock()
+	// Patch and cache outside r.mu: fetches keep reading the index meanwhile.
+	entries := make([]*pb.IndexEntry, 0, len(seg.index.Chunks))
 	for _, c := range seg.index.Chunks {
 		res := seg.results[partKey{c.TopicID, c.Partition}]
 		if res == nil || res.Error != pb.ErrorCode_NONE {
@@ -159,7 +160,7 @@ func (r *reader) hot(seg *segBuf) {
 			continue
 		}
 		r.cache.put(chunkKey{seg.id, c.Position}, data)
-		e := &pb.IndexEntry{
+		entries = append(entries, &pb.IndexEntry{
 			TopicId:      res.TopicId,
 			Partition:    res.Partition,
 			BaseOffset:   res.BaseOffset,
@@ -171,7 +172,11 @@ func (r *reader) hot(seg *segBuf) {
 			BatchCount:   c.BatchCount,
 			RecordCount:  c.RecordCount,
 			Flags:        uint32(c.Flags),
-		}
+		})
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range entries {
 		if p := r.parts[keyOf(e)]; p != nil && p.known && e.BaseOffset > p.hwm {
 			// An entry past a gap the watch has not filled yet: the head is stale.
 			p.known = false
@@ -179,7 +184,6 @@ func (r *reader) hot(seg *segBuf) {
 		r.addLocked(e)
 	}
 	r.wakeLocked()
-	r.mu.Unlock()
 }
 
 // head returns a partition's watermark and log start, asking the metastore when the
