@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	pb "github.com/stratalog/strata/metastore/metastorepb"
 	"github.com/stratalog/strata/objectlog"
 )
 
@@ -287,5 +288,36 @@ func TestFetchSessionRotates(t *testing.T) {
 	second := fetch(sid, 1, map[int32]int64{first[0]: 1})
 	if len(second) != 1 || second[0] == first[0] {
 		t.Fatalf("second answer fed %v after %v, want the other partition", second, first)
+	}
+}
+
+// The index cache is bounded across partitions: past the bound, the partitions used
+// least recently are forgotten (and read again from the metastore when fetched).
+func TestReaderIndexCacheBound(t *testing.T) {
+	r := &reader{parts: map[partKey]*partState{}, notify: make(chan struct{})}
+	per := maxCachedEntries
+	parts := maxTotalEntries/per + 2
+	for p := range parts {
+		k := partKey{partition: int32(p)}
+		r.mu.Lock()
+		r.parts[k] = &partState{known: true}
+		r.touchLocked(r.parts[k])
+		for i := range per {
+			r.addLocked(&pb.IndexEntry{Partition: int32(p), BaseOffset: int64(i), LastOffset: int64(i)})
+		}
+		r.mu.Unlock()
+	}
+	total := 0
+	for _, p := range r.parts {
+		total += len(p.entries)
+	}
+	if total != r.cached || total > maxTotalEntries {
+		t.Fatalf("%d entries cached (counted %d), bound %d", total, r.cached, maxTotalEntries)
+	}
+	if _, ok := r.parts[partKey{partition: int32(parts - 1)}]; !ok {
+		t.Fatal("the partition used last was evicted")
+	}
+	if _, ok := r.parts[partKey{partition: 0}]; ok {
+		t.Fatal("the partition used first survived eviction")
 	}
 }

@@ -28,13 +28,19 @@ import (
 // chunks in the cache as it commits them, so the freshest data is served from memory;
 // concurrent misses for one chunk share one ranged GET.
 
-const maxCachedEntries = 4096 // per partition; the newest are kept
+const (
+	maxCachedEntries = 4096 // per partition; the newest are kept
+	// maxTotalEntries bounds the index cache across partitions (~200 bytes each);
+	// past it the partitions fetched least recently are forgotten.
+	maxTotalEntries = 256 << 10
+)
 
 type partState struct {
 	known    bool  // hwm and logStart are from the metastore or the watch
 	hwm      int64 // next offset (every offset below is committed)
 	logStart int64
 	entries  []*pb.IndexEntry // sorted by base offset, not necessarily contiguous
+	used     uint64           // reader.clock at the last fetch
 }
 
 type reader struct {
@@ -46,6 +52,9 @@ type reader struct {
 	// gen counts resyncs: a Lookup answer that started before one may miss what the
 	// resync stands for, so it must not mark a head known.
 	gen uint64
+	// cached is the number of entries over all partitions; clock orders their use.
+	cached int
+	clock   uint64
 
 	cache  *chunkCache
 	flight singleflight.Group
@@ -94,8 +103,9 @@ func (r *reader) apply(ev *pb.WatchEvent) {
 		r.addLocked(e)
 	}
 	for _, id := range ev.TopicsDeleted {
-		for k := range r.parts {
+		for k, p := range r.parts {
 			if string(k.topic[:]) == string(id) {
+				r.cached -= len(p.entries)
 				delete(r.parts, k)
 			}
 		}
@@ -130,9 +140,38 @@ func (r *reader) addLocked(e *pb.IndexEntry) {
 		return
 	}
 	p.entries = slices.Insert(p.entries, i, e)
+	r.cached++
 	if len(p.entries) > maxCachedEntries {
-		p.entries = slices.Delete(p.entries, 0, len(p.entries)-maxCachedEntries)
+		n := len(p.entries) - maxCachedEntries
+		p.entries = slices.Delete(p.entries, 0, n)
+		r.cached -= n
 	}
+	if r.cached > maxTotalEntries {
+		r.evictLocked()
+	}
+}
+
+// evictLocked forgets the partitions used least recently until the cache is at three
+// quarters of its bound; they are read from the metastore again when fetched.
+func (r *reader) evictLocked() {
+	keys := make([]partKey, 0, len(r.parts))
+	for k := range r.parts {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b partKey) int { return cmpInt64(int64(r.parts[a].used), int64(r.parts[b].used)) })
+	for _, k := range keys {
+		if r.cached <= maxTotalEntries*3/4 {
+			return
+		}
+		r.cached -= len(r.parts[k].entries)
+		delete(r.parts, k)
+	}
+}
+
+// touchLocked marks a partition used now.
+func (r *reader) touchLocked(p *partState) {
+	r.clock++
+	p.used = r.clock
 }
 
 func cmpInt64(a, b int64) int {
@@ -193,6 +232,7 @@ func (r *reader) head(ctx context.Context, k partKey, fresh bool) (hwm, logStart
 	r.mu.Lock()
 	p := r.parts[k]
 	if p != nil && p.known && !fresh {
+		r.touchLocked(p)
 		hwm, logStart = p.hwm, p.logStart
 		r.mu.Unlock()
 		return hwm, logStart, nil
@@ -220,6 +260,7 @@ func (r *reader) learn(k partKey, resp *pb.LookupResponse, gen uint64) {
 		p = &partState{}
 		r.parts[k] = p
 	}
+	r.touchLocked(p)
 	if h := resp.Head; h != nil {
 		if !p.known || h.NextOffset > p.hwm {
 			p.hwm = h.NextOffset
