@@ -54,7 +54,7 @@ type reader struct {
 	gen uint64
 	// cached is the number of entries over all partitions; clock orders their use.
 	cached int
-	clock   uint64
+	clock  uint64
 
 	cache  *chunkCache
 	flight singleflight.Group
