@@ -425,6 +425,21 @@ func (c *Client) ListExpiredIntents(ctx context.Context, req *pb.ListExpiredInte
 	return call(ctx, c, retryRead, req, pb.MetastoreClient.ListExpiredIntents)
 }
 
+// CommitOffsets stores a consumer group's offsets; a retry writes the same values.
+func (c *Client) CommitOffsets(ctx context.Context, req *pb.CommitOffsetsRequest) (*pb.CommitOffsetsResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.CommitOffsets)
+}
+
+// FetchOffsets reads a consumer group's committed offsets, linearizably.
+func (c *Client) FetchOffsets(ctx context.Context, req *pb.FetchOffsetsRequest) (*pb.FetchOffsetsResponse, error) {
+	return call(ctx, c, retryRead, req, pb.MetastoreClient.FetchOffsets)
+}
+
+// DeleteOffsets removes a consumer group's offsets for some partitions.
+func (c *Client) DeleteOffsets(ctx context.Context, req *pb.DeleteOffsetsRequest) (*pb.DeleteOffsetsResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.DeleteOffsets)
+}
+
 // Cluster describes the cluster as the answering node sees it (members, leader,
 // term, its applied index), and teaches the client the members' addresses.
 func (c *Client) Cluster(ctx context.Context) (*pb.ClusterResponse, error) {

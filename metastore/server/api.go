@@ -258,6 +258,41 @@ func (a *api) ListExpiredIntents(ctx context.Context, req *pb.ListExpiredIntents
 	})
 }
 
+// --- committed offsets --------------------------------------------------------------
+
+func (a *api) CommitOffsets(ctx context.Context, req *pb.CommitOffsetsRequest) (*pb.CommitOffsetsResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.CommitOffsets, func() (*pb.CommitOffsetsResponse, error) {
+		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_CommitOffsets{CommitOffsets: &pb.CommitOffsetsCommand{Group: req.Group, Offsets: req.Offsets}}})
+		if err != nil {
+			return nil, err
+		}
+		return &pb.CommitOffsetsResponse{Results: res.Offsets}, nil
+	})
+}
+
+func (a *api) FetchOffsets(ctx context.Context, req *pb.FetchOffsetsRequest) (*pb.FetchOffsetsResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.FetchOffsets, func() (*pb.FetchOffsetsResponse, error) {
+		if err := a.n.linearize(ctx); err != nil {
+			return nil, err
+		}
+		offsets, err := a.n.st.Offsets(req.Group, req.Partitions)
+		if err != nil {
+			return nil, readError(err)
+		}
+		return &pb.FetchOffsetsResponse{Offsets: offsets}, nil
+	})
+}
+
+func (a *api) DeleteOffsets(ctx context.Context, req *pb.DeleteOffsetsRequest) (*pb.DeleteOffsetsResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.DeleteOffsets, func() (*pb.DeleteOffsetsResponse, error) {
+		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_DeleteOffsets{DeleteOffsets: &pb.DeleteOffsetsCommand{Group: req.Group, Partitions: req.Partitions}}})
+		if err != nil {
+			return nil, err
+		}
+		return &pb.DeleteOffsetsResponse{Results: res.Offsets}, nil
+	})
+}
+
 // --- watch --------------------------------------------------------------------------
 
 // Watch is served by any node from its own applied log. The first event is a Resync

@@ -23,7 +23,7 @@ const (
 	prefixProducer   byte = 0x20 // reserved: idempotent producer state (issue 6)
 	prefixTxn        byte = 0x21 // reserved: transactions (issue 6)
 	prefixGroup      byte = 0x22 // reserved: consumer groups (issue 5)
-	prefixGroupOff   byte = 0x23 // reserved: committed offsets (issue 5)
+	prefixGroupOff   byte = 0x23 // committed offsets: group length (2) | group | topic id | partition
 	prefixACL        byte = 0x24 // reserved: ACLs and SCRAM credentials
 	prefixSchema     byte = 0x25 // reserved: schema registry
 	prefixEndOfState byte = 0xff // never a key: the upper bound of every scan
@@ -74,6 +74,20 @@ func timeIndexKey(id []byte, partition int32, ts int64) []byte {
 func segmentKey(id []byte) []byte  { return append([]byte{prefixSegment}, id...) }
 func unrefSegKey(id []byte) []byte { return append([]byte{prefixUnrefSeg}, id...) }
 func intentKey(id []byte) []byte   { return append([]byte{prefixIntent}, id...) }
+
+// groupOffsetsKey is the prefix of one group's committed offsets; the group's length
+// comes first so that no group's keys are a prefix of another's.
+func groupOffsetsKey(group string) []byte {
+	k := make([]byte, 0, 3+len(group)+20)
+	k = append(k, prefixGroupOff)
+	k = binary.BigEndian.AppendUint16(k, uint16(len(group)))
+	return append(k, group...)
+}
+
+func groupOffsetKey(group string, topic []byte, partition int32) []byte {
+	k := append(groupOffsetsKey(group), topic...)
+	return binary.BigEndian.AppendUint32(k, uint32(partition))
+}
 func agentKey(id string) []byte    { return append([]byte{prefixAgent}, id...) }
 func intentExpKey(expires int64, id []byte) []byte {
 	k := binary.BigEndian.AppendUint64([]byte{prefixIntentExp}, orderedInt64(expires))

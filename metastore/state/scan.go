@@ -13,7 +13,14 @@ func scanProtos[M any, PM interface {
 	*M
 	proto.Message
 }](r pebble.Reader, prefix byte, fn func(PM) error) error {
-	lo := []byte{prefix}
+	return scanProtosUnder[M](r, []byte{prefix}, fn)
+}
+
+// scanProtosUnder is scanProtos over the keys starting with lo.
+func scanProtosUnder[M any, PM interface {
+	*M
+	proto.Message
+}](r pebble.Reader, lo []byte, fn func(PM) error) error {
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
 	if err != nil {
 		return fmt.Errorf("state: %w", err)

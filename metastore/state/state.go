@@ -190,6 +190,8 @@ type Result struct {
 	Commits []*pb.CommitSegmentResponse
 	Agent   *pb.AgentInfo
 	Intent  *pb.UploadIntent
+	// Offsets has one result per partition of a CommitOffsets or DeleteOffsets.
+	Offsets []*pb.OffsetResult
 	// Err is set when the command as a whole was refused.
 	Err *Error
 }
@@ -307,6 +309,10 @@ func (t *txn) apply(cmd *pb.Command) (*Result, error) {
 		return t.recordIntent(op.RecordIntent.GetIntent(), now)
 	case *pb.Command_ResolveIntent:
 		return t.resolveIntent(op.ResolveIntent.GetSegmentId())
+	case *pb.Command_CommitOffsets:
+		return t.commitOffsets(op.CommitOffsets, now)
+	case *pb.Command_DeleteOffsets:
+		return t.deleteOffsets(op.DeleteOffsets)
 	}
 	return &Result{Err: refuse(pb.ErrorCode_INVALID_REQUEST, "empty command")}, nil
 }

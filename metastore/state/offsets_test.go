@@ -1,0 +1,45 @@
+package state
+
+import (
+	"testing"
+
+	pb "github.com/stratalog/strata/metastore/metastorepb"
+)
+
+func TestCommittedOffsets(t *testing.T) {
+	a := newApplier(t)
+	a.apply(createTopic("t", id(1), 2, nil))
+	commitOffsets := func(group string, offs ...*pb.CommittedOffset) *Result {
+		return a.apply(&pb.Command{Op: &pb.Command_CommitOffsets{CommitOffsets: &pb.CommitOffsetsCommand{Group: group, Offsets: offs}}})
+	}
+	r := commitOffsets("g", &pb.CommittedOffset{TopicId: id(1), Partition: 0, Offset: 10, LeaderEpoch: -1, Metadata: "m"},
+		&pb.CommittedOffset{TopicId: id(1), Partition: 5, Offset: 3},
+		&pb.CommittedOffset{TopicId: id(9), Partition: 0, Offset: 3})
+	if r.Err != nil || len(r.Offsets) != 3 || r.Offsets[0].Error != pb.ErrorCode_NONE ||
+		r.Offsets[1].Error != pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION || r.Offsets[2].Error != pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION {
+		t.Fatalf("commit: %v", r)
+	}
+	commitOffsets("g", &pb.CommittedOffset{TopicId: id(1), Partition: 1, Offset: 20})
+	commitOffsets("g2", &pb.CommittedOffset{TopicId: id(1), Partition: 0, Offset: 99})
+	// "g" must not see "g2"'s offsets, nor a group whose name extends it.
+	commitOffsets("gx", &pb.CommittedOffset{TopicId: id(1), Partition: 0, Offset: 77})
+
+	all, err := a.s.Offsets("g", nil)
+	if err != nil || len(all) != 2 || all[0].Offset != 10 || all[0].Metadata != "m" || all[0].CommitMs == 0 || all[1].Offset != 20 {
+		t.Fatalf("all offsets of g: %v %v", all, err)
+	}
+	some, err := a.s.Offsets("g", []*pb.PartitionRef{{TopicId: id(1), Partition: 1}, {TopicId: id(1), Partition: 4}})
+	if err != nil || len(some) != 1 || some[0].Offset != 20 {
+		t.Fatalf("chosen offsets of g: %v %v", some, err)
+	}
+	a.apply(&pb.Command{Op: &pb.Command_DeleteOffsets{DeleteOffsets: &pb.DeleteOffsetsCommand{Group: "g", Partitions: []*pb.PartitionRef{{TopicId: id(1), Partition: 0}}}}})
+	if left, _ := a.s.Offsets("g", nil); len(left) != 1 || left[0].Partition != 1 {
+		t.Fatalf("after delete: %v", left)
+	}
+	if other, _ := a.s.Offsets("g2", nil); len(other) != 1 || other[0].Offset != 99 {
+		t.Fatalf("g2 after deleting g's offset: %v", other)
+	}
+	if r := commitOffsets("", &pb.CommittedOffset{TopicId: id(1)}); r.Err == nil || r.Err.Code != pb.ErrorCode_INVALID_REQUEST {
+		t.Fatalf("empty group: %v", r.Err)
+	}
+}
