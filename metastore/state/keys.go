@@ -88,7 +88,7 @@ func groupOffsetKey(group string, topic []byte, partition int32) []byte {
 	k := append(groupOffsetsKey(group), topic...)
 	return binary.BigEndian.AppendUint32(k, uint32(partition))
 }
-func agentKey(id string) []byte    { return append([]byte{prefixAgent}, id...) }
+func agentKey(id string) []byte { return append([]byte{prefixAgent}, id...) }
 func intentExpKey(expires int64, id []byte) []byte {
 	k := binary.BigEndian.AppendUint64([]byte{prefixIntentExp}, orderedInt64(expires))
 	return append(k, id...)
