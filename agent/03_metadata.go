@@ -171,18 +171,21 @@ func agentsInZone(agents []*pb.AgentInfo, zone string) []*pb.AgentInfo {
 // every agent computes the same order, and removing an agent moves only its own
 // partitions.
 func rendezvous(agents []*pb.AgentInfo, topic objectlog.TopicID, partition int32) []*pb.AgentInfo {
+	key := binary.BigEndian.AppendUint32(append([]byte(nil), topic[:]...), uint32(partition))
+	return rendezvousKey(agents, key)
+}
+
+// rendezvousKey orders agents by their score for any key (a partition, a group id).
+func rendezvousKey(agents []*pb.AgentInfo, key []byte) []*pb.AgentInfo {
 	type scored struct {
 		a     *pb.AgentInfo
 		score uint64
 	}
 	sc := make([]scored, len(agents))
-	var pbuf [4]byte
-	binary.BigEndian.PutUint32(pbuf[:], uint32(partition))
 	for i, a := range agents {
 		h := fnv.New64a()
 		h.Write([]byte(a.AgentId))
-		h.Write(topic[:])
-		h.Write(pbuf[:])
+		h.Write(key)
 		sc[i] = scored{a, mix64(h.Sum64())}
 	}
 	slices.SortFunc(sc, func(x, y scored) int {

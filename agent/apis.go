@@ -22,6 +22,9 @@ func init() {
 		1:  {4, 17, serveFetch},
 		2:  {0, 10, serveListOffsets},
 		3:  {0, 13, serveMetadata},
+		8:  {0, 9, serveOffsetCommit},
+		9:  {0, 9, serveOffsetFetch},
+		10: {0, 6, serveFindCoordinator},
 		18: {0, 4, serveAPIVersions},
 		19: {0, 7, serveCreateTopics},
 		20: {0, 6, serveDeleteTopics},
@@ -31,6 +34,7 @@ func init() {
 		35: {0, 4, serveDescribeLogDirs},
 		37: {0, 3, serveCreatePartitions},
 		44: {0, 1, serveIncrementalAlterConfigs},
+		47: {0, 0, serveOffsetDelete},
 		60: {0, 2, serveDescribeCluster},
 	}
 }

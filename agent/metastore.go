@@ -26,6 +26,10 @@ type Metastore interface {
 	ListAgents(context.Context, *pb.ListAgentsRequest) (*pb.ListAgentsResponse, error)
 	RecordIntent(context.Context, *pb.RecordIntentRequest) (*pb.RecordIntentResponse, error)
 
+	CommitOffsets(context.Context, *pb.CommitOffsetsRequest) (*pb.CommitOffsetsResponse, error)
+	FetchOffsets(context.Context, *pb.FetchOffsetsRequest) (*pb.FetchOffsetsResponse, error)
+	DeleteOffsets(context.Context, *pb.DeleteOffsetsRequest) (*pb.DeleteOffsetsResponse, error)
+
 	// Watch streams changes until ctx ends; the first event after every
 	// (re)connection has Resync set.
 	Watch(context.Context, *pb.WatchRequest) <-chan *pb.WatchEvent

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -84,5 +86,55 @@ func TestLocalSIGTERMFlushes(t *testing.T) {
 				found++
 			}
 		})
+	}
+}
+
+// Offsets a group commits are in the metastore: a restart of strata local keeps them,
+// and sarama's offset manager (a simple consumer, generation -1) reads them back.
+func TestLocalCommittedOffsetsSurviveRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the strata binary")
+	}
+	srv := startLocal(t, localOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	if r, err := adm.CreateTopic(ctx, 2, 1, nil, "offsets"); err != nil || r.Err != nil {
+		t.Fatalf("create topic: %v %v", err, r.Err)
+	}
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: "offsets", Partition: 0, At: 7, LeaderEpoch: -1, Metadata: "kept"})
+	offs.Add(kadm.Offset{Topic: "offsets", Partition: 1, At: 11, LeaderEpoch: -1})
+	if resp, err := adm.CommitOffsets(ctx, "durable", offs); err != nil || resp.Error() != nil {
+		t.Fatalf("commit offsets: %v %v", err, resp.Error())
+	}
+	cl.Close()
+	srv.restart(t)
+
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_8_0_0
+	client, err := sarama.NewClient([]string{srv.Addr}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	om, err := sarama.NewOffsetManagerFromClient("durable", client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer om.Close()
+	for p, want := range map[int32]int64{0: 7, 1: 11} {
+		pom, err := om.ManagePartition("offsets", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, meta := pom.NextOffset(); got != want || (p == 0 && meta != "kept") {
+			t.Errorf("partition %d after restart: offset %d metadata %q, want %d", p, got, meta, want)
+		}
+		pom.AsyncClose()
 	}
 }

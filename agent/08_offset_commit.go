@@ -1,0 +1,86 @@
+package agent
+
+// OffsetCommit (key 8), versions 0-9.
+//
+// Offsets are stored in the metastore (Raft-committed), so they survive any agent and
+// any metastore node. Commits with generation -1 and no member id (simple consumers,
+// admin tools, groups with no members) are accepted as Kafka accepts them. Until the
+// group coordinator exists (issue 5), a commit naming a member and generation gets
+// UNKNOWN_MEMBER_ID: no member is known. Metadata over 4096 bytes gets
+// OFFSET_METADATA_TOO_LARGE; unknown topics or partitions UNKNOWN_TOPIC_OR_PARTITION,
+// per partition. RetentionTimeMillis (v2-v4) is ignored: offsets are kept until deleted.
+
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	pb "github.com/stratalog/strata/metastore/metastorepb"
+)
+
+// maxOffsetMetadata is offset.metadata.max.bytes.
+const maxOffsetMetadata = 4096
+
+func serveOffsetCommit(c *conn, r *request) reply {
+	req := r.msg.(*kmsg.OffsetCommitRequest)
+	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+	s := c.s
+	return later(func() kmsg.Response {
+		groupErr := int16(0)
+		switch {
+		case req.Group == "":
+			groupErr = kerr.InvalidGroupID.Code
+		case req.Version >= 1 && (req.Generation >= 0 || req.MemberID != ""):
+			groupErr = kerr.UnknownMemberID.Code
+		}
+		type slot struct{ t, p int }
+		var commits []*pb.CommittedOffset
+		var slots []slot
+		for ti, rt := range req.Topics {
+			st := kmsg.NewOffsetCommitResponseTopic()
+			st.Topic = rt.Topic
+			topic, terr := s.cat.topic(c.ctx, rt.Topic)
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewOffsetCommitResponseTopicPartition()
+				sp.Partition = rp.Partition
+				switch {
+				case groupErr != 0:
+					sp.ErrorCode = groupErr
+				case terr != nil:
+					sp.ErrorCode = kafkaCode(terr)
+				case topic == nil || rp.Partition < 0 || rp.Partition >= topic.partitions:
+					sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				case rp.Metadata != nil && len(*rp.Metadata) > maxOffsetMetadata:
+					sp.ErrorCode = kerr.OffsetMetadataTooLarge.Code
+				default:
+					o := &pb.CommittedOffset{TopicId: topic.id[:], Partition: rp.Partition, Offset: rp.Offset, LeaderEpoch: -1}
+					if req.Version >= 6 {
+						o.LeaderEpoch = rp.LeaderEpoch
+					}
+					if rp.Metadata != nil {
+						o.Metadata = *rp.Metadata
+					}
+					commits = append(commits, o)
+					slots = append(slots, slot{ti, len(st.Partitions)})
+				}
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		if len(commits) == 0 {
+			return resp
+		}
+		mresp, err := s.meta.CommitOffsets(c.ctx, &pb.CommitOffsetsRequest{Group: req.Group, Offsets: commits})
+		for i, sl := range slots {
+			sp := &resp.Topics[sl.t].Partitions[sl.p]
+			switch {
+			case err != nil:
+				sp.ErrorCode = kafkaCode(err)
+			case i < len(mresp.Results):
+				sp.ErrorCode = kafkaCode(errOf(mresp.Results[i].Error))
+			default:
+				sp.ErrorCode = kerr.UnknownServerError.Code
+			}
+		}
+		return resp
+	})
+}

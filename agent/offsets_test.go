@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Committed offsets of a simple consumer (generation -1): commit, fetch (asked and
+// all), delete, through kadm; the refusals Kafka gives.
+func TestOffsetsCommitFetchDelete(t *testing.T) {
+	s := startAgent(t)
+	createTopic(t, s, "o1", 3, nil)
+	createTopic(t, s, "o2", 1, nil)
+	adm := adminClient(t, s)
+	ctx := testContext(t)
+
+	coords := adm.FindGroupCoordinators(ctx, "g1", "g2")
+	for _, g := range []string{"g1", "g2"} {
+		if co := coords[g]; co.Err != nil || co.NodeID != s.NodeID() {
+			t.Fatalf("coordinator of %s: node %d err %v, want node %d", g, co.NodeID, co.Err, s.NodeID())
+		}
+	}
+
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: "o1", Partition: 0, At: 10, LeaderEpoch: -1, Metadata: "m0"})
+	offs.Add(kadm.Offset{Topic: "o1", Partition: 2, At: 30, LeaderEpoch: 0})
+	offs.Add(kadm.Offset{Topic: "o2", Partition: 0, At: 5, LeaderEpoch: -1})
+	offs.Add(kadm.Offset{Topic: "o1", Partition: 9, At: 1, LeaderEpoch: -1})
+	resps, err := adm.CommitOffsets(ctx, "g1", offs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for topic, ps := range resps {
+		for p, r := range ps {
+			want := error(nil)
+			if p == 9 {
+				want = kerr.UnknownTopicOrPartition
+			}
+			if r.Err != want {
+				t.Errorf("commit %s/%d: %v, want %v", topic, p, r.Err, want)
+			}
+		}
+	}
+
+	fetched, err := adm.FetchOffsets(ctx, "g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(what, topic string, p int32, at int64, meta string) {
+		t.Helper()
+		o, ok := fetched.Lookup(topic, p)
+		if !ok || o.Err != nil || o.At != at || o.Metadata != meta {
+			t.Errorf("%s %s/%d: at %d metadata %q err %v (listed %v); want %d, %q", what, topic, p, o.At, o.Metadata, o.Err, ok, at, meta)
+		}
+	}
+	check("all", "o1", 0, 10, "m0")
+	check("all", "o1", 2, 30, "")
+	check("all", "o2", 0, 5, "")
+	if _, ok := fetched.Lookup("o1", 1); ok {
+		t.Error("all: o1/1 listed without a commit")
+	}
+
+	// Asked partitions: one without a commit answers -1 with no error.
+	req := kmsg.NewPtrOffsetFetchRequest()
+	g := kmsg.NewOffsetFetchRequestGroup()
+	g.Group = "g1"
+	gt := kmsg.NewOffsetFetchRequestGroupTopic()
+	gt.Topic, gt.Partitions = "o1", []int32{1, 2}
+	g.Topics = append(g.Topics, gt)
+	req.Groups = append(req.Groups, g)
+	raw, err := req.RequestWith(ctx, kafkaClient(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := raw.Groups[0].Topics[0].Partitions
+	if len(ps) != 2 || ps[0].Offset != -1 || ps[0].ErrorCode != 0 || ps[1].Offset != 30 || ps[1].LeaderEpoch != 0 {
+		t.Fatalf("asked partitions: %+v", ps)
+	}
+
+	// Another group sees nothing of g1's.
+	if other, err := adm.FetchOffsets(ctx, "g2"); err != nil || len(other) != 0 {
+		t.Fatalf("g2: %v %v, want no offsets", other, err)
+	}
+
+	// Delete one partition's offset; the group's others stay.
+	ts := kadm.TopicsSet{}
+	ts.Add("o1", 0)
+	dresp, err := adm.DeleteOffsets(ctx, "g1", ts)
+	if err != nil || dresp.Error() != nil {
+		t.Fatalf("delete offsets: %v %v", err, dresp.Error())
+	}
+	if fetched, err = adm.FetchOffsets(ctx, "g1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fetched.Lookup("o1", 0); ok {
+		t.Error("o1/0 still committed after delete")
+	}
+	check("after delete", "o1", 2, 30, "")
+	if _, err := adm.DeleteOffsets(ctx, "nobody", ts); err != kerr.GroupIDNotFound {
+		t.Errorf("delete offsets of a group without offsets: %v, want GROUP_ID_NOT_FOUND", err)
+	}
+
+	// A commit naming a member: there are no members yet.
+	creq := kmsg.NewPtrOffsetCommitRequest()
+	creq.Group, creq.Generation, creq.MemberID = "g1", 3, "m-1"
+	ct := kmsg.NewOffsetCommitRequestTopic()
+	ct.Topic = "o1"
+	cp := kmsg.NewOffsetCommitRequestTopicPartition()
+	cp.Offset = 1
+	ct.Partitions = append(ct.Partitions, cp)
+	creq.Topics = append(creq.Topics, ct)
+	cresp, err := creq.RequestWith(ctx, kafkaClient(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := cresp.Topics[0].Partitions[0].ErrorCode; code != kerr.UnknownMemberID.Code {
+		t.Errorf("commit as an unknown member: %v, want UNKNOWN_MEMBER_ID", kerr.ErrorForCode(code))
+	}
+}
