@@ -29,6 +29,8 @@ type Metastore interface {
 	CommitOffsets(context.Context, *pb.CommitOffsetsRequest) (*pb.CommitOffsetsResponse, error)
 	FetchOffsets(context.Context, *pb.FetchOffsetsRequest) (*pb.FetchOffsetsResponse, error)
 	DeleteOffsets(context.Context, *pb.DeleteOffsetsRequest) (*pb.DeleteOffsetsResponse, error)
+	ListGroups(context.Context, *pb.ListGroupsRequest) (*pb.ListGroupsResponse, error)
+	DeleteGroups(context.Context, *pb.DeleteGroupsRequest) (*pb.DeleteGroupsResponse, error)
 
 	// Watch streams changes until ctx ends; the first event after every
 	// (re)connection has Resync set.

@@ -120,3 +120,66 @@ func TestOffsetsCommitFetchDelete(t *testing.T) {
 		t.Errorf("commit as an unknown member: %v, want UNKNOWN_MEMBER_ID", kerr.ErrorForCode(code))
 	}
 }
+
+// Groups that only commit offsets are listed and described as Empty, lag is visible
+// through kadm, and deleting a group removes its offsets.
+func TestGroupsListDescribeLagDelete(t *testing.T) {
+	s := startAgent(t)
+	createTopic(t, s, "lagged", 2, nil)
+	adm := adminClient(t, s)
+	ctx := testContext(t)
+	cl := kafkaClient(t, s)
+	for p := range int32(2) {
+		produceRaw(t, s, cl, -1, "lagged", map[int32][]byte{p: batchOf(t, 0, 1, "a", "b", "c", "d")})
+	}
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: "lagged", Partition: 0, At: 1, LeaderEpoch: -1})
+	offs.Add(kadm.Offset{Topic: "lagged", Partition: 1, At: 4, LeaderEpoch: -1})
+	if resp, err := adm.CommitOffsets(ctx, "lag-group", offs); err != nil || resp.Error() != nil {
+		t.Fatalf("commit: %v %v", err, resp.Error())
+	}
+
+	listed, err := adm.ListGroups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, ok := listed["lag-group"]; !ok || g.State != "Empty" {
+		t.Fatalf("list groups: %v, want lag-group in state Empty", listed)
+	}
+	if empty, err := adm.ListGroups(ctx, "Stable"); err != nil || len(empty) != 0 {
+		t.Fatalf("list groups in state Stable: %v %v, want none", empty, err)
+	}
+	described, err := adm.DescribeGroups(ctx, "lag-group", "never-seen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if described["lag-group"].State != "Empty" || described["never-seen"].State != "Dead" {
+		t.Fatalf("describe: %q and %q, want Empty and Dead", described["lag-group"].State, described["never-seen"].State)
+	}
+
+	lags, err := adm.Lag(ctx, "lag-group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl := lags["lag-group"]
+	if err := gl.Error(); err != nil {
+		t.Fatalf("lag: %v", err)
+	}
+	if l := gl.Lag["lagged"][0].Lag; l != 3 {
+		t.Errorf("lag of partition 0: %d, want 3", l)
+	}
+	if l := gl.Lag["lagged"][1].Lag; l != 0 {
+		t.Errorf("lag of partition 1: %d, want 0", l)
+	}
+
+	dresp, err := adm.DeleteGroups(ctx, "lag-group", "never-seen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dresp["lag-group"].Err != nil || dresp["never-seen"].Err != kerr.GroupIDNotFound {
+		t.Fatalf("delete groups: %v / %v, want nil / GROUP_ID_NOT_FOUND", dresp["lag-group"].Err, dresp["never-seen"].Err)
+	}
+	if fetched, err := adm.FetchOffsets(ctx, "lag-group"); err != nil || len(fetched) != 0 {
+		t.Fatalf("offsets after deleting the group: %v %v", fetched, err)
+	}
+}

@@ -440,6 +440,17 @@ func (c *Client) DeleteOffsets(ctx context.Context, req *pb.DeleteOffsetsRequest
 	return call(ctx, c, retryAll, req, pb.MetastoreClient.DeleteOffsets)
 }
 
+// ListGroups lists the groups with state, linearizably.
+func (c *Client) ListGroups(ctx context.Context, req *pb.ListGroupsRequest) (*pb.ListGroupsResponse, error) {
+	return call(ctx, c, retryRead, req, pb.MetastoreClient.ListGroups)
+}
+
+// DeleteGroups removes groups' state. A retry after an ambiguous first attempt may
+// answer GROUP_NOT_FOUND for a group the first attempt deleted.
+func (c *Client) DeleteGroups(ctx context.Context, req *pb.DeleteGroupsRequest) (*pb.DeleteGroupsResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.DeleteGroups)
+}
+
 // Cluster describes the cluster as the answering node sees it (members, leader,
 // term, its applied index), and teaches the client the members' addresses.
 func (c *Client) Cluster(ctx context.Context) (*pb.ClusterResponse, error) {

@@ -59,6 +59,7 @@ var (
 	ErrNotLeader                = &Error{Code: pb.ErrorCode_NOT_LEADER}
 	ErrUnknownAgent             = &Error{Code: pb.ErrorCode_UNKNOWN_AGENT}
 	ErrInvalidSegment           = &Error{Code: pb.ErrorCode_INVALID_SEGMENT}
+	ErrGroupNotFound            = &Error{Code: pb.ErrorCode_GROUP_NOT_FOUND}
 )
 
 var (
@@ -129,7 +130,7 @@ func grpcCode(c pb.ErrorCode) codes.Code {
 	switch c {
 	case pb.ErrorCode_NOT_LEADER:
 		return codes.Unavailable
-	case pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION, pb.ErrorCode_UNKNOWN_AGENT:
+	case pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION, pb.ErrorCode_UNKNOWN_AGENT, pb.ErrorCode_GROUP_NOT_FOUND:
 		return codes.NotFound
 	case pb.ErrorCode_TOPIC_ALREADY_EXISTS:
 		return codes.AlreadyExists

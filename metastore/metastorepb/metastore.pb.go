@@ -46,6 +46,7 @@ const (
 	ErrorCode_NOT_LEADER                 ErrorCode = 9 // this node cannot serve; see leader_address
 	ErrorCode_UNKNOWN_AGENT              ErrorCode = 10
 	ErrorCode_INVALID_SEGMENT            ErrorCode = 11 // a commit that contradicts an earlier one for the same segment
+	ErrorCode_GROUP_NOT_FOUND            ErrorCode = 12 // a consumer group with no state
 )
 
 // Enum value maps for ErrorCode.
@@ -63,6 +64,7 @@ var (
 		9:  "NOT_LEADER",
 		10: "UNKNOWN_AGENT",
 		11: "INVALID_SEGMENT",
+		12: "GROUP_NOT_FOUND",
 	}
 	ErrorCode_value = map[string]int32{
 		"NONE":                       0,
@@ -77,6 +79,7 @@ var (
 		"NOT_LEADER":                 9,
 		"UNKNOWN_AGENT":              10,
 		"INVALID_SEGMENT":            11,
+		"GROUP_NOT_FOUND":            12,
 	}
 )
 
@@ -174,6 +177,7 @@ type Command struct {
 	//	*Command_DeregisterAgent
 	//	*Command_CommitOffsets
 	//	*Command_DeleteOffsets
+	//	*Command_DeleteGroups
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -338,6 +342,15 @@ func (x *Command) GetDeleteOffsets() *DeleteOffsetsCommand {
 	return nil
 }
 
+func (x *Command) GetDeleteGroups() *DeleteGroupsCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeleteGroups); ok {
+			return x.DeleteGroups
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -390,6 +403,10 @@ type Command_DeleteOffsets struct {
 	DeleteOffsets *DeleteOffsetsCommand `protobuf:"bytes,21,opt,name=delete_offsets,json=deleteOffsets,proto3,oneof"`
 }
 
+type Command_DeleteGroups struct {
+	DeleteGroups *DeleteGroupsCommand `protobuf:"bytes,22,opt,name=delete_groups,json=deleteGroups,proto3,oneof"`
+}
+
 func (*Command_CreateTopics) isCommand_Op() {}
 
 func (*Command_DeleteTopics) isCommand_Op() {}
@@ -413,6 +430,8 @@ func (*Command_DeregisterAgent) isCommand_Op() {}
 func (*Command_CommitOffsets) isCommand_Op() {}
 
 func (*Command_DeleteOffsets) isCommand_Op() {}
+
+func (*Command_DeleteGroups) isCommand_Op() {}
 
 type CreateTopicsCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1282,6 +1301,50 @@ func (x *DeleteOffsetsCommand) GetPartitions() []*PartitionRef {
 	return nil
 }
 
+type DeleteGroupsCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []string               `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGroupsCommand) Reset() {
+	*x = DeleteGroupsCommand{}
+	mi := &file_metastore_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGroupsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGroupsCommand) ProtoMessage() {}
+
+func (x *DeleteGroupsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGroupsCommand.ProtoReflect.Descriptor instead.
+func (*DeleteGroupsCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DeleteGroupsCommand) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
 type Topic struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	TopicId           []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
@@ -1296,7 +1359,7 @@ type Topic struct {
 
 func (x *Topic) Reset() {
 	*x = Topic{}
-	mi := &file_metastore_proto_msgTypes[18]
+	mi := &file_metastore_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1371,7 @@ func (x *Topic) String() string {
 func (*Topic) ProtoMessage() {}
 
 func (x *Topic) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[18]
+	mi := &file_metastore_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1384,7 @@ func (x *Topic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Topic.ProtoReflect.Descriptor instead.
 func (*Topic) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{18}
+	return file_metastore_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Topic) GetTopicId() []byte {
@@ -1386,7 +1449,7 @@ type PartitionHead struct {
 
 func (x *PartitionHead) Reset() {
 	*x = PartitionHead{}
-	mi := &file_metastore_proto_msgTypes[19]
+	mi := &file_metastore_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1461,7 @@ func (x *PartitionHead) String() string {
 func (*PartitionHead) ProtoMessage() {}
 
 func (x *PartitionHead) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[19]
+	mi := &file_metastore_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1474,7 @@ func (x *PartitionHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionHead.ProtoReflect.Descriptor instead.
 func (*PartitionHead) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{19}
+	return file_metastore_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PartitionHead) GetNextOffset() int64 {
@@ -1464,7 +1527,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_metastore_proto_msgTypes[20]
+	mi := &file_metastore_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1539,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[20]
+	mi := &file_metastore_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1552,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{20}
+	return file_metastore_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AgentInfo) GetAgentId() string {
@@ -1540,7 +1603,7 @@ type UploadIntent struct {
 
 func (x *UploadIntent) Reset() {
 	*x = UploadIntent{}
-	mi := &file_metastore_proto_msgTypes[21]
+	mi := &file_metastore_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1615,7 @@ func (x *UploadIntent) String() string {
 func (*UploadIntent) ProtoMessage() {}
 
 func (x *UploadIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[21]
+	mi := &file_metastore_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1628,7 @@ func (x *UploadIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadIntent.ProtoReflect.Descriptor instead.
 func (*UploadIntent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{21}
+	return file_metastore_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UploadIntent) GetSegmentId() []byte {
@@ -1612,7 +1675,7 @@ type SegmentRecord struct {
 
 func (x *SegmentRecord) Reset() {
 	*x = SegmentRecord{}
-	mi := &file_metastore_proto_msgTypes[22]
+	mi := &file_metastore_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1687,7 @@ func (x *SegmentRecord) String() string {
 func (*SegmentRecord) ProtoMessage() {}
 
 func (x *SegmentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[22]
+	mi := &file_metastore_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1700,7 @@ func (x *SegmentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentRecord.ProtoReflect.Descriptor instead.
 func (*SegmentRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{22}
+	return file_metastore_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SegmentRecord) GetSegmentId() []byte {
@@ -1691,7 +1754,7 @@ type CommittedOffset struct {
 
 func (x *CommittedOffset) Reset() {
 	*x = CommittedOffset{}
-	mi := &file_metastore_proto_msgTypes[23]
+	mi := &file_metastore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1766,7 @@ func (x *CommittedOffset) String() string {
 func (*CommittedOffset) ProtoMessage() {}
 
 func (x *CommittedOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[23]
+	mi := &file_metastore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1779,7 @@ func (x *CommittedOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffset.ProtoReflect.Descriptor instead.
 func (*CommittedOffset) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{23}
+	return file_metastore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CommittedOffset) GetTopicId() []byte {
@@ -1773,7 +1836,7 @@ type CommitSegmentRequest struct {
 
 func (x *CommitSegmentRequest) Reset() {
 	*x = CommitSegmentRequest{}
-	mi := &file_metastore_proto_msgTypes[24]
+	mi := &file_metastore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1848,7 @@ func (x *CommitSegmentRequest) String() string {
 func (*CommitSegmentRequest) ProtoMessage() {}
 
 func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[24]
+	mi := &file_metastore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1861,7 @@ func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentRequest.ProtoReflect.Descriptor instead.
 func (*CommitSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{24}
+	return file_metastore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CommitSegmentRequest) GetSegmentId() []byte {
@@ -1846,7 +1909,7 @@ type ChunkCommit struct {
 
 func (x *ChunkCommit) Reset() {
 	*x = ChunkCommit{}
-	mi := &file_metastore_proto_msgTypes[25]
+	mi := &file_metastore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +1921,7 @@ func (x *ChunkCommit) String() string {
 func (*ChunkCommit) ProtoMessage() {}
 
 func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[25]
+	mi := &file_metastore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +1934,7 @@ func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkCommit.ProtoReflect.Descriptor instead.
 func (*ChunkCommit) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{25}
+	return file_metastore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ChunkCommit) GetTopicId() []byte {
@@ -1947,7 +2010,7 @@ type BatchInfo struct {
 
 func (x *BatchInfo) Reset() {
 	*x = BatchInfo{}
-	mi := &file_metastore_proto_msgTypes[26]
+	mi := &file_metastore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2022,7 @@ func (x *BatchInfo) String() string {
 func (*BatchInfo) ProtoMessage() {}
 
 func (x *BatchInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[26]
+	mi := &file_metastore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2035,7 @@ func (x *BatchInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchInfo.ProtoReflect.Descriptor instead.
 func (*BatchInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{26}
+	return file_metastore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BatchInfo) GetOffsetCount() int32 {
@@ -2033,7 +2096,7 @@ type CommitSegmentResponse struct {
 
 func (x *CommitSegmentResponse) Reset() {
 	*x = CommitSegmentResponse{}
-	mi := &file_metastore_proto_msgTypes[27]
+	mi := &file_metastore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2108,7 @@ func (x *CommitSegmentResponse) String() string {
 func (*CommitSegmentResponse) ProtoMessage() {}
 
 func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[27]
+	mi := &file_metastore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2121,7 @@ func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentResponse.ProtoReflect.Descriptor instead.
 func (*CommitSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{27}
+	return file_metastore_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CommitSegmentResponse) GetChunks() []*ChunkResult {
@@ -2082,7 +2145,7 @@ type ChunkResult struct {
 
 func (x *ChunkResult) Reset() {
 	*x = ChunkResult{}
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2157,7 @@ func (x *ChunkResult) String() string {
 func (*ChunkResult) ProtoMessage() {}
 
 func (x *ChunkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2170,7 @@ func (x *ChunkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkResult.ProtoReflect.Descriptor instead.
 func (*ChunkResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{28}
+	return file_metastore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ChunkResult) GetTopicId() []byte {
@@ -2172,7 +2235,7 @@ type IndexEntry struct {
 
 func (x *IndexEntry) Reset() {
 	*x = IndexEntry{}
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2247,7 @@ func (x *IndexEntry) String() string {
 func (*IndexEntry) ProtoMessage() {}
 
 func (x *IndexEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2260,7 @@ func (x *IndexEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexEntry.ProtoReflect.Descriptor instead.
 func (*IndexEntry) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{29}
+	return file_metastore_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *IndexEntry) GetTopicId() []byte {
@@ -2287,7 +2350,7 @@ type CreateTopicsRequest struct {
 
 func (x *CreateTopicsRequest) Reset() {
 	*x = CreateTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2362,7 @@ func (x *CreateTopicsRequest) String() string {
 func (*CreateTopicsRequest) ProtoMessage() {}
 
 func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2375,7 @@ func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{30}
+	return file_metastore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateTopicsRequest) GetTopics() []*TopicSpec {
@@ -2342,7 +2405,7 @@ type TopicResult struct {
 
 func (x *TopicResult) Reset() {
 	*x = TopicResult{}
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2417,7 @@ func (x *TopicResult) String() string {
 func (*TopicResult) ProtoMessage() {}
 
 func (x *TopicResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2430,7 @@ func (x *TopicResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicResult.ProtoReflect.Descriptor instead.
 func (*TopicResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{31}
+	return file_metastore_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TopicResult) GetName() string {
@@ -2414,7 +2477,7 @@ type CreateTopicsResponse struct {
 
 func (x *CreateTopicsResponse) Reset() {
 	*x = CreateTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2426,7 +2489,7 @@ func (x *CreateTopicsResponse) String() string {
 func (*CreateTopicsResponse) ProtoMessage() {}
 
 func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2439,7 +2502,7 @@ func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{32}
+	return file_metastore_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateTopicsResponse) GetResults() []*TopicResult {
@@ -2458,7 +2521,7 @@ type DeleteTopicsRequest struct {
 
 func (x *DeleteTopicsRequest) Reset() {
 	*x = DeleteTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2533,7 @@ func (x *DeleteTopicsRequest) String() string {
 func (*DeleteTopicsRequest) ProtoMessage() {}
 
 func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2546,7 @@ func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{33}
+	return file_metastore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeleteTopicsRequest) GetTopics() []*TopicRef {
@@ -2502,7 +2565,7 @@ type DeleteTopicsResponse struct {
 
 func (x *DeleteTopicsResponse) Reset() {
 	*x = DeleteTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +2577,7 @@ func (x *DeleteTopicsResponse) String() string {
 func (*DeleteTopicsResponse) ProtoMessage() {}
 
 func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +2590,7 @@ func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{34}
+	return file_metastore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeleteTopicsResponse) GetResults() []*TopicResult {
@@ -2547,7 +2610,7 @@ type AlterConfigsRequest struct {
 
 func (x *AlterConfigsRequest) Reset() {
 	*x = AlterConfigsRequest{}
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2622,7 @@ func (x *AlterConfigsRequest) String() string {
 func (*AlterConfigsRequest) ProtoMessage() {}
 
 func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2635,7 @@ func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsRequest.ProtoReflect.Descriptor instead.
 func (*AlterConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{35}
+	return file_metastore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AlterConfigsRequest) GetAlterations() []*ConfigAlteration {
@@ -2598,7 +2661,7 @@ type AlterConfigsResponse struct {
 
 func (x *AlterConfigsResponse) Reset() {
 	*x = AlterConfigsResponse{}
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2610,7 +2673,7 @@ func (x *AlterConfigsResponse) String() string {
 func (*AlterConfigsResponse) ProtoMessage() {}
 
 func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2623,7 +2686,7 @@ func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsResponse.ProtoReflect.Descriptor instead.
 func (*AlterConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{36}
+	return file_metastore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AlterConfigsResponse) GetResults() []*TopicResult {
@@ -2643,7 +2706,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2718,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2731,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{37}
+	return file_metastore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreatePartitionsRequest) GetTopics() []*PartitionGrowth {
@@ -2694,7 +2757,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +2769,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +2782,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{38}
+	return file_metastore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreatePartitionsResponse) GetResults() []*TopicResult {
@@ -2739,7 +2802,7 @@ type DescribeTopicsRequest struct {
 
 func (x *DescribeTopicsRequest) Reset() {
 	*x = DescribeTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2751,7 +2814,7 @@ func (x *DescribeTopicsRequest) String() string {
 func (*DescribeTopicsRequest) ProtoMessage() {}
 
 func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2764,7 +2827,7 @@ func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{39}
+	return file_metastore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DescribeTopicsRequest) GetTopics() []*TopicRef {
@@ -2785,7 +2848,7 @@ type DescribeTopicsResponse struct {
 
 func (x *DescribeTopicsResponse) Reset() {
 	*x = DescribeTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2797,7 +2860,7 @@ func (x *DescribeTopicsResponse) String() string {
 func (*DescribeTopicsResponse) ProtoMessage() {}
 
 func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2810,7 +2873,7 @@ func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{40}
+	return file_metastore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DescribeTopicsResponse) GetResults() []*TopicResult {
@@ -2840,7 +2903,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +2915,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +2928,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{41}
+	return file_metastore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LookupRequest) GetTopicId() []byte {
@@ -2908,7 +2971,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2920,7 +2983,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2933,7 +2996,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{42}
+	return file_metastore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LookupResponse) GetError() ErrorCode {
@@ -2970,7 +3033,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2982,7 +3045,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2995,7 +3058,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{43}
+	return file_metastore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListOffsetsRequest) GetTopicId() []byte {
@@ -3033,7 +3096,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3045,7 +3108,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3058,7 +3121,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{44}
+	return file_metastore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListOffsetsResponse) GetError() ErrorCode {
@@ -3105,7 +3168,7 @@ type RegisterAgentRequest struct {
 
 func (x *RegisterAgentRequest) Reset() {
 	*x = RegisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3117,7 +3180,7 @@ func (x *RegisterAgentRequest) String() string {
 func (*RegisterAgentRequest) ProtoMessage() {}
 
 func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3130,7 +3193,7 @@ func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*RegisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{45}
+	return file_metastore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RegisterAgentRequest) GetAgent() *AgentInfo {
@@ -3149,7 +3212,7 @@ type RegisterAgentResponse struct {
 
 func (x *RegisterAgentResponse) Reset() {
 	*x = RegisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3161,7 +3224,7 @@ func (x *RegisterAgentResponse) String() string {
 func (*RegisterAgentResponse) ProtoMessage() {}
 
 func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3174,7 +3237,7 @@ func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*RegisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{46}
+	return file_metastore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RegisterAgentResponse) GetAgent() *AgentInfo {
@@ -3193,7 +3256,7 @@ type DeregisterAgentRequest struct {
 
 func (x *DeregisterAgentRequest) Reset() {
 	*x = DeregisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3205,7 +3268,7 @@ func (x *DeregisterAgentRequest) String() string {
 func (*DeregisterAgentRequest) ProtoMessage() {}
 
 func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3218,7 +3281,7 @@ func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{47}
+	return file_metastore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeregisterAgentRequest) GetAgentId() string {
@@ -3236,7 +3299,7 @@ type DeregisterAgentResponse struct {
 
 func (x *DeregisterAgentResponse) Reset() {
 	*x = DeregisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3311,7 @@ func (x *DeregisterAgentResponse) String() string {
 func (*DeregisterAgentResponse) ProtoMessage() {}
 
 func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3324,7 @@ func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{48}
+	return file_metastore_proto_rawDescGZIP(), []int{49}
 }
 
 type ListAgentsRequest struct {
@@ -3272,7 +3335,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3284,7 +3347,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3297,7 +3360,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{49}
+	return file_metastore_proto_rawDescGZIP(), []int{50}
 }
 
 type ListAgentsResponse struct {
@@ -3309,7 +3372,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3321,7 +3384,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3334,7 +3397,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{50}
+	return file_metastore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -3355,7 +3418,7 @@ type RecordIntentRequest struct {
 
 func (x *RecordIntentRequest) Reset() {
 	*x = RecordIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3367,7 +3430,7 @@ func (x *RecordIntentRequest) String() string {
 func (*RecordIntentRequest) ProtoMessage() {}
 
 func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3380,7 +3443,7 @@ func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentRequest.ProtoReflect.Descriptor instead.
 func (*RecordIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{51}
+	return file_metastore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RecordIntentRequest) GetSegmentId() []byte {
@@ -3413,7 +3476,7 @@ type RecordIntentResponse struct {
 
 func (x *RecordIntentResponse) Reset() {
 	*x = RecordIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3425,7 +3488,7 @@ func (x *RecordIntentResponse) String() string {
 func (*RecordIntentResponse) ProtoMessage() {}
 
 func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3438,7 +3501,7 @@ func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentResponse.ProtoReflect.Descriptor instead.
 func (*RecordIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{52}
+	return file_metastore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RecordIntentResponse) GetIntent() *UploadIntent {
@@ -3457,7 +3520,7 @@ type ResolveIntentRequest struct {
 
 func (x *ResolveIntentRequest) Reset() {
 	*x = ResolveIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3532,7 @@ func (x *ResolveIntentRequest) String() string {
 func (*ResolveIntentRequest) ProtoMessage() {}
 
 func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3545,7 @@ func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentRequest.ProtoReflect.Descriptor instead.
 func (*ResolveIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{53}
+	return file_metastore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ResolveIntentRequest) GetSegmentId() []byte {
@@ -3500,7 +3563,7 @@ type ResolveIntentResponse struct {
 
 func (x *ResolveIntentResponse) Reset() {
 	*x = ResolveIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3512,7 +3575,7 @@ func (x *ResolveIntentResponse) String() string {
 func (*ResolveIntentResponse) ProtoMessage() {}
 
 func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3525,7 +3588,7 @@ func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentResponse.ProtoReflect.Descriptor instead.
 func (*ResolveIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{54}
+	return file_metastore_proto_rawDescGZIP(), []int{55}
 }
 
 type ListExpiredIntentsRequest struct {
@@ -3537,7 +3600,7 @@ type ListExpiredIntentsRequest struct {
 
 func (x *ListExpiredIntentsRequest) Reset() {
 	*x = ListExpiredIntentsRequest{}
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +3612,7 @@ func (x *ListExpiredIntentsRequest) String() string {
 func (*ListExpiredIntentsRequest) ProtoMessage() {}
 
 func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +3625,7 @@ func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsRequest.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{55}
+	return file_metastore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListExpiredIntentsRequest) GetLimit() int32 {
@@ -3581,7 +3644,7 @@ type ListExpiredIntentsResponse struct {
 
 func (x *ListExpiredIntentsResponse) Reset() {
 	*x = ListExpiredIntentsResponse{}
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3593,7 +3656,7 @@ func (x *ListExpiredIntentsResponse) String() string {
 func (*ListExpiredIntentsResponse) ProtoMessage() {}
 
 func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3606,7 +3669,7 @@ func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsResponse.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{56}
+	return file_metastore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListExpiredIntentsResponse) GetIntents() []*UploadIntent {
@@ -3627,7 +3690,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3702,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3715,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{57}
+	return file_metastore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *WatchRequest) GetPartitions() []*PartitionRef {
@@ -3679,7 +3742,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3691,7 +3754,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3704,7 +3767,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{58}
+	return file_metastore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PartitionRef) GetTopicId() []byte {
@@ -3739,7 +3802,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +3814,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +3827,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{59}
+	return file_metastore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *WatchEvent) GetAppliedIndex() uint64 {
@@ -3826,7 +3889,7 @@ type CommitOffsetsRequest struct {
 
 func (x *CommitOffsetsRequest) Reset() {
 	*x = CommitOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3838,7 +3901,7 @@ func (x *CommitOffsetsRequest) String() string {
 func (*CommitOffsetsRequest) ProtoMessage() {}
 
 func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3851,7 +3914,7 @@ func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{60}
+	return file_metastore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CommitOffsetsRequest) GetGroup() string {
@@ -3880,7 +3943,7 @@ type OffsetResult struct {
 
 func (x *OffsetResult) Reset() {
 	*x = OffsetResult{}
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3892,7 +3955,7 @@ func (x *OffsetResult) String() string {
 func (*OffsetResult) ProtoMessage() {}
 
 func (x *OffsetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3905,7 +3968,7 @@ func (x *OffsetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetResult.ProtoReflect.Descriptor instead.
 func (*OffsetResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{61}
+	return file_metastore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *OffsetResult) GetTopicId() []byte {
@@ -3938,7 +4001,7 @@ type CommitOffsetsResponse struct {
 
 func (x *CommitOffsetsResponse) Reset() {
 	*x = CommitOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3950,7 +4013,7 @@ func (x *CommitOffsetsResponse) String() string {
 func (*CommitOffsetsResponse) ProtoMessage() {}
 
 func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3963,7 +4026,7 @@ func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{62}
+	return file_metastore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CommitOffsetsResponse) GetResults() []*OffsetResult {
@@ -3984,7 +4047,7 @@ type FetchOffsetsRequest struct {
 
 func (x *FetchOffsetsRequest) Reset() {
 	*x = FetchOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3996,7 +4059,7 @@ func (x *FetchOffsetsRequest) String() string {
 func (*FetchOffsetsRequest) ProtoMessage() {}
 
 func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4009,7 +4072,7 @@ func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{63}
+	return file_metastore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *FetchOffsetsRequest) GetGroup() string {
@@ -4036,7 +4099,7 @@ type FetchOffsetsResponse struct {
 
 func (x *FetchOffsetsResponse) Reset() {
 	*x = FetchOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4048,7 +4111,7 @@ func (x *FetchOffsetsResponse) String() string {
 func (*FetchOffsetsResponse) ProtoMessage() {}
 
 func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4061,7 +4124,7 @@ func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{64}
+	return file_metastore_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *FetchOffsetsResponse) GetOffsets() []*CommittedOffset {
@@ -4081,7 +4144,7 @@ type DeleteOffsetsRequest struct {
 
 func (x *DeleteOffsetsRequest) Reset() {
 	*x = DeleteOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4093,7 +4156,7 @@ func (x *DeleteOffsetsRequest) String() string {
 func (*DeleteOffsetsRequest) ProtoMessage() {}
 
 func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4106,7 +4169,7 @@ func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{65}
+	return file_metastore_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *DeleteOffsetsRequest) GetGroup() string {
@@ -4132,7 +4195,7 @@ type DeleteOffsetsResponse struct {
 
 func (x *DeleteOffsetsResponse) Reset() {
 	*x = DeleteOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4144,7 +4207,7 @@ func (x *DeleteOffsetsResponse) String() string {
 func (*DeleteOffsetsResponse) ProtoMessage() {}
 
 func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4157,10 +4220,231 @@ func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{66}
+	return file_metastore_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *DeleteOffsetsResponse) GetResults() []*OffsetResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type ListGroupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGroupsRequest) Reset() {
+	*x = ListGroupsRequest{}
+	mi := &file_metastore_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGroupsRequest) ProtoMessage() {}
+
+func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
+func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{68}
+}
+
+type ListGroupsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every group with state (today: committed offsets), sorted.
+	Groups        []string `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGroupsResponse) Reset() {
+	*x = ListGroupsResponse{}
+	mi := &file_metastore_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGroupsResponse) ProtoMessage() {}
+
+func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
+func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ListGroupsResponse) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type DeleteGroupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []string               `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGroupsRequest) Reset() {
+	*x = DeleteGroupsRequest{}
+	mi := &file_metastore_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGroupsRequest) ProtoMessage() {}
+
+func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGroupsRequest.ProtoReflect.Descriptor instead.
+func (*DeleteGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *DeleteGroupsRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type GroupResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Error         ErrorCode              `protobuf:"varint,2,opt,name=error,proto3,enum=strata.metastore.v1.ErrorCode" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupResult) Reset() {
+	*x = GroupResult{}
+	mi := &file_metastore_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupResult) ProtoMessage() {}
+
+func (x *GroupResult) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
+func (*GroupResult) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *GroupResult) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *GroupResult) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_NONE
+}
+
+type DeleteGroupsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*GroupResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGroupsResponse) Reset() {
+	*x = DeleteGroupsResponse{}
+	mi := &file_metastore_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGroupsResponse) ProtoMessage() {}
+
+func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGroupsResponse.ProtoReflect.Descriptor instead.
+func (*DeleteGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *DeleteGroupsResponse) GetResults() []*GroupResult {
 	if x != nil {
 		return x.Results
 	}
@@ -4175,7 +4459,7 @@ type ClusterRequest struct {
 
 func (x *ClusterRequest) Reset() {
 	*x = ClusterRequest{}
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4187,7 +4471,7 @@ func (x *ClusterRequest) String() string {
 func (*ClusterRequest) ProtoMessage() {}
 
 func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4200,7 +4484,7 @@ func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRequest.ProtoReflect.Descriptor instead.
 func (*ClusterRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{67}
+	return file_metastore_proto_rawDescGZIP(), []int{73}
 }
 
 type ClusterResponse struct {
@@ -4214,7 +4498,7 @@ type ClusterResponse struct {
 
 func (x *ClusterResponse) Reset() {
 	*x = ClusterResponse{}
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4226,7 +4510,7 @@ func (x *ClusterResponse) String() string {
 func (*ClusterResponse) ProtoMessage() {}
 
 func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4239,7 +4523,7 @@ func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse.ProtoReflect.Descriptor instead.
 func (*ClusterResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{68}
+	return file_metastore_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ClusterResponse) GetMembers() []*ClusterResponse_Member {
@@ -4274,7 +4558,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4286,7 +4570,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4299,7 +4583,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{69}
+	return file_metastore_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -4331,7 +4615,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4343,7 +4627,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4356,7 +4640,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{70}
+	return file_metastore_proto_rawDescGZIP(), []int{76}
 }
 
 type LeaveRequest struct {
@@ -4368,7 +4652,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4380,7 +4664,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4393,7 +4677,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{71}
+	return file_metastore_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -4411,7 +4695,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4423,7 +4707,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4436,7 +4720,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{72}
+	return file_metastore_proto_rawDescGZIP(), []int{78}
 }
 
 type ClusterResponse_Member struct {
@@ -4452,7 +4736,7 @@ type ClusterResponse_Member struct {
 
 func (x *ClusterResponse_Member) Reset() {
 	*x = ClusterResponse_Member{}
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4464,7 +4748,7 @@ func (x *ClusterResponse_Member) String() string {
 func (*ClusterResponse_Member) ProtoMessage() {}
 
 func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4477,7 +4761,7 @@ func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse_Member.ProtoReflect.Descriptor instead.
 func (*ClusterResponse_Member) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{68, 0}
+	return file_metastore_proto_rawDescGZIP(), []int{74, 0}
 }
 
 func (x *ClusterResponse_Member) GetId() string {
@@ -4519,7 +4803,7 @@ var File_metastore_proto protoreflect.FileDescriptor
 
 const file_metastore_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmetastore.proto\x12\x13strata.metastore.v1\"\xb3\b\n" +
+	"\x0fmetastore.proto\x12\x13strata.metastore.v1\"\x84\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x15\n" +
 	"\x06now_ms\x18\x02 \x01(\x03R\x05nowMs\x12O\n" +
@@ -4535,7 +4819,8 @@ const file_metastore_proto_rawDesc = "" +
 	"\x0eresolve_intent\x18\x12 \x01(\v2).strata.metastore.v1.ResolveIntentCommandH\x00R\rresolveIntent\x12X\n" +
 	"\x10deregister_agent\x18\x13 \x01(\v2+.strata.metastore.v1.DeregisterAgentCommandH\x00R\x0fderegisterAgent\x12R\n" +
 	"\x0ecommit_offsets\x18\x14 \x01(\v2).strata.metastore.v1.CommitOffsetsCommandH\x00R\rcommitOffsets\x12R\n" +
-	"\x0edelete_offsets\x18\x15 \x01(\v2).strata.metastore.v1.DeleteOffsetsCommandH\x00R\rdeleteOffsetsB\x04\n" +
+	"\x0edelete_offsets\x18\x15 \x01(\v2).strata.metastore.v1.DeleteOffsetsCommandH\x00R\rdeleteOffsets\x12O\n" +
+	"\rdelete_groups\x18\x16 \x01(\v2(.strata.metastore.v1.DeleteGroupsCommandH\x00R\fdeleteGroupsB\x04\n" +
 	"\x02op\"r\n" +
 	"\x13CreateTopicsCommand\x126\n" +
 	"\x06topics\x18\x01 \x03(\v2\x1e.strata.metastore.v1.TopicSpecR\x06topics\x12#\n" +
@@ -4596,7 +4881,9 @@ const file_metastore_proto_rawDesc = "" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12A\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2!.strata.metastore.v1.PartitionRefR\n" +
-	"partitions\"\xa3\x02\n" +
+	"partitions\"-\n" +
+	"\x13DeleteGroupsCommand\x12\x16\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\"\xa3\x02\n" +
 	"\x05Topic\x12\x19\n" +
 	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -4814,7 +5101,17 @@ const file_metastore_proto_rawDesc = "" +
 	"partitions\x18\x02 \x03(\v2!.strata.metastore.v1.PartitionRefR\n" +
 	"partitions\"T\n" +
 	"\x15DeleteOffsetsResponse\x12;\n" +
-	"\aresults\x18\x01 \x03(\v2!.strata.metastore.v1.OffsetResultR\aresults\"\x10\n" +
+	"\aresults\x18\x01 \x03(\v2!.strata.metastore.v1.OffsetResultR\aresults\"\x13\n" +
+	"\x11ListGroupsRequest\",\n" +
+	"\x12ListGroupsResponse\x12\x16\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\"-\n" +
+	"\x13DeleteGroupsRequest\x12\x16\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\"Y\n" +
+	"\vGroupResult\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x124\n" +
+	"\x05error\x18\x02 \x01(\x0e2\x1e.strata.metastore.v1.ErrorCodeR\x05error\"R\n" +
+	"\x14DeleteGroupsResponse\x12:\n" +
+	"\aresults\x18\x01 \x03(\v2 .strata.metastore.v1.GroupResultR\aresults\"\x10\n" +
 	"\x0eClusterRequest\"\x9e\x02\n" +
 	"\x0fClusterResponse\x12E\n" +
 	"\amembers\x18\x01 \x03(\v2+.strata.metastore.v1.ClusterResponse.MemberR\amembers\x12\x12\n" +
@@ -4835,7 +5132,7 @@ const file_metastore_proto_rawDesc = "" +
 	"\fJoinResponse\"\x1e\n" +
 	"\fLeaveRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x0f\n" +
-	"\rLeaveResponse*\x94\x02\n" +
+	"\rLeaveResponse*\xa9\x02\n" +
 	"\tErrorCode\x12\b\n" +
 	"\x04NONE\x10\x00\x12\x1e\n" +
 	"\x1aUNKNOWN_TOPIC_OR_PARTITION\x10\x01\x12\x18\n" +
@@ -4850,7 +5147,8 @@ const file_metastore_proto_rawDesc = "" +
 	"NOT_LEADER\x10\t\x12\x11\n" +
 	"\rUNKNOWN_AGENT\x10\n" +
 	"\x12\x13\n" +
-	"\x0fINVALID_SEGMENT\x10\v2\xa3\x10\n" +
+	"\x0fINVALID_SEGMENT\x10\v\x12\x13\n" +
+	"\x0fGROUP_NOT_FOUND\x10\f2\xe7\x11\n" +
 	"\tMetastore\x12c\n" +
 	"\fCreateTopics\x12(.strata.metastore.v1.CreateTopicsRequest\x1a).strata.metastore.v1.CreateTopicsResponse\x12c\n" +
 	"\fDeleteTopics\x12(.strata.metastore.v1.DeleteTopicsRequest\x1a).strata.metastore.v1.DeleteTopicsResponse\x12c\n" +
@@ -4870,7 +5168,10 @@ const file_metastore_proto_rawDesc = "" +
 	"\x05Watch\x12!.strata.metastore.v1.WatchRequest\x1a\x1f.strata.metastore.v1.WatchEvent0\x01\x12f\n" +
 	"\rCommitOffsets\x12).strata.metastore.v1.CommitOffsetsRequest\x1a*.strata.metastore.v1.CommitOffsetsResponse\x12c\n" +
 	"\fFetchOffsets\x12(.strata.metastore.v1.FetchOffsetsRequest\x1a).strata.metastore.v1.FetchOffsetsResponse\x12f\n" +
-	"\rDeleteOffsets\x12).strata.metastore.v1.DeleteOffsetsRequest\x1a*.strata.metastore.v1.DeleteOffsetsResponse\x12T\n" +
+	"\rDeleteOffsets\x12).strata.metastore.v1.DeleteOffsetsRequest\x1a*.strata.metastore.v1.DeleteOffsetsResponse\x12]\n" +
+	"\n" +
+	"ListGroups\x12&.strata.metastore.v1.ListGroupsRequest\x1a'.strata.metastore.v1.ListGroupsResponse\x12c\n" +
+	"\fDeleteGroups\x12(.strata.metastore.v1.DeleteGroupsRequest\x1a).strata.metastore.v1.DeleteGroupsResponse\x12T\n" +
 	"\aCluster\x12#.strata.metastore.v1.ClusterRequest\x1a$.strata.metastore.v1.ClusterResponse\x12K\n" +
 	"\x04Join\x12 .strata.metastore.v1.JoinRequest\x1a!.strata.metastore.v1.JoinResponse\x12N\n" +
 	"\x05Leave\x12!.strata.metastore.v1.LeaveRequest\x1a\".strata.metastore.v1.LeaveResponseB3Z1github.com/stratalog/strata/metastore/metastorepbb\x06proto3"
@@ -4888,7 +5189,7 @@ func file_metastore_proto_rawDescGZIP() []byte {
 }
 
 var file_metastore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
+var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_metastore_proto_goTypes = []any{
 	(ErrorCode)(0),                     // 0: strata.metastore.v1.ErrorCode
 	(ConfigOp_Kind)(0),                 // 1: strata.metastore.v1.ConfigOp.Kind
@@ -4910,64 +5211,70 @@ var file_metastore_proto_goTypes = []any{
 	(*ResolveIntentCommand)(nil),       // 17: strata.metastore.v1.ResolveIntentCommand
 	(*CommitOffsetsCommand)(nil),       // 18: strata.metastore.v1.CommitOffsetsCommand
 	(*DeleteOffsetsCommand)(nil),       // 19: strata.metastore.v1.DeleteOffsetsCommand
-	(*Topic)(nil),                      // 20: strata.metastore.v1.Topic
-	(*PartitionHead)(nil),              // 21: strata.metastore.v1.PartitionHead
-	(*AgentInfo)(nil),                  // 22: strata.metastore.v1.AgentInfo
-	(*UploadIntent)(nil),               // 23: strata.metastore.v1.UploadIntent
-	(*SegmentRecord)(nil),              // 24: strata.metastore.v1.SegmentRecord
-	(*CommittedOffset)(nil),            // 25: strata.metastore.v1.CommittedOffset
-	(*CommitSegmentRequest)(nil),       // 26: strata.metastore.v1.CommitSegmentRequest
-	(*ChunkCommit)(nil),                // 27: strata.metastore.v1.ChunkCommit
-	(*BatchInfo)(nil),                  // 28: strata.metastore.v1.BatchInfo
-	(*CommitSegmentResponse)(nil),      // 29: strata.metastore.v1.CommitSegmentResponse
-	(*ChunkResult)(nil),                // 30: strata.metastore.v1.ChunkResult
-	(*IndexEntry)(nil),                 // 31: strata.metastore.v1.IndexEntry
-	(*CreateTopicsRequest)(nil),        // 32: strata.metastore.v1.CreateTopicsRequest
-	(*TopicResult)(nil),                // 33: strata.metastore.v1.TopicResult
-	(*CreateTopicsResponse)(nil),       // 34: strata.metastore.v1.CreateTopicsResponse
-	(*DeleteTopicsRequest)(nil),        // 35: strata.metastore.v1.DeleteTopicsRequest
-	(*DeleteTopicsResponse)(nil),       // 36: strata.metastore.v1.DeleteTopicsResponse
-	(*AlterConfigsRequest)(nil),        // 37: strata.metastore.v1.AlterConfigsRequest
-	(*AlterConfigsResponse)(nil),       // 38: strata.metastore.v1.AlterConfigsResponse
-	(*CreatePartitionsRequest)(nil),    // 39: strata.metastore.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),   // 40: strata.metastore.v1.CreatePartitionsResponse
-	(*DescribeTopicsRequest)(nil),      // 41: strata.metastore.v1.DescribeTopicsRequest
-	(*DescribeTopicsResponse)(nil),     // 42: strata.metastore.v1.DescribeTopicsResponse
-	(*LookupRequest)(nil),              // 43: strata.metastore.v1.LookupRequest
-	(*LookupResponse)(nil),             // 44: strata.metastore.v1.LookupResponse
-	(*ListOffsetsRequest)(nil),         // 45: strata.metastore.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),        // 46: strata.metastore.v1.ListOffsetsResponse
-	(*RegisterAgentRequest)(nil),       // 47: strata.metastore.v1.RegisterAgentRequest
-	(*RegisterAgentResponse)(nil),      // 48: strata.metastore.v1.RegisterAgentResponse
-	(*DeregisterAgentRequest)(nil),     // 49: strata.metastore.v1.DeregisterAgentRequest
-	(*DeregisterAgentResponse)(nil),    // 50: strata.metastore.v1.DeregisterAgentResponse
-	(*ListAgentsRequest)(nil),          // 51: strata.metastore.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 52: strata.metastore.v1.ListAgentsResponse
-	(*RecordIntentRequest)(nil),        // 53: strata.metastore.v1.RecordIntentRequest
-	(*RecordIntentResponse)(nil),       // 54: strata.metastore.v1.RecordIntentResponse
-	(*ResolveIntentRequest)(nil),       // 55: strata.metastore.v1.ResolveIntentRequest
-	(*ResolveIntentResponse)(nil),      // 56: strata.metastore.v1.ResolveIntentResponse
-	(*ListExpiredIntentsRequest)(nil),  // 57: strata.metastore.v1.ListExpiredIntentsRequest
-	(*ListExpiredIntentsResponse)(nil), // 58: strata.metastore.v1.ListExpiredIntentsResponse
-	(*WatchRequest)(nil),               // 59: strata.metastore.v1.WatchRequest
-	(*PartitionRef)(nil),               // 60: strata.metastore.v1.PartitionRef
-	(*WatchEvent)(nil),                 // 61: strata.metastore.v1.WatchEvent
-	(*CommitOffsetsRequest)(nil),       // 62: strata.metastore.v1.CommitOffsetsRequest
-	(*OffsetResult)(nil),               // 63: strata.metastore.v1.OffsetResult
-	(*CommitOffsetsResponse)(nil),      // 64: strata.metastore.v1.CommitOffsetsResponse
-	(*FetchOffsetsRequest)(nil),        // 65: strata.metastore.v1.FetchOffsetsRequest
-	(*FetchOffsetsResponse)(nil),       // 66: strata.metastore.v1.FetchOffsetsResponse
-	(*DeleteOffsetsRequest)(nil),       // 67: strata.metastore.v1.DeleteOffsetsRequest
-	(*DeleteOffsetsResponse)(nil),      // 68: strata.metastore.v1.DeleteOffsetsResponse
-	(*ClusterRequest)(nil),             // 69: strata.metastore.v1.ClusterRequest
-	(*ClusterResponse)(nil),            // 70: strata.metastore.v1.ClusterResponse
-	(*JoinRequest)(nil),                // 71: strata.metastore.v1.JoinRequest
-	(*JoinResponse)(nil),               // 72: strata.metastore.v1.JoinResponse
-	(*LeaveRequest)(nil),               // 73: strata.metastore.v1.LeaveRequest
-	(*LeaveResponse)(nil),              // 74: strata.metastore.v1.LeaveResponse
-	nil,                                // 75: strata.metastore.v1.TopicSpec.ConfigsEntry
-	nil,                                // 76: strata.metastore.v1.Topic.ConfigsEntry
-	(*ClusterResponse_Member)(nil),     // 77: strata.metastore.v1.ClusterResponse.Member
+	(*DeleteGroupsCommand)(nil),        // 20: strata.metastore.v1.DeleteGroupsCommand
+	(*Topic)(nil),                      // 21: strata.metastore.v1.Topic
+	(*PartitionHead)(nil),              // 22: strata.metastore.v1.PartitionHead
+	(*AgentInfo)(nil),                  // 23: strata.metastore.v1.AgentInfo
+	(*UploadIntent)(nil),               // 24: strata.metastore.v1.UploadIntent
+	(*SegmentRecord)(nil),              // 25: strata.metastore.v1.SegmentRecord
+	(*CommittedOffset)(nil),            // 26: strata.metastore.v1.CommittedOffset
+	(*CommitSegmentRequest)(nil),       // 27: strata.metastore.v1.CommitSegmentRequest
+	(*ChunkCommit)(nil),                // 28: strata.metastore.v1.ChunkCommit
+	(*BatchInfo)(nil),                  // 29: strata.metastore.v1.BatchInfo
+	(*CommitSegmentResponse)(nil),      // 30: strata.metastore.v1.CommitSegmentResponse
+	(*ChunkResult)(nil),                // 31: strata.metastore.v1.ChunkResult
+	(*IndexEntry)(nil),                 // 32: strata.metastore.v1.IndexEntry
+	(*CreateTopicsRequest)(nil),        // 33: strata.metastore.v1.CreateTopicsRequest
+	(*TopicResult)(nil),                // 34: strata.metastore.v1.TopicResult
+	(*CreateTopicsResponse)(nil),       // 35: strata.metastore.v1.CreateTopicsResponse
+	(*DeleteTopicsRequest)(nil),        // 36: strata.metastore.v1.DeleteTopicsRequest
+	(*DeleteTopicsResponse)(nil),       // 37: strata.metastore.v1.DeleteTopicsResponse
+	(*AlterConfigsRequest)(nil),        // 38: strata.metastore.v1.AlterConfigsRequest
+	(*AlterConfigsResponse)(nil),       // 39: strata.metastore.v1.AlterConfigsResponse
+	(*CreatePartitionsRequest)(nil),    // 40: strata.metastore.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),   // 41: strata.metastore.v1.CreatePartitionsResponse
+	(*DescribeTopicsRequest)(nil),      // 42: strata.metastore.v1.DescribeTopicsRequest
+	(*DescribeTopicsResponse)(nil),     // 43: strata.metastore.v1.DescribeTopicsResponse
+	(*LookupRequest)(nil),              // 44: strata.metastore.v1.LookupRequest
+	(*LookupResponse)(nil),             // 45: strata.metastore.v1.LookupResponse
+	(*ListOffsetsRequest)(nil),         // 46: strata.metastore.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),        // 47: strata.metastore.v1.ListOffsetsResponse
+	(*RegisterAgentRequest)(nil),       // 48: strata.metastore.v1.RegisterAgentRequest
+	(*RegisterAgentResponse)(nil),      // 49: strata.metastore.v1.RegisterAgentResponse
+	(*DeregisterAgentRequest)(nil),     // 50: strata.metastore.v1.DeregisterAgentRequest
+	(*DeregisterAgentResponse)(nil),    // 51: strata.metastore.v1.DeregisterAgentResponse
+	(*ListAgentsRequest)(nil),          // 52: strata.metastore.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 53: strata.metastore.v1.ListAgentsResponse
+	(*RecordIntentRequest)(nil),        // 54: strata.metastore.v1.RecordIntentRequest
+	(*RecordIntentResponse)(nil),       // 55: strata.metastore.v1.RecordIntentResponse
+	(*ResolveIntentRequest)(nil),       // 56: strata.metastore.v1.ResolveIntentRequest
+	(*ResolveIntentResponse)(nil),      // 57: strata.metastore.v1.ResolveIntentResponse
+	(*ListExpiredIntentsRequest)(nil),  // 58: strata.metastore.v1.ListExpiredIntentsRequest
+	(*ListExpiredIntentsResponse)(nil), // 59: strata.metastore.v1.ListExpiredIntentsResponse
+	(*WatchRequest)(nil),               // 60: strata.metastore.v1.WatchRequest
+	(*PartitionRef)(nil),               // 61: strata.metastore.v1.PartitionRef
+	(*WatchEvent)(nil),                 // 62: strata.metastore.v1.WatchEvent
+	(*CommitOffsetsRequest)(nil),       // 63: strata.metastore.v1.CommitOffsetsRequest
+	(*OffsetResult)(nil),               // 64: strata.metastore.v1.OffsetResult
+	(*CommitOffsetsResponse)(nil),      // 65: strata.metastore.v1.CommitOffsetsResponse
+	(*FetchOffsetsRequest)(nil),        // 66: strata.metastore.v1.FetchOffsetsRequest
+	(*FetchOffsetsResponse)(nil),       // 67: strata.metastore.v1.FetchOffsetsResponse
+	(*DeleteOffsetsRequest)(nil),       // 68: strata.metastore.v1.DeleteOffsetsRequest
+	(*DeleteOffsetsResponse)(nil),      // 69: strata.metastore.v1.DeleteOffsetsResponse
+	(*ListGroupsRequest)(nil),          // 70: strata.metastore.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),         // 71: strata.metastore.v1.ListGroupsResponse
+	(*DeleteGroupsRequest)(nil),        // 72: strata.metastore.v1.DeleteGroupsRequest
+	(*GroupResult)(nil),                // 73: strata.metastore.v1.GroupResult
+	(*DeleteGroupsResponse)(nil),       // 74: strata.metastore.v1.DeleteGroupsResponse
+	(*ClusterRequest)(nil),             // 75: strata.metastore.v1.ClusterRequest
+	(*ClusterResponse)(nil),            // 76: strata.metastore.v1.ClusterResponse
+	(*JoinRequest)(nil),                // 77: strata.metastore.v1.JoinRequest
+	(*JoinResponse)(nil),               // 78: strata.metastore.v1.JoinResponse
+	(*LeaveRequest)(nil),               // 79: strata.metastore.v1.LeaveRequest
+	(*LeaveResponse)(nil),              // 80: strata.metastore.v1.LeaveResponse
+	nil,                                // 81: strata.metastore.v1.TopicSpec.ConfigsEntry
+	nil,                                // 82: strata.metastore.v1.Topic.ConfigsEntry
+	(*ClusterResponse_Member)(nil),     // 83: strata.metastore.v1.ClusterResponse.Member
 }
 var file_metastore_proto_depIdxs = []int32{
 	3,  // 0: strata.metastore.v1.Command.create_topics:type_name -> strata.metastore.v1.CreateTopicsCommand
@@ -4982,108 +5289,115 @@ var file_metastore_proto_depIdxs = []int32{
 	14, // 9: strata.metastore.v1.Command.deregister_agent:type_name -> strata.metastore.v1.DeregisterAgentCommand
 	18, // 10: strata.metastore.v1.Command.commit_offsets:type_name -> strata.metastore.v1.CommitOffsetsCommand
 	19, // 11: strata.metastore.v1.Command.delete_offsets:type_name -> strata.metastore.v1.DeleteOffsetsCommand
-	4,  // 12: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
-	75, // 13: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
-	6,  // 14: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
-	8,  // 15: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	6,  // 16: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
-	9,  // 17: strata.metastore.v1.ConfigAlteration.ops:type_name -> strata.metastore.v1.ConfigOp
-	1,  // 18: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
-	11, // 19: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	6,  // 20: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
-	26, // 21: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
-	22, // 22: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
-	23, // 23: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
-	25, // 24: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	60, // 25: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
-	76, // 26: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
-	29, // 27: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
-	27, // 28: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
-	28, // 29: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
-	30, // 30: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
-	0,  // 31: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
-	4,  // 32: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
-	0,  // 33: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
-	20, // 34: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
-	33, // 35: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	6,  // 36: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	33, // 37: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	8,  // 38: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	33, // 39: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	11, // 40: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	33, // 41: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	6,  // 42: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	33, // 43: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	0,  // 44: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	21, // 45: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	31, // 46: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
-	0,  // 47: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	21, // 48: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	31, // 49: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
-	22, // 50: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
-	22, // 51: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
-	22, // 52: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
-	23, // 53: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
-	23, // 54: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
-	60, // 55: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	31, // 56: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
-	20, // 57: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
-	22, // 58: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
-	25, // 59: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	0,  // 60: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
-	63, // 61: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	60, // 62: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	25, // 63: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	60, // 64: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	63, // 65: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	77, // 66: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
-	32, // 67: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
-	35, // 68: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
-	37, // 69: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
-	39, // 70: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
-	41, // 71: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
-	26, // 72: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
-	43, // 73: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
-	45, // 74: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
-	47, // 75: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
-	49, // 76: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
-	51, // 77: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
-	53, // 78: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
-	55, // 79: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
-	57, // 80: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
-	59, // 81: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
-	62, // 82: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
-	65, // 83: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
-	67, // 84: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
-	69, // 85: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
-	71, // 86: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
-	73, // 87: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
-	34, // 88: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
-	36, // 89: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
-	38, // 90: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
-	40, // 91: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
-	42, // 92: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
-	29, // 93: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
-	44, // 94: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
-	46, // 95: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
-	48, // 96: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
-	50, // 97: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
-	52, // 98: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
-	54, // 99: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
-	56, // 100: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
-	58, // 101: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
-	61, // 102: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
-	64, // 103: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
-	66, // 104: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
-	68, // 105: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
-	70, // 106: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
-	72, // 107: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
-	74, // 108: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
-	88, // [88:109] is the sub-list for method output_type
-	67, // [67:88] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	20, // 12: strata.metastore.v1.Command.delete_groups:type_name -> strata.metastore.v1.DeleteGroupsCommand
+	4,  // 13: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
+	81, // 14: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
+	6,  // 15: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
+	8,  // 16: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	6,  // 17: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
+	9,  // 18: strata.metastore.v1.ConfigAlteration.ops:type_name -> strata.metastore.v1.ConfigOp
+	1,  // 19: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
+	11, // 20: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	6,  // 21: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
+	27, // 22: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
+	23, // 23: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
+	24, // 24: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
+	26, // 25: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	61, // 26: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
+	82, // 27: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
+	30, // 28: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
+	28, // 29: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
+	29, // 30: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
+	31, // 31: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
+	0,  // 32: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
+	4,  // 33: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
+	0,  // 34: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
+	21, // 35: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
+	34, // 36: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	6,  // 37: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	34, // 38: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	8,  // 39: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	34, // 40: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	11, // 41: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	34, // 42: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	6,  // 43: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	34, // 44: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	0,  // 45: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	22, // 46: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	32, // 47: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
+	0,  // 48: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	22, // 49: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	32, // 50: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
+	23, // 51: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
+	23, // 52: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
+	23, // 53: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
+	24, // 54: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
+	24, // 55: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
+	61, // 56: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	32, // 57: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
+	21, // 58: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
+	23, // 59: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
+	26, // 60: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	0,  // 61: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
+	64, // 62: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	61, // 63: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	26, // 64: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	61, // 65: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	64, // 66: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	0,  // 67: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
+	73, // 68: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
+	83, // 69: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
+	33, // 70: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
+	36, // 71: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
+	38, // 72: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
+	40, // 73: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
+	42, // 74: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
+	27, // 75: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
+	44, // 76: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
+	46, // 77: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
+	48, // 78: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
+	50, // 79: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
+	52, // 80: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
+	54, // 81: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
+	56, // 82: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
+	58, // 83: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
+	60, // 84: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
+	63, // 85: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
+	66, // 86: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
+	68, // 87: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
+	70, // 88: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
+	72, // 89: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
+	75, // 90: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
+	77, // 91: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
+	79, // 92: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
+	35, // 93: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
+	37, // 94: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
+	39, // 95: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
+	41, // 96: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
+	43, // 97: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
+	30, // 98: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
+	45, // 99: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
+	47, // 100: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
+	49, // 101: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
+	51, // 102: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
+	53, // 103: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
+	55, // 104: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
+	57, // 105: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
+	59, // 106: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
+	62, // 107: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
+	65, // 108: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
+	67, // 109: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
+	69, // 110: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
+	71, // 111: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
+	74, // 112: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
+	76, // 113: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
+	78, // 114: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
+	80, // 115: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
+	93, // [93:116] is the sub-list for method output_type
+	70, // [70:93] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_metastore_proto_init() }
@@ -5104,6 +5418,7 @@ func file_metastore_proto_init() {
 		(*Command_DeregisterAgent)(nil),
 		(*Command_CommitOffsets)(nil),
 		(*Command_DeleteOffsets)(nil),
+		(*Command_DeleteGroups)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5111,7 +5426,7 @@ func file_metastore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metastore_proto_rawDesc), len(file_metastore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   76,
+			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

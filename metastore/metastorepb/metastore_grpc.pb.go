@@ -45,6 +45,8 @@ const (
 	Metastore_CommitOffsets_FullMethodName      = "/strata.metastore.v1.Metastore/CommitOffsets"
 	Metastore_FetchOffsets_FullMethodName       = "/strata.metastore.v1.Metastore/FetchOffsets"
 	Metastore_DeleteOffsets_FullMethodName      = "/strata.metastore.v1.Metastore/DeleteOffsets"
+	Metastore_ListGroups_FullMethodName         = "/strata.metastore.v1.Metastore/ListGroups"
+	Metastore_DeleteGroups_FullMethodName       = "/strata.metastore.v1.Metastore/DeleteGroups"
 	Metastore_Cluster_FullMethodName            = "/strata.metastore.v1.Metastore/Cluster"
 	Metastore_Join_FullMethodName               = "/strata.metastore.v1.Metastore/Join"
 	Metastore_Leave_FullMethodName              = "/strata.metastore.v1.Metastore/Leave"
@@ -72,6 +74,8 @@ type MetastoreClient interface {
 	CommitOffsets(ctx context.Context, in *CommitOffsetsRequest, opts ...grpc.CallOption) (*CommitOffsetsResponse, error)
 	FetchOffsets(ctx context.Context, in *FetchOffsetsRequest, opts ...grpc.CallOption) (*FetchOffsetsResponse, error)
 	DeleteOffsets(ctx context.Context, in *DeleteOffsetsRequest, opts ...grpc.CallOption) (*DeleteOffsetsResponse, error)
+	ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error)
+	DeleteGroups(ctx context.Context, in *DeleteGroupsRequest, opts ...grpc.CallOption) (*DeleteGroupsResponse, error)
 	Cluster(ctx context.Context, in *ClusterRequest, opts ...grpc.CallOption) (*ClusterResponse, error)
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
@@ -274,6 +278,26 @@ func (c *metastoreClient) DeleteOffsets(ctx context.Context, in *DeleteOffsetsRe
 	return out, nil
 }
 
+func (c *metastoreClient) ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGroupsResponse)
+	err := c.cc.Invoke(ctx, Metastore_ListGroups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) DeleteGroups(ctx context.Context, in *DeleteGroupsRequest, opts ...grpc.CallOption) (*DeleteGroupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteGroupsResponse)
+	err := c.cc.Invoke(ctx, Metastore_DeleteGroups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *metastoreClient) Cluster(ctx context.Context, in *ClusterRequest, opts ...grpc.CallOption) (*ClusterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ClusterResponse)
@@ -326,6 +350,8 @@ type MetastoreServer interface {
 	CommitOffsets(context.Context, *CommitOffsetsRequest) (*CommitOffsetsResponse, error)
 	FetchOffsets(context.Context, *FetchOffsetsRequest) (*FetchOffsetsResponse, error)
 	DeleteOffsets(context.Context, *DeleteOffsetsRequest) (*DeleteOffsetsResponse, error)
+	ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error)
+	DeleteGroups(context.Context, *DeleteGroupsRequest) (*DeleteGroupsResponse, error)
 	Cluster(context.Context, *ClusterRequest) (*ClusterResponse, error)
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
@@ -392,6 +418,12 @@ func (UnimplementedMetastoreServer) FetchOffsets(context.Context, *FetchOffsetsR
 }
 func (UnimplementedMetastoreServer) DeleteOffsets(context.Context, *DeleteOffsetsRequest) (*DeleteOffsetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteOffsets not implemented")
+}
+func (UnimplementedMetastoreServer) ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListGroups not implemented")
+}
+func (UnimplementedMetastoreServer) DeleteGroups(context.Context, *DeleteGroupsRequest) (*DeleteGroupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteGroups not implemented")
 }
 func (UnimplementedMetastoreServer) Cluster(context.Context, *ClusterRequest) (*ClusterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cluster not implemented")
@@ -740,6 +772,42 @@ func _Metastore_DeleteOffsets_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Metastore_ListGroups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGroupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).ListGroups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_ListGroups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).ListGroups(ctx, req.(*ListGroupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_DeleteGroups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteGroupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).DeleteGroups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_DeleteGroups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).DeleteGroups(ctx, req.(*DeleteGroupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Metastore_Cluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ClusterRequest)
 	if err := dec(in); err != nil {
@@ -868,6 +936,14 @@ var Metastore_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteOffsets",
 			Handler:    _Metastore_DeleteOffsets_Handler,
+		},
+		{
+			MethodName: "ListGroups",
+			Handler:    _Metastore_ListGroups_Handler,
+		},
+		{
+			MethodName: "DeleteGroups",
+			Handler:    _Metastore_DeleteGroups_Handler,
 		},
 		{
 			MethodName: "Cluster",

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -290,6 +291,30 @@ func (a *api) DeleteOffsets(ctx context.Context, req *pb.DeleteOffsetsRequest) (
 			return nil, err
 		}
 		return &pb.DeleteOffsetsResponse{Results: res.Offsets}, nil
+	})
+}
+
+func (a *api) ListGroups(ctx context.Context, req *pb.ListGroupsRequest) (*pb.ListGroupsResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.ListGroups, func() (*pb.ListGroupsResponse, error) {
+		if err := a.n.linearize(ctx); err != nil {
+			return nil, err
+		}
+		groups, err := a.n.st.Groups()
+		if err != nil {
+			return nil, readError(err)
+		}
+		slices.Sort(groups)
+		return &pb.ListGroupsResponse{Groups: groups}, nil
+	})
+}
+
+func (a *api) DeleteGroups(ctx context.Context, req *pb.DeleteGroupsRequest) (*pb.DeleteGroupsResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.DeleteGroups, func() (*pb.DeleteGroupsResponse, error) {
+		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_DeleteGroups{DeleteGroups: &pb.DeleteGroupsCommand{Groups: req.Groups}}})
+		if err != nil {
+			return nil, err
+		}
+		return &pb.DeleteGroupsResponse{Results: res.Groups}, nil
 	})
 }
 

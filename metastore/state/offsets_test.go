@@ -43,3 +43,26 @@ func TestCommittedOffsets(t *testing.T) {
 		t.Fatalf("empty group: %v", r.Err)
 	}
 }
+
+func TestGroupsListAndDelete(t *testing.T) {
+	a := newApplier(t)
+	a.apply(createTopic("t", id(1), 1, nil))
+	for _, g := range []string{"b", "a", "ab", "a"} {
+		a.apply(&pb.Command{Op: &pb.Command_CommitOffsets{CommitOffsets: &pb.CommitOffsetsCommand{Group: g,
+			Offsets: []*pb.CommittedOffset{{TopicId: id(1), Partition: 0, Offset: 1}}}}})
+	}
+	groups, err := a.s.Groups()
+	if err != nil || len(groups) != 3 {
+		t.Fatalf("groups: %v %v, want a, ab, b", groups, err)
+	}
+	r := a.apply(&pb.Command{Op: &pb.Command_DeleteGroups{DeleteGroups: &pb.DeleteGroupsCommand{Groups: []string{"a", "zz"}}}})
+	if len(r.Groups) != 2 || r.Groups[0].Error != pb.ErrorCode_NONE || r.Groups[1].Error != pb.ErrorCode_GROUP_NOT_FOUND {
+		t.Fatalf("delete groups: %v", r.Groups)
+	}
+	if left, _ := a.s.Offsets("ab", nil); len(left) != 1 {
+		t.Fatalf("deleting group a touched group ab: %v", left)
+	}
+	if groups, _ := a.s.Groups(); len(groups) != 2 {
+		t.Fatalf("groups after delete: %v, want ab, b", groups)
+	}
+}

@@ -192,6 +192,8 @@ type Result struct {
 	Intent  *pb.UploadIntent
 	// Offsets has one result per partition of a CommitOffsets or DeleteOffsets.
 	Offsets []*pb.OffsetResult
+	// Groups has one result per group of a DeleteGroups.
+	Groups []*pb.GroupResult
 	// Err is set when the command as a whole was refused.
 	Err *Error
 }
@@ -313,6 +315,8 @@ func (t *txn) apply(cmd *pb.Command) (*Result, error) {
 		return t.commitOffsets(op.CommitOffsets, now)
 	case *pb.Command_DeleteOffsets:
 		return t.deleteOffsets(op.DeleteOffsets)
+	case *pb.Command_DeleteGroups:
+		return t.deleteGroups(op.DeleteGroups.GetGroups())
 	}
 	return &Result{Err: refuse(pb.ErrorCode_INVALID_REQUEST, "empty command")}, nil
 }

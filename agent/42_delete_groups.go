@@ -1,0 +1,55 @@
+package agent
+
+// DeleteGroups (key 42), versions 0-2.
+//
+// Deletes a group's committed offsets. Kafka refuses a group with members
+// (NON_EMPTY_GROUP); until the group coordinator exists (issue 5) no group has any.
+// A group without state is GROUP_ID_NOT_FOUND.
+
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	pb "github.com/stratalog/strata/metastore/metastorepb"
+)
+
+func serveDeleteGroups(c *conn, r *request) reply {
+	req := r.msg.(*kmsg.DeleteGroupsRequest)
+	resp := req.ResponseKind().(*kmsg.DeleteGroupsResponse)
+	s := c.s
+	return later(func() kmsg.Response {
+		var groups []string
+		for _, g := range req.Groups {
+			if g != "" {
+				groups = append(groups, g)
+			}
+		}
+		results := map[string]int16{}
+		if len(groups) > 0 {
+			mresp, err := s.meta.DeleteGroups(c.ctx, &pb.DeleteGroupsRequest{Groups: groups})
+			for i, g := range groups {
+				switch {
+				case err != nil:
+					results[g] = kafkaCode(err)
+				case i < len(mresp.Results) && mresp.Results[i].Error == pb.ErrorCode_GROUP_NOT_FOUND:
+					results[g] = kerr.GroupIDNotFound.Code
+				case i < len(mresp.Results):
+					results[g] = kafkaCode(errOf(mresp.Results[i].Error))
+				default:
+					results[g] = kerr.UnknownServerError.Code
+				}
+			}
+		}
+		for _, g := range req.Groups {
+			dg := kmsg.NewDeleteGroupsResponseGroup()
+			dg.Group = g
+			if g == "" {
+				dg.ErrorCode = invalidGroupID
+			} else {
+				dg.ErrorCode = results[g]
+			}
+			resp.Groups = append(resp.Groups, dg)
+		}
+		return resp
+	})
+}
