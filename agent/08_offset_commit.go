@@ -71,16 +71,20 @@ func serveOffsetCommit(c *conn, r *request) reply {
 		}
 		mresp, err := s.meta.CommitOffsets(c.ctx, &pb.CommitOffsetsRequest{Group: req.Group, Offsets: commits})
 		for i, sl := range slots {
-			sp := &resp.Topics[sl.t].Partitions[sl.p]
-			switch {
-			case err != nil:
-				sp.ErrorCode = kafkaCode(err)
-			case i < len(mresp.Results):
-				sp.ErrorCode = kafkaCode(errOf(mresp.Results[i].Error))
-			default:
-				sp.ErrorCode = kerr.UnknownServerError.Code
-			}
+			resp.Topics[sl.t].Partitions[sl.p].ErrorCode = offsetResultCode(mresp.GetResults(), i, err)
 		}
 		return resp
 	})
+}
+
+// offsetResultCode is the Kafka code of the i-th partition of a metastore offset
+// commit or delete that answered results or failed with err.
+func offsetResultCode(results []*pb.OffsetResult, i int, err error) int16 {
+	switch {
+	case err != nil:
+		return kafkaCode(err)
+	case i < len(results):
+		return kafkaCode(errOf(results[i].Error))
+	}
+	return kerr.UnknownServerError.Code
 }

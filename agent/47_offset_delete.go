@@ -60,15 +60,7 @@ func serveOffsetDelete(c *conn, r *request) reply {
 		}
 		mresp, err := s.meta.DeleteOffsets(c.ctx, &pb.DeleteOffsetsRequest{Group: req.Group, Partitions: refs})
 		for i, sl := range slots {
-			sp := &resp.Topics[sl.t].Partitions[sl.p]
-			switch {
-			case err != nil:
-				sp.ErrorCode = kafkaCode(err)
-			case i < len(mresp.Results):
-				sp.ErrorCode = kafkaCode(errOf(mresp.Results[i].Error))
-			default:
-				sp.ErrorCode = kerr.UnknownServerError.Code
-			}
+			resp.Topics[sl.t].Partitions[sl.p].ErrorCode = offsetResultCode(mresp.GetResults(), i, err)
 		}
 		return resp
 	})
