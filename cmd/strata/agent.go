@@ -12,6 +12,7 @@ import (
 
 	"github.com/stratalog/strata/agent"
 	"github.com/stratalog/strata/metastore"
+	"github.com/stratalog/strata/metastore/groups"
 	"github.com/stratalog/strata/metastore/server"
 	"github.com/stratalog/strata/objectlog/objstore"
 	"github.com/stratalog/strata/objectlog/objstore/s3store"
@@ -154,6 +155,8 @@ func runLocal(ctx context.Context, env *environment, args []string) error {
 	data := fs.String("data", "./strata-data", "data directory: metastore state and, unless --store is set, the objects")
 	metaAddr := fs.String("metastore-addr", "127.0.0.1:0", "host:port of the embedded metastore's API (port 0: any free port)")
 	fs.StringVar(&f.store, "store", "", "object store URL (default file://DATA/objects)")
+	groupCfg := groups.DefaultConfig()
+	registerGroupFlags(fs, &groupCfg)
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -182,6 +185,7 @@ func runLocal(ctx context.Context, env *environment, args []string) error {
 	}
 	mcfg := server.EmbeddedConfig(filepath.Join(dir, "metastore"), *metaAddr)
 	mcfg.Logger = log
+	mcfg.Groups = groupCfg
 	if err := mcfg.Validate(); err != nil {
 		return fmt.Errorf("strata local: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stratalog/strata/metastore"
+	"github.com/stratalog/strata/metastore/groups"
 	pb "github.com/stratalog/strata/metastore/metastorepb"
 	"github.com/stratalog/strata/metastore/server"
 )
@@ -57,6 +58,7 @@ func runMetastore(ctx context.Context, env *environment, args []string) error {
 	fs.DurationVar(&cfg.CommitBatchWindow, "commit-batch-window", cfg.CommitBatchWindow, "how long a commit batch waits to fill (0: never)")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&cfg.ElectionTimeout, "election-timeout", cfg.ElectionTimeout, "Raft election timeout")
+	registerGroupFlags(fs, &cfg.Groups)
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -181,4 +183,15 @@ func runMetastoreCluster(ctx context.Context, env *environment, args []string) e
 	enc := json.NewEncoder(env.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+// registerGroupFlags adds the group coordinator's settings (Kafka's group.* and
+// offsets.* broker configs) to a command that runs a metastore.
+func registerGroupFlags(fs *flag.FlagSet, c *groups.Config) {
+	fs.DurationVar(&c.InitialRebalanceDelay, "group-initial-rebalance-delay", c.InitialRebalanceDelay, "how long an empty group's first rebalance waits for more members (group.initial.rebalance.delay.ms)")
+	fs.DurationVar(&c.MinSessionTimeout, "group-min-session-timeout", c.MinSessionTimeout, "shortest session timeout a member may ask for (group.min.session.timeout.ms)")
+	fs.DurationVar(&c.MaxSessionTimeout, "group-max-session-timeout", c.MaxSessionTimeout, "longest session timeout a member may ask for (group.max.session.timeout.ms)")
+	fs.IntVar(&c.MaxSize, "group-max-size", c.MaxSize, "most members in one group, 0 for no limit (group.max.size)")
+	fs.DurationVar(&c.OffsetsRetention, "offsets-retention", c.OffsetsRetention, "how long an empty group's committed offsets are kept, 0 for ever (offsets.retention.minutes)")
+	fs.DurationVar(&c.OffsetsRetentionCheck, "offsets-retention-check-interval", c.OffsetsRetentionCheck, "how often expired offsets are looked for (offsets.retention.check.interval.ms)")
 }

@@ -47,6 +47,8 @@ const (
 	ErrorCode_UNKNOWN_AGENT              ErrorCode = 10
 	ErrorCode_INVALID_SEGMENT            ErrorCode = 11 // a commit that contradicts an earlier one for the same segment
 	ErrorCode_GROUP_NOT_FOUND            ErrorCode = 12 // a consumer group with no state
+	ErrorCode_NON_EMPTY_GROUP            ErrorCode = 13 // the group still has members
+	ErrorCode_STALE_GROUP                ErrorCode = 14 // a group record older than the stored one
 )
 
 // Enum value maps for ErrorCode.
@@ -65,6 +67,8 @@ var (
 		10: "UNKNOWN_AGENT",
 		11: "INVALID_SEGMENT",
 		12: "GROUP_NOT_FOUND",
+		13: "NON_EMPTY_GROUP",
+		14: "STALE_GROUP",
 	}
 	ErrorCode_value = map[string]int32{
 		"NONE":                       0,
@@ -80,6 +84,8 @@ var (
 		"UNKNOWN_AGENT":              10,
 		"INVALID_SEGMENT":            11,
 		"GROUP_NOT_FOUND":            12,
+		"NON_EMPTY_GROUP":            13,
+		"STALE_GROUP":                14,
 	}
 )
 
@@ -178,6 +184,8 @@ type Command struct {
 	//	*Command_CommitOffsets
 	//	*Command_DeleteOffsets
 	//	*Command_DeleteGroups
+	//	*Command_SaveGroup
+	//	*Command_ExpireOffsets
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -351,6 +359,24 @@ func (x *Command) GetDeleteGroups() *DeleteGroupsCommand {
 	return nil
 }
 
+func (x *Command) GetSaveGroup() *SaveGroupCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SaveGroup); ok {
+			return x.SaveGroup
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExpireOffsets() *ExpireOffsetsCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ExpireOffsets); ok {
+			return x.ExpireOffsets
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -407,6 +433,14 @@ type Command_DeleteGroups struct {
 	DeleteGroups *DeleteGroupsCommand `protobuf:"bytes,22,opt,name=delete_groups,json=deleteGroups,proto3,oneof"`
 }
 
+type Command_SaveGroup struct {
+	SaveGroup *SaveGroupCommand `protobuf:"bytes,23,opt,name=save_group,json=saveGroup,proto3,oneof"`
+}
+
+type Command_ExpireOffsets struct {
+	ExpireOffsets *ExpireOffsetsCommand `protobuf:"bytes,24,opt,name=expire_offsets,json=expireOffsets,proto3,oneof"`
+}
+
 func (*Command_CreateTopics) isCommand_Op() {}
 
 func (*Command_DeleteTopics) isCommand_Op() {}
@@ -432,6 +466,10 @@ func (*Command_CommitOffsets) isCommand_Op() {}
 func (*Command_DeleteOffsets) isCommand_Op() {}
 
 func (*Command_DeleteGroups) isCommand_Op() {}
+
+func (*Command_SaveGroup) isCommand_Op() {}
+
+func (*Command_ExpireOffsets) isCommand_Op() {}
 
 type CreateTopicsCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1345,6 +1383,104 @@ func (x *DeleteGroupsCommand) GetGroups() []string {
 	return nil
 }
 
+// SaveGroupCommand stores a classic group's membership as its coordinator decided it:
+// at the end of every join phase (new generation, no assignments yet), when the
+// leader's SyncGroup hands out the assignments, when a static member is replaced, and
+// when the group becomes empty. A record older (lower generation) than the stored one
+// is refused.
+type SaveGroupCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         *GroupRecord           `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveGroupCommand) Reset() {
+	*x = SaveGroupCommand{}
+	mi := &file_metastore_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveGroupCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveGroupCommand) ProtoMessage() {}
+
+func (x *SaveGroupCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveGroupCommand.ProtoReflect.Descriptor instead.
+func (*SaveGroupCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SaveGroupCommand) GetGroup() *GroupRecord {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+// ExpireOffsetsCommand deletes the committed offsets that outlived the retention
+// (Kafka's offsets.retention.minutes): a group with members keeps all of its offsets;
+// an empty group with a record loses them all retention_ms after it became empty; an
+// offset of a group that never had members expires retention_ms after its commit.
+// A group left with neither offsets nor members is deleted.
+type ExpireOffsetsCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RetentionMs   int64                  `protobuf:"varint,1,opt,name=retention_ms,json=retentionMs,proto3" json:"retention_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireOffsetsCommand) Reset() {
+	*x = ExpireOffsetsCommand{}
+	mi := &file_metastore_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireOffsetsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireOffsetsCommand) ProtoMessage() {}
+
+func (x *ExpireOffsetsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireOffsetsCommand.ProtoReflect.Descriptor instead.
+func (*ExpireOffsetsCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ExpireOffsetsCommand) GetRetentionMs() int64 {
+	if x != nil {
+		return x.RetentionMs
+	}
+	return 0
+}
+
 type Topic struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	TopicId           []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
@@ -1359,7 +1495,7 @@ type Topic struct {
 
 func (x *Topic) Reset() {
 	*x = Topic{}
-	mi := &file_metastore_proto_msgTypes[19]
+	mi := &file_metastore_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1507,7 @@ func (x *Topic) String() string {
 func (*Topic) ProtoMessage() {}
 
 func (x *Topic) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[19]
+	mi := &file_metastore_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1520,7 @@ func (x *Topic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Topic.ProtoReflect.Descriptor instead.
 func (*Topic) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{19}
+	return file_metastore_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Topic) GetTopicId() []byte {
@@ -1449,7 +1585,7 @@ type PartitionHead struct {
 
 func (x *PartitionHead) Reset() {
 	*x = PartitionHead{}
-	mi := &file_metastore_proto_msgTypes[20]
+	mi := &file_metastore_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1597,7 @@ func (x *PartitionHead) String() string {
 func (*PartitionHead) ProtoMessage() {}
 
 func (x *PartitionHead) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[20]
+	mi := &file_metastore_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1610,7 @@ func (x *PartitionHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionHead.ProtoReflect.Descriptor instead.
 func (*PartitionHead) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{20}
+	return file_metastore_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PartitionHead) GetNextOffset() int64 {
@@ -1527,7 +1663,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_metastore_proto_msgTypes[21]
+	mi := &file_metastore_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1675,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[21]
+	mi := &file_metastore_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1688,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{21}
+	return file_metastore_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AgentInfo) GetAgentId() string {
@@ -1603,7 +1739,7 @@ type UploadIntent struct {
 
 func (x *UploadIntent) Reset() {
 	*x = UploadIntent{}
-	mi := &file_metastore_proto_msgTypes[22]
+	mi := &file_metastore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1751,7 @@ func (x *UploadIntent) String() string {
 func (*UploadIntent) ProtoMessage() {}
 
 func (x *UploadIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[22]
+	mi := &file_metastore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1764,7 @@ func (x *UploadIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadIntent.ProtoReflect.Descriptor instead.
 func (*UploadIntent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{22}
+	return file_metastore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UploadIntent) GetSegmentId() []byte {
@@ -1675,7 +1811,7 @@ type SegmentRecord struct {
 
 func (x *SegmentRecord) Reset() {
 	*x = SegmentRecord{}
-	mi := &file_metastore_proto_msgTypes[23]
+	mi := &file_metastore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +1823,7 @@ func (x *SegmentRecord) String() string {
 func (*SegmentRecord) ProtoMessage() {}
 
 func (x *SegmentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[23]
+	mi := &file_metastore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +1836,7 @@ func (x *SegmentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentRecord.ProtoReflect.Descriptor instead.
 func (*SegmentRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{23}
+	return file_metastore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SegmentRecord) GetSegmentId() []byte {
@@ -1754,7 +1890,7 @@ type CommittedOffset struct {
 
 func (x *CommittedOffset) Reset() {
 	*x = CommittedOffset{}
-	mi := &file_metastore_proto_msgTypes[24]
+	mi := &file_metastore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1902,7 @@ func (x *CommittedOffset) String() string {
 func (*CommittedOffset) ProtoMessage() {}
 
 func (x *CommittedOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[24]
+	mi := &file_metastore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1915,7 @@ func (x *CommittedOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffset.ProtoReflect.Descriptor instead.
 func (*CommittedOffset) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{24}
+	return file_metastore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CommittedOffset) GetTopicId() []byte {
@@ -1824,6 +1960,265 @@ func (x *CommittedOffset) GetCommitMs() int64 {
 	return 0
 }
 
+// GroupRecord is a classic consumer group as its coordinator last saved it. Member
+// liveness (sessions, joins in progress) lives only in the coordinator's memory; a
+// new coordinator loads this record and gives every member a fresh session.
+type GroupRecord struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Group        string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	ProtocolType string                 `protobuf:"bytes,2,opt,name=protocol_type,json=protocolType,proto3" json:"protocol_type,omitempty"`
+	Protocol     string                 `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"` // the selected protocol (assignor); empty while empty
+	Generation   int32                  `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	Leader       string                 `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	Members      []*GroupMember         `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
+	// assigned: the leader's SyncGroup of this generation completed, so members hold
+	// their assignments; false right after a join phase.
+	Assigned bool `protobuf:"varint,7,opt,name=assigned,proto3" json:"assigned,omitempty"`
+	// empty_since_ms: when the group last became empty (0 while it has members).
+	EmptySinceMs  int64 `protobuf:"varint,8,opt,name=empty_since_ms,json=emptySinceMs,proto3" json:"empty_since_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupRecord) Reset() {
+	*x = GroupRecord{}
+	mi := &file_metastore_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupRecord) ProtoMessage() {}
+
+func (x *GroupRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
+func (*GroupRecord) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GroupRecord) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *GroupRecord) GetProtocolType() string {
+	if x != nil {
+		return x.ProtocolType
+	}
+	return ""
+}
+
+func (x *GroupRecord) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *GroupRecord) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *GroupRecord) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *GroupRecord) GetMembers() []*GroupMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *GroupRecord) GetAssigned() bool {
+	if x != nil {
+		return x.Assigned
+	}
+	return false
+}
+
+func (x *GroupRecord) GetEmptySinceMs() int64 {
+	if x != nil {
+		return x.EmptySinceMs
+	}
+	return 0
+}
+
+// GroupMember is a member of a classic group.
+type GroupMember struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	MemberId           string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	InstanceId         *string                `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3,oneof" json:"instance_id,omitempty"` // static membership (KIP-345)
+	ClientId           string                 `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientHost         string                 `protobuf:"bytes,4,opt,name=client_host,json=clientHost,proto3" json:"client_host,omitempty"`
+	SessionTimeoutMs   int32                  `protobuf:"varint,5,opt,name=session_timeout_ms,json=sessionTimeoutMs,proto3" json:"session_timeout_ms,omitempty"`
+	RebalanceTimeoutMs int32                  `protobuf:"varint,6,opt,name=rebalance_timeout_ms,json=rebalanceTimeoutMs,proto3" json:"rebalance_timeout_ms,omitempty"`
+	Protocols          []*GroupProtocol       `protobuf:"bytes,7,rep,name=protocols,proto3" json:"protocols,omitempty"` // in the member's order of preference
+	Assignment         []byte                 `protobuf:"bytes,8,opt,name=assignment,proto3" json:"assignment,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *GroupMember) Reset() {
+	*x = GroupMember{}
+	mi := &file_metastore_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMember) ProtoMessage() {}
+
+func (x *GroupMember) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
+func (*GroupMember) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GroupMember) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *GroupMember) GetInstanceId() string {
+	if x != nil && x.InstanceId != nil {
+		return *x.InstanceId
+	}
+	return ""
+}
+
+func (x *GroupMember) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *GroupMember) GetClientHost() string {
+	if x != nil {
+		return x.ClientHost
+	}
+	return ""
+}
+
+func (x *GroupMember) GetSessionTimeoutMs() int32 {
+	if x != nil {
+		return x.SessionTimeoutMs
+	}
+	return 0
+}
+
+func (x *GroupMember) GetRebalanceTimeoutMs() int32 {
+	if x != nil {
+		return x.RebalanceTimeoutMs
+	}
+	return 0
+}
+
+func (x *GroupMember) GetProtocols() []*GroupProtocol {
+	if x != nil {
+		return x.Protocols
+	}
+	return nil
+}
+
+func (x *GroupMember) GetAssignment() []byte {
+	if x != nil {
+		return x.Assignment
+	}
+	return nil
+}
+
+type GroupProtocol struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Metadata      []byte                 `protobuf:"bytes,2,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupProtocol) Reset() {
+	*x = GroupProtocol{}
+	mi := &file_metastore_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupProtocol) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupProtocol) ProtoMessage() {}
+
+func (x *GroupProtocol) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupProtocol.ProtoReflect.Descriptor instead.
+func (*GroupProtocol) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GroupProtocol) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GroupProtocol) GetMetadata() []byte {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 type CommitSegmentRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SegmentId     []byte                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"` // 16 bytes (objectlog.SegmentID)
@@ -1836,7 +2231,7 @@ type CommitSegmentRequest struct {
 
 func (x *CommitSegmentRequest) Reset() {
 	*x = CommitSegmentRequest{}
-	mi := &file_metastore_proto_msgTypes[25]
+	mi := &file_metastore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +2243,7 @@ func (x *CommitSegmentRequest) String() string {
 func (*CommitSegmentRequest) ProtoMessage() {}
 
 func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[25]
+	mi := &file_metastore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +2256,7 @@ func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentRequest.ProtoReflect.Descriptor instead.
 func (*CommitSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{25}
+	return file_metastore_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CommitSegmentRequest) GetSegmentId() []byte {
@@ -1909,7 +2304,7 @@ type ChunkCommit struct {
 
 func (x *ChunkCommit) Reset() {
 	*x = ChunkCommit{}
-	mi := &file_metastore_proto_msgTypes[26]
+	mi := &file_metastore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2316,7 @@ func (x *ChunkCommit) String() string {
 func (*ChunkCommit) ProtoMessage() {}
 
 func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[26]
+	mi := &file_metastore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2329,7 @@ func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkCommit.ProtoReflect.Descriptor instead.
 func (*ChunkCommit) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{26}
+	return file_metastore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ChunkCommit) GetTopicId() []byte {
@@ -2010,7 +2405,7 @@ type BatchInfo struct {
 
 func (x *BatchInfo) Reset() {
 	*x = BatchInfo{}
-	mi := &file_metastore_proto_msgTypes[27]
+	mi := &file_metastore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2417,7 @@ func (x *BatchInfo) String() string {
 func (*BatchInfo) ProtoMessage() {}
 
 func (x *BatchInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[27]
+	mi := &file_metastore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2430,7 @@ func (x *BatchInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchInfo.ProtoReflect.Descriptor instead.
 func (*BatchInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{27}
+	return file_metastore_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BatchInfo) GetOffsetCount() int32 {
@@ -2096,7 +2491,7 @@ type CommitSegmentResponse struct {
 
 func (x *CommitSegmentResponse) Reset() {
 	*x = CommitSegmentResponse{}
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2503,7 @@ func (x *CommitSegmentResponse) String() string {
 func (*CommitSegmentResponse) ProtoMessage() {}
 
 func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2516,7 @@ func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentResponse.ProtoReflect.Descriptor instead.
 func (*CommitSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{28}
+	return file_metastore_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CommitSegmentResponse) GetChunks() []*ChunkResult {
@@ -2145,7 +2540,7 @@ type ChunkResult struct {
 
 func (x *ChunkResult) Reset() {
 	*x = ChunkResult{}
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2157,7 +2552,7 @@ func (x *ChunkResult) String() string {
 func (*ChunkResult) ProtoMessage() {}
 
 func (x *ChunkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2170,7 +2565,7 @@ func (x *ChunkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkResult.ProtoReflect.Descriptor instead.
 func (*ChunkResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{29}
+	return file_metastore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ChunkResult) GetTopicId() []byte {
@@ -2235,7 +2630,7 @@ type IndexEntry struct {
 
 func (x *IndexEntry) Reset() {
 	*x = IndexEntry{}
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2642,7 @@ func (x *IndexEntry) String() string {
 func (*IndexEntry) ProtoMessage() {}
 
 func (x *IndexEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2655,7 @@ func (x *IndexEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexEntry.ProtoReflect.Descriptor instead.
 func (*IndexEntry) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{30}
+	return file_metastore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *IndexEntry) GetTopicId() []byte {
@@ -2350,7 +2745,7 @@ type CreateTopicsRequest struct {
 
 func (x *CreateTopicsRequest) Reset() {
 	*x = CreateTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2757,7 @@ func (x *CreateTopicsRequest) String() string {
 func (*CreateTopicsRequest) ProtoMessage() {}
 
 func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2770,7 @@ func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{31}
+	return file_metastore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateTopicsRequest) GetTopics() []*TopicSpec {
@@ -2405,7 +2800,7 @@ type TopicResult struct {
 
 func (x *TopicResult) Reset() {
 	*x = TopicResult{}
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2812,7 @@ func (x *TopicResult) String() string {
 func (*TopicResult) ProtoMessage() {}
 
 func (x *TopicResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2825,7 @@ func (x *TopicResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicResult.ProtoReflect.Descriptor instead.
 func (*TopicResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{32}
+	return file_metastore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TopicResult) GetName() string {
@@ -2477,7 +2872,7 @@ type CreateTopicsResponse struct {
 
 func (x *CreateTopicsResponse) Reset() {
 	*x = CreateTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2489,7 +2884,7 @@ func (x *CreateTopicsResponse) String() string {
 func (*CreateTopicsResponse) ProtoMessage() {}
 
 func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2502,7 +2897,7 @@ func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{33}
+	return file_metastore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateTopicsResponse) GetResults() []*TopicResult {
@@ -2521,7 +2916,7 @@ type DeleteTopicsRequest struct {
 
 func (x *DeleteTopicsRequest) Reset() {
 	*x = DeleteTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2928,7 @@ func (x *DeleteTopicsRequest) String() string {
 func (*DeleteTopicsRequest) ProtoMessage() {}
 
 func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2941,7 @@ func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{34}
+	return file_metastore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeleteTopicsRequest) GetTopics() []*TopicRef {
@@ -2565,7 +2960,7 @@ type DeleteTopicsResponse struct {
 
 func (x *DeleteTopicsResponse) Reset() {
 	*x = DeleteTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2972,7 @@ func (x *DeleteTopicsResponse) String() string {
 func (*DeleteTopicsResponse) ProtoMessage() {}
 
 func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2985,7 @@ func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{35}
+	return file_metastore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeleteTopicsResponse) GetResults() []*TopicResult {
@@ -2610,7 +3005,7 @@ type AlterConfigsRequest struct {
 
 func (x *AlterConfigsRequest) Reset() {
 	*x = AlterConfigsRequest{}
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +3017,7 @@ func (x *AlterConfigsRequest) String() string {
 func (*AlterConfigsRequest) ProtoMessage() {}
 
 func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +3030,7 @@ func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsRequest.ProtoReflect.Descriptor instead.
 func (*AlterConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{36}
+	return file_metastore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AlterConfigsRequest) GetAlterations() []*ConfigAlteration {
@@ -2661,7 +3056,7 @@ type AlterConfigsResponse struct {
 
 func (x *AlterConfigsResponse) Reset() {
 	*x = AlterConfigsResponse{}
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2673,7 +3068,7 @@ func (x *AlterConfigsResponse) String() string {
 func (*AlterConfigsResponse) ProtoMessage() {}
 
 func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2686,7 +3081,7 @@ func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsResponse.ProtoReflect.Descriptor instead.
 func (*AlterConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{37}
+	return file_metastore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AlterConfigsResponse) GetResults() []*TopicResult {
@@ -2706,7 +3101,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +3113,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +3126,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{38}
+	return file_metastore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreatePartitionsRequest) GetTopics() []*PartitionGrowth {
@@ -2757,7 +3152,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2769,7 +3164,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2782,7 +3177,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{39}
+	return file_metastore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreatePartitionsResponse) GetResults() []*TopicResult {
@@ -2802,7 +3197,7 @@ type DescribeTopicsRequest struct {
 
 func (x *DescribeTopicsRequest) Reset() {
 	*x = DescribeTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2814,7 +3209,7 @@ func (x *DescribeTopicsRequest) String() string {
 func (*DescribeTopicsRequest) ProtoMessage() {}
 
 func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2827,7 +3222,7 @@ func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{40}
+	return file_metastore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DescribeTopicsRequest) GetTopics() []*TopicRef {
@@ -2848,7 +3243,7 @@ type DescribeTopicsResponse struct {
 
 func (x *DescribeTopicsResponse) Reset() {
 	*x = DescribeTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +3255,7 @@ func (x *DescribeTopicsResponse) String() string {
 func (*DescribeTopicsResponse) ProtoMessage() {}
 
 func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +3268,7 @@ func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{41}
+	return file_metastore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DescribeTopicsResponse) GetResults() []*TopicResult {
@@ -2903,7 +3298,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3310,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3323,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{42}
+	return file_metastore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *LookupRequest) GetTopicId() []byte {
@@ -2971,7 +3366,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3378,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3391,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{43}
+	return file_metastore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *LookupResponse) GetError() ErrorCode {
@@ -3033,7 +3428,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3045,7 +3440,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3058,7 +3453,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{44}
+	return file_metastore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListOffsetsRequest) GetTopicId() []byte {
@@ -3096,7 +3491,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3503,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3516,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{45}
+	return file_metastore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListOffsetsResponse) GetError() ErrorCode {
@@ -3168,7 +3563,7 @@ type RegisterAgentRequest struct {
 
 func (x *RegisterAgentRequest) Reset() {
 	*x = RegisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3575,7 @@ func (x *RegisterAgentRequest) String() string {
 func (*RegisterAgentRequest) ProtoMessage() {}
 
 func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3588,7 @@ func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*RegisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{46}
+	return file_metastore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RegisterAgentRequest) GetAgent() *AgentInfo {
@@ -3212,7 +3607,7 @@ type RegisterAgentResponse struct {
 
 func (x *RegisterAgentResponse) Reset() {
 	*x = RegisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3224,7 +3619,7 @@ func (x *RegisterAgentResponse) String() string {
 func (*RegisterAgentResponse) ProtoMessage() {}
 
 func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3237,7 +3632,7 @@ func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*RegisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{47}
+	return file_metastore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RegisterAgentResponse) GetAgent() *AgentInfo {
@@ -3256,7 +3651,7 @@ type DeregisterAgentRequest struct {
 
 func (x *DeregisterAgentRequest) Reset() {
 	*x = DeregisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3268,7 +3663,7 @@ func (x *DeregisterAgentRequest) String() string {
 func (*DeregisterAgentRequest) ProtoMessage() {}
 
 func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3281,7 +3676,7 @@ func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{48}
+	return file_metastore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeregisterAgentRequest) GetAgentId() string {
@@ -3299,7 +3694,7 @@ type DeregisterAgentResponse struct {
 
 func (x *DeregisterAgentResponse) Reset() {
 	*x = DeregisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3311,7 +3706,7 @@ func (x *DeregisterAgentResponse) String() string {
 func (*DeregisterAgentResponse) ProtoMessage() {}
 
 func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3324,7 +3719,7 @@ func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{49}
+	return file_metastore_proto_rawDescGZIP(), []int{54}
 }
 
 type ListAgentsRequest struct {
@@ -3335,7 +3730,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3347,7 +3742,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3360,7 +3755,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{50}
+	return file_metastore_proto_rawDescGZIP(), []int{55}
 }
 
 type ListAgentsResponse struct {
@@ -3372,7 +3767,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3384,7 +3779,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3397,7 +3792,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{51}
+	return file_metastore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -3418,7 +3813,7 @@ type RecordIntentRequest struct {
 
 func (x *RecordIntentRequest) Reset() {
 	*x = RecordIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3430,7 +3825,7 @@ func (x *RecordIntentRequest) String() string {
 func (*RecordIntentRequest) ProtoMessage() {}
 
 func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3443,7 +3838,7 @@ func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentRequest.ProtoReflect.Descriptor instead.
 func (*RecordIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{52}
+	return file_metastore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RecordIntentRequest) GetSegmentId() []byte {
@@ -3476,7 +3871,7 @@ type RecordIntentResponse struct {
 
 func (x *RecordIntentResponse) Reset() {
 	*x = RecordIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3488,7 +3883,7 @@ func (x *RecordIntentResponse) String() string {
 func (*RecordIntentResponse) ProtoMessage() {}
 
 func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3501,7 +3896,7 @@ func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentResponse.ProtoReflect.Descriptor instead.
 func (*RecordIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{53}
+	return file_metastore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RecordIntentResponse) GetIntent() *UploadIntent {
@@ -3520,7 +3915,7 @@ type ResolveIntentRequest struct {
 
 func (x *ResolveIntentRequest) Reset() {
 	*x = ResolveIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3532,7 +3927,7 @@ func (x *ResolveIntentRequest) String() string {
 func (*ResolveIntentRequest) ProtoMessage() {}
 
 func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3545,7 +3940,7 @@ func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentRequest.ProtoReflect.Descriptor instead.
 func (*ResolveIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{54}
+	return file_metastore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ResolveIntentRequest) GetSegmentId() []byte {
@@ -3563,7 +3958,7 @@ type ResolveIntentResponse struct {
 
 func (x *ResolveIntentResponse) Reset() {
 	*x = ResolveIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3575,7 +3970,7 @@ func (x *ResolveIntentResponse) String() string {
 func (*ResolveIntentResponse) ProtoMessage() {}
 
 func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3588,7 +3983,7 @@ func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentResponse.ProtoReflect.Descriptor instead.
 func (*ResolveIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{55}
+	return file_metastore_proto_rawDescGZIP(), []int{60}
 }
 
 type ListExpiredIntentsRequest struct {
@@ -3600,7 +3995,7 @@ type ListExpiredIntentsRequest struct {
 
 func (x *ListExpiredIntentsRequest) Reset() {
 	*x = ListExpiredIntentsRequest{}
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3612,7 +4007,7 @@ func (x *ListExpiredIntentsRequest) String() string {
 func (*ListExpiredIntentsRequest) ProtoMessage() {}
 
 func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3625,7 +4020,7 @@ func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsRequest.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{56}
+	return file_metastore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListExpiredIntentsRequest) GetLimit() int32 {
@@ -3644,7 +4039,7 @@ type ListExpiredIntentsResponse struct {
 
 func (x *ListExpiredIntentsResponse) Reset() {
 	*x = ListExpiredIntentsResponse{}
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3656,7 +4051,7 @@ func (x *ListExpiredIntentsResponse) String() string {
 func (*ListExpiredIntentsResponse) ProtoMessage() {}
 
 func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3669,7 +4064,7 @@ func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsResponse.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{57}
+	return file_metastore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListExpiredIntentsResponse) GetIntents() []*UploadIntent {
@@ -3690,7 +4085,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3702,7 +4097,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3715,7 +4110,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{58}
+	return file_metastore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *WatchRequest) GetPartitions() []*PartitionRef {
@@ -3742,7 +4137,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3754,7 +4149,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3767,7 +4162,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{59}
+	return file_metastore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *PartitionRef) GetTopicId() []byte {
@@ -3802,7 +4197,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3814,7 +4209,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3827,7 +4222,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{60}
+	return file_metastore_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *WatchEvent) GetAppliedIndex() uint64 {
@@ -3880,16 +4275,22 @@ func (x *WatchEvent) GetAgentsRemoved() []string {
 }
 
 type CommitOffsetsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
-	Offsets       []*CommittedOffset     `protobuf:"bytes,2,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Group   string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Offsets []*CommittedOffset     `protobuf:"bytes,2,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	// generation set: the group coordinator checks the committer as Kafka's
+	// OffsetCommit does (-1 with no member: a simple commit, allowed while the group
+	// has no members). Unset: no check (internal callers).
+	Generation    *int32  `protobuf:"varint,3,opt,name=generation,proto3,oneof" json:"generation,omitempty"`
+	MemberId      string  `protobuf:"bytes,4,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	InstanceId    *string `protobuf:"bytes,5,opt,name=instance_id,json=instanceId,proto3,oneof" json:"instance_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitOffsetsRequest) Reset() {
 	*x = CommitOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3901,7 +4302,7 @@ func (x *CommitOffsetsRequest) String() string {
 func (*CommitOffsetsRequest) ProtoMessage() {}
 
 func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3914,7 +4315,7 @@ func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{61}
+	return file_metastore_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CommitOffsetsRequest) GetGroup() string {
@@ -3931,6 +4332,27 @@ func (x *CommitOffsetsRequest) GetOffsets() []*CommittedOffset {
 	return nil
 }
 
+func (x *CommitOffsetsRequest) GetGeneration() int32 {
+	if x != nil && x.Generation != nil {
+		return *x.Generation
+	}
+	return 0
+}
+
+func (x *CommitOffsetsRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *CommitOffsetsRequest) GetInstanceId() string {
+	if x != nil && x.InstanceId != nil {
+		return *x.InstanceId
+	}
+	return ""
+}
+
 // OffsetResult is one partition's outcome of a commit or delete.
 type OffsetResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3943,7 +4365,7 @@ type OffsetResult struct {
 
 func (x *OffsetResult) Reset() {
 	*x = OffsetResult{}
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3955,7 +4377,7 @@ func (x *OffsetResult) String() string {
 func (*OffsetResult) ProtoMessage() {}
 
 func (x *OffsetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3968,7 +4390,7 @@ func (x *OffsetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetResult.ProtoReflect.Descriptor instead.
 func (*OffsetResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{62}
+	return file_metastore_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *OffsetResult) GetTopicId() []byte {
@@ -3993,15 +4415,18 @@ func (x *OffsetResult) GetError() ErrorCode {
 }
 
 type CommitOffsetsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*OffsetResult        `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Results []*OffsetResult        `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// group_error is the Kafka error code of a commit the coordinator refused as a
+	// whole (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, ...); results are then empty.
+	GroupError    int32 `protobuf:"varint,2,opt,name=group_error,json=groupError,proto3" json:"group_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitOffsetsResponse) Reset() {
 	*x = CommitOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4438,7 @@ func (x *CommitOffsetsResponse) String() string {
 func (*CommitOffsetsResponse) ProtoMessage() {}
 
 func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4451,7 @@ func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{63}
+	return file_metastore_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CommitOffsetsResponse) GetResults() []*OffsetResult {
@@ -4034,6 +4459,13 @@ func (x *CommitOffsetsResponse) GetResults() []*OffsetResult {
 		return x.Results
 	}
 	return nil
+}
+
+func (x *CommitOffsetsResponse) GetGroupError() int32 {
+	if x != nil {
+		return x.GroupError
+	}
+	return 0
 }
 
 type FetchOffsetsRequest struct {
@@ -4047,7 +4479,7 @@ type FetchOffsetsRequest struct {
 
 func (x *FetchOffsetsRequest) Reset() {
 	*x = FetchOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4059,7 +4491,7 @@ func (x *FetchOffsetsRequest) String() string {
 func (*FetchOffsetsRequest) ProtoMessage() {}
 
 func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4072,7 +4504,7 @@ func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{64}
+	return file_metastore_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *FetchOffsetsRequest) GetGroup() string {
@@ -4099,7 +4531,7 @@ type FetchOffsetsResponse struct {
 
 func (x *FetchOffsetsResponse) Reset() {
 	*x = FetchOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4111,7 +4543,7 @@ func (x *FetchOffsetsResponse) String() string {
 func (*FetchOffsetsResponse) ProtoMessage() {}
 
 func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4124,7 +4556,7 @@ func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{65}
+	return file_metastore_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *FetchOffsetsResponse) GetOffsets() []*CommittedOffset {
@@ -4144,7 +4576,7 @@ type DeleteOffsetsRequest struct {
 
 func (x *DeleteOffsetsRequest) Reset() {
 	*x = DeleteOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4156,7 +4588,7 @@ func (x *DeleteOffsetsRequest) String() string {
 func (*DeleteOffsetsRequest) ProtoMessage() {}
 
 func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4169,7 +4601,7 @@ func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{66}
+	return file_metastore_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DeleteOffsetsRequest) GetGroup() string {
@@ -4195,7 +4627,7 @@ type DeleteOffsetsResponse struct {
 
 func (x *DeleteOffsetsResponse) Reset() {
 	*x = DeleteOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4207,7 +4639,7 @@ func (x *DeleteOffsetsResponse) String() string {
 func (*DeleteOffsetsResponse) ProtoMessage() {}
 
 func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4220,7 +4652,7 @@ func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{67}
+	return file_metastore_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *DeleteOffsetsResponse) GetResults() []*OffsetResult {
@@ -4238,7 +4670,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4250,7 +4682,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4263,20 +4695,22 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{68}
+	return file_metastore_proto_rawDescGZIP(), []int{73}
 }
 
 type ListGroupsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Every group with state (today: committed offsets), sorted.
-	Groups        []string `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Every group with state (committed offsets or a group record), sorted.
+	Groups []string `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	// listed[i] describes groups[i] (without members).
+	Listed        []*GroupDescription `protobuf:"bytes,2,rep,name=listed,proto3" json:"listed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4288,7 +4722,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4301,12 +4735,19 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{69}
+	return file_metastore_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListGroupsResponse) GetGroups() []string {
 	if x != nil {
 		return x.Groups
+	}
+	return nil
+}
+
+func (x *ListGroupsResponse) GetListed() []*GroupDescription {
+	if x != nil {
+		return x.Listed
 	}
 	return nil
 }
@@ -4320,7 +4761,7 @@ type DeleteGroupsRequest struct {
 
 func (x *DeleteGroupsRequest) Reset() {
 	*x = DeleteGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4332,7 +4773,7 @@ func (x *DeleteGroupsRequest) String() string {
 func (*DeleteGroupsRequest) ProtoMessage() {}
 
 func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4345,7 +4786,7 @@ func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{70}
+	return file_metastore_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *DeleteGroupsRequest) GetGroups() []string {
@@ -4365,7 +4806,7 @@ type GroupResult struct {
 
 func (x *GroupResult) Reset() {
 	*x = GroupResult{}
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4377,7 +4818,7 @@ func (x *GroupResult) String() string {
 func (*GroupResult) ProtoMessage() {}
 
 func (x *GroupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4390,7 +4831,7 @@ func (x *GroupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
 func (*GroupResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{71}
+	return file_metastore_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *GroupResult) GetGroup() string {
@@ -4416,7 +4857,7 @@ type DeleteGroupsResponse struct {
 
 func (x *DeleteGroupsResponse) Reset() {
 	*x = DeleteGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4428,7 +4869,7 @@ func (x *DeleteGroupsResponse) String() string {
 func (*DeleteGroupsResponse) ProtoMessage() {}
 
 func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4441,12 +4882,923 @@ func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{72}
+	return file_metastore_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DeleteGroupsResponse) GetResults() []*GroupResult {
 	if x != nil {
 		return x.Results
+	}
+	return nil
+}
+
+type JoinGroupRequest struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Group              string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	MemberId           string                 `protobuf:"bytes,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	InstanceId         *string                `protobuf:"bytes,3,opt,name=instance_id,json=instanceId,proto3,oneof" json:"instance_id,omitempty"`
+	ProtocolType       string                 `protobuf:"bytes,4,opt,name=protocol_type,json=protocolType,proto3" json:"protocol_type,omitempty"`
+	Protocols          []*GroupProtocol       `protobuf:"bytes,5,rep,name=protocols,proto3" json:"protocols,omitempty"`
+	SessionTimeoutMs   int32                  `protobuf:"varint,6,opt,name=session_timeout_ms,json=sessionTimeoutMs,proto3" json:"session_timeout_ms,omitempty"`
+	RebalanceTimeoutMs int32                  `protobuf:"varint,7,opt,name=rebalance_timeout_ms,json=rebalanceTimeoutMs,proto3" json:"rebalance_timeout_ms,omitempty"`
+	ClientId           string                 `protobuf:"bytes,8,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientHost         string                 `protobuf:"bytes,9,opt,name=client_host,json=clientHost,proto3" json:"client_host,omitempty"`
+	RequireMemberId    bool                   `protobuf:"varint,10,opt,name=require_member_id,json=requireMemberId,proto3" json:"require_member_id,omitempty"`       // JoinGroup v4+ (KIP-394)
+	CanSkipAssignment  bool                   `protobuf:"varint,11,opt,name=can_skip_assignment,json=canSkipAssignment,proto3" json:"can_skip_assignment,omitempty"` // JoinGroup v9+ (KIP-814)
+	Reason             string                 `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *JoinGroupRequest) Reset() {
+	*x = JoinGroupRequest{}
+	mi := &file_metastore_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinGroupRequest) ProtoMessage() {}
+
+func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinGroupRequest.ProtoReflect.Descriptor instead.
+func (*JoinGroupRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *JoinGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *JoinGroupRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *JoinGroupRequest) GetInstanceId() string {
+	if x != nil && x.InstanceId != nil {
+		return *x.InstanceId
+	}
+	return ""
+}
+
+func (x *JoinGroupRequest) GetProtocolType() string {
+	if x != nil {
+		return x.ProtocolType
+	}
+	return ""
+}
+
+func (x *JoinGroupRequest) GetProtocols() []*GroupProtocol {
+	if x != nil {
+		return x.Protocols
+	}
+	return nil
+}
+
+func (x *JoinGroupRequest) GetSessionTimeoutMs() int32 {
+	if x != nil {
+		return x.SessionTimeoutMs
+	}
+	return 0
+}
+
+func (x *JoinGroupRequest) GetRebalanceTimeoutMs() int32 {
+	if x != nil {
+		return x.RebalanceTimeoutMs
+	}
+	return 0
+}
+
+func (x *JoinGroupRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *JoinGroupRequest) GetClientHost() string {
+	if x != nil {
+		return x.ClientHost
+	}
+	return ""
+}
+
+func (x *JoinGroupRequest) GetRequireMemberId() bool {
+	if x != nil {
+		return x.RequireMemberId
+	}
+	return false
+}
+
+func (x *JoinGroupRequest) GetCanSkipAssignment() bool {
+	if x != nil {
+		return x.CanSkipAssignment
+	}
+	return false
+}
+
+func (x *JoinGroupRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type JoinGroupResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ErrorCode      int32                  `protobuf:"varint,1,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	Generation     int32                  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	ProtocolType   string                 `protobuf:"bytes,3,opt,name=protocol_type,json=protocolType,proto3" json:"protocol_type,omitempty"`
+	Protocol       string                 `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Leader         string                 `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	MemberId       string                 `protobuf:"bytes,6,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	SkipAssignment bool                   `protobuf:"varint,7,opt,name=skip_assignment,json=skipAssignment,proto3" json:"skip_assignment,omitempty"`
+	// To the leader only: every member with the selected protocol's metadata as its
+	// one protocol.
+	Members       []*GroupMember `protobuf:"bytes,8,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinGroupResponse) Reset() {
+	*x = JoinGroupResponse{}
+	mi := &file_metastore_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinGroupResponse) ProtoMessage() {}
+
+func (x *JoinGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinGroupResponse.ProtoReflect.Descriptor instead.
+func (*JoinGroupResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *JoinGroupResponse) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *JoinGroupResponse) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *JoinGroupResponse) GetProtocolType() string {
+	if x != nil {
+		return x.ProtocolType
+	}
+	return ""
+}
+
+func (x *JoinGroupResponse) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *JoinGroupResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *JoinGroupResponse) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *JoinGroupResponse) GetSkipAssignment() bool {
+	if x != nil {
+		return x.SkipAssignment
+	}
+	return false
+}
+
+func (x *JoinGroupResponse) GetMembers() []*GroupMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type SyncGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Generation    int32                  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	MemberId      string                 `protobuf:"bytes,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	InstanceId    *string                `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3,oneof" json:"instance_id,omitempty"`
+	ProtocolType  string                 `protobuf:"bytes,5,opt,name=protocol_type,json=protocolType,proto3" json:"protocol_type,omitempty"` // empty: not checked (SyncGroup before v5)
+	Protocol      string                 `protobuf:"bytes,6,opt,name=protocol,proto3" json:"protocol,omitempty"`                             // empty: not checked
+	Assignments   []*GroupAssignment     `protobuf:"bytes,7,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncGroupRequest) Reset() {
+	*x = SyncGroupRequest{}
+	mi := &file_metastore_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncGroupRequest) ProtoMessage() {}
+
+func (x *SyncGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncGroupRequest.ProtoReflect.Descriptor instead.
+func (*SyncGroupRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *SyncGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *SyncGroupRequest) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *SyncGroupRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *SyncGroupRequest) GetInstanceId() string {
+	if x != nil && x.InstanceId != nil {
+		return *x.InstanceId
+	}
+	return ""
+}
+
+func (x *SyncGroupRequest) GetProtocolType() string {
+	if x != nil {
+		return x.ProtocolType
+	}
+	return ""
+}
+
+func (x *SyncGroupRequest) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *SyncGroupRequest) GetAssignments() []*GroupAssignment {
+	if x != nil {
+		return x.Assignments
+	}
+	return nil
+}
+
+type GroupAssignment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MemberId      string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	Assignment    []byte                 `protobuf:"bytes,2,opt,name=assignment,proto3" json:"assignment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupAssignment) Reset() {
+	*x = GroupAssignment{}
+	mi := &file_metastore_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupAssignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupAssignment) ProtoMessage() {}
+
+func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupAssignment.ProtoReflect.Descriptor instead.
+func (*GroupAssignment) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *GroupAssignment) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *GroupAssignment) GetAssignment() []byte {
+	if x != nil {
+		return x.Assignment
+	}
+	return nil
+}
+
+type SyncGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ErrorCode     int32                  `protobuf:"varint,1,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ProtocolType  string                 `protobuf:"bytes,2,opt,name=protocol_type,json=protocolType,proto3" json:"protocol_type,omitempty"`
+	Protocol      string                 `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Assignment    []byte                 `protobuf:"bytes,4,opt,name=assignment,proto3" json:"assignment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncGroupResponse) Reset() {
+	*x = SyncGroupResponse{}
+	mi := &file_metastore_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncGroupResponse) ProtoMessage() {}
+
+func (x *SyncGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncGroupResponse.ProtoReflect.Descriptor instead.
+func (*SyncGroupResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *SyncGroupResponse) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *SyncGroupResponse) GetProtocolType() string {
+	if x != nil {
+		return x.ProtocolType
+	}
+	return ""
+}
+
+func (x *SyncGroupResponse) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *SyncGroupResponse) GetAssignment() []byte {
+	if x != nil {
+		return x.Assignment
+	}
+	return nil
+}
+
+type HeartbeatRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Generation    int32                  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	MemberId      string                 `protobuf:"bytes,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	InstanceId    *string                `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3,oneof" json:"instance_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatRequest) Reset() {
+	*x = HeartbeatRequest{}
+	mi := &file_metastore_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatRequest) ProtoMessage() {}
+
+func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
+func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *HeartbeatRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetInstanceId() string {
+	if x != nil && x.InstanceId != nil {
+		return *x.InstanceId
+	}
+	return ""
+}
+
+type HeartbeatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ErrorCode     int32                  `protobuf:"varint,1,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatResponse) Reset() {
+	*x = HeartbeatResponse{}
+	mi := &file_metastore_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatResponse) ProtoMessage() {}
+
+func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
+func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *HeartbeatResponse) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+type LeaveGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Members       []*LeavingMember       `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveGroupRequest) Reset() {
+	*x = LeaveGroupRequest{}
+	mi := &file_metastore_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveGroupRequest) ProtoMessage() {}
+
+func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
+func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *LeaveGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *LeaveGroupRequest) GetMembers() []*LeavingMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type LeavingMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MemberId      string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	InstanceId    *string                `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3,oneof" json:"instance_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	ErrorCode     int32                  `protobuf:"varint,4,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"` // in the response
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeavingMember) Reset() {
+	*x = LeavingMember{}
+	mi := &file_metastore_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeavingMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeavingMember) ProtoMessage() {}
+
+func (x *LeavingMember) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeavingMember.ProtoReflect.Descriptor instead.
+func (*LeavingMember) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *LeavingMember) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *LeavingMember) GetInstanceId() string {
+	if x != nil && x.InstanceId != nil {
+		return *x.InstanceId
+	}
+	return ""
+}
+
+func (x *LeavingMember) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LeavingMember) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+type LeaveGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ErrorCode     int32                  `protobuf:"varint,1,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	Members       []*LeavingMember       `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveGroupResponse) Reset() {
+	*x = LeaveGroupResponse{}
+	mi := &file_metastore_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveGroupResponse) ProtoMessage() {}
+
+func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveGroupResponse.ProtoReflect.Descriptor instead.
+func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *LeaveGroupResponse) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *LeaveGroupResponse) GetMembers() []*LeavingMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type DescribeGroupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []string               `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeGroupsRequest) Reset() {
+	*x = DescribeGroupsRequest{}
+	mi := &file_metastore_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeGroupsRequest) ProtoMessage() {}
+
+func (x *DescribeGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeGroupsRequest.ProtoReflect.Descriptor instead.
+func (*DescribeGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *DescribeGroupsRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type GroupDescription struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Group        string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	ErrorCode    int32                  `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	State        string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // Empty, PreparingRebalance, CompletingRebalance, Stable, Dead
+	ProtocolType string                 `protobuf:"bytes,4,opt,name=protocol_type,json=protocolType,proto3" json:"protocol_type,omitempty"`
+	Protocol     string                 `protobuf:"bytes,5,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Members with the selected protocol's metadata as their one protocol.
+	Members       []*GroupMember `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
+	Generation    int32          `protobuf:"varint,7,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupDescription) Reset() {
+	*x = GroupDescription{}
+	mi := &file_metastore_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupDescription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupDescription) ProtoMessage() {}
+
+func (x *GroupDescription) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupDescription.ProtoReflect.Descriptor instead.
+func (*GroupDescription) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *GroupDescription) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *GroupDescription) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *GroupDescription) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *GroupDescription) GetProtocolType() string {
+	if x != nil {
+		return x.ProtocolType
+	}
+	return ""
+}
+
+func (x *GroupDescription) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *GroupDescription) GetMembers() []*GroupMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *GroupDescription) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type DescribeGroupsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []*GroupDescription    `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeGroupsResponse) Reset() {
+	*x = DescribeGroupsResponse{}
+	mi := &file_metastore_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeGroupsResponse) ProtoMessage() {}
+
+func (x *DescribeGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeGroupsResponse.ProtoReflect.Descriptor instead.
+func (*DescribeGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *DescribeGroupsResponse) GetGroups() []*GroupDescription {
+	if x != nil {
+		return x.Groups
 	}
 	return nil
 }
@@ -4459,7 +5811,7 @@ type ClusterRequest struct {
 
 func (x *ClusterRequest) Reset() {
 	*x = ClusterRequest{}
-	mi := &file_metastore_proto_msgTypes[73]
+	mi := &file_metastore_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4471,7 +5823,7 @@ func (x *ClusterRequest) String() string {
 func (*ClusterRequest) ProtoMessage() {}
 
 func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[73]
+	mi := &file_metastore_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4484,7 +5836,7 @@ func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRequest.ProtoReflect.Descriptor instead.
 func (*ClusterRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{73}
+	return file_metastore_proto_rawDescGZIP(), []int{91}
 }
 
 type ClusterResponse struct {
@@ -4498,7 +5850,7 @@ type ClusterResponse struct {
 
 func (x *ClusterResponse) Reset() {
 	*x = ClusterResponse{}
-	mi := &file_metastore_proto_msgTypes[74]
+	mi := &file_metastore_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4510,7 +5862,7 @@ func (x *ClusterResponse) String() string {
 func (*ClusterResponse) ProtoMessage() {}
 
 func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[74]
+	mi := &file_metastore_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4523,7 +5875,7 @@ func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse.ProtoReflect.Descriptor instead.
 func (*ClusterResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{74}
+	return file_metastore_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *ClusterResponse) GetMembers() []*ClusterResponse_Member {
@@ -4558,7 +5910,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4570,7 +5922,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4583,7 +5935,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{75}
+	return file_metastore_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -4615,7 +5967,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_metastore_proto_msgTypes[76]
+	mi := &file_metastore_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4627,7 +5979,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[76]
+	mi := &file_metastore_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4640,7 +5992,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{76}
+	return file_metastore_proto_rawDescGZIP(), []int{94}
 }
 
 type LeaveRequest struct {
@@ -4652,7 +6004,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_metastore_proto_msgTypes[77]
+	mi := &file_metastore_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4664,7 +6016,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[77]
+	mi := &file_metastore_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4677,7 +6029,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{77}
+	return file_metastore_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -4695,7 +6047,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_metastore_proto_msgTypes[78]
+	mi := &file_metastore_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4707,7 +6059,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[78]
+	mi := &file_metastore_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4720,7 +6072,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{78}
+	return file_metastore_proto_rawDescGZIP(), []int{96}
 }
 
 type ClusterResponse_Member struct {
@@ -4736,7 +6088,7 @@ type ClusterResponse_Member struct {
 
 func (x *ClusterResponse_Member) Reset() {
 	*x = ClusterResponse_Member{}
-	mi := &file_metastore_proto_msgTypes[81]
+	mi := &file_metastore_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4748,7 +6100,7 @@ func (x *ClusterResponse_Member) String() string {
 func (*ClusterResponse_Member) ProtoMessage() {}
 
 func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[81]
+	mi := &file_metastore_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4761,7 +6113,7 @@ func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse_Member.ProtoReflect.Descriptor instead.
 func (*ClusterResponse_Member) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{74, 0}
+	return file_metastore_proto_rawDescGZIP(), []int{92, 0}
 }
 
 func (x *ClusterResponse_Member) GetId() string {
@@ -4803,7 +6155,8 @@ var File_metastore_proto protoreflect.FileDescriptor
 
 const file_metastore_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmetastore.proto\x12\x13strata.metastore.v1\"\x84\t\n" +
+	"\x0fmetastore.proto\x12\x13strata.metastore.v1\"\xa0\n" +
+	"\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x15\n" +
 	"\x06now_ms\x18\x02 \x01(\x03R\x05nowMs\x12O\n" +
@@ -4820,7 +6173,10 @@ const file_metastore_proto_rawDesc = "" +
 	"\x10deregister_agent\x18\x13 \x01(\v2+.strata.metastore.v1.DeregisterAgentCommandH\x00R\x0fderegisterAgent\x12R\n" +
 	"\x0ecommit_offsets\x18\x14 \x01(\v2).strata.metastore.v1.CommitOffsetsCommandH\x00R\rcommitOffsets\x12R\n" +
 	"\x0edelete_offsets\x18\x15 \x01(\v2).strata.metastore.v1.DeleteOffsetsCommandH\x00R\rdeleteOffsets\x12O\n" +
-	"\rdelete_groups\x18\x16 \x01(\v2(.strata.metastore.v1.DeleteGroupsCommandH\x00R\fdeleteGroupsB\x04\n" +
+	"\rdelete_groups\x18\x16 \x01(\v2(.strata.metastore.v1.DeleteGroupsCommandH\x00R\fdeleteGroups\x12F\n" +
+	"\n" +
+	"save_group\x18\x17 \x01(\v2%.strata.metastore.v1.SaveGroupCommandH\x00R\tsaveGroup\x12R\n" +
+	"\x0eexpire_offsets\x18\x18 \x01(\v2).strata.metastore.v1.ExpireOffsetsCommandH\x00R\rexpireOffsetsB\x04\n" +
 	"\x02op\"r\n" +
 	"\x13CreateTopicsCommand\x126\n" +
 	"\x06topics\x18\x01 \x03(\v2\x1e.strata.metastore.v1.TopicSpecR\x06topics\x12#\n" +
@@ -4883,7 +6239,11 @@ const file_metastore_proto_rawDesc = "" +
 	"partitions\x18\x02 \x03(\v2!.strata.metastore.v1.PartitionRefR\n" +
 	"partitions\"-\n" +
 	"\x13DeleteGroupsCommand\x12\x16\n" +
-	"\x06groups\x18\x01 \x03(\tR\x06groups\"\xa3\x02\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\"J\n" +
+	"\x10SaveGroupCommand\x126\n" +
+	"\x05group\x18\x01 \x01(\v2 .strata.metastore.v1.GroupRecordR\x05group\"9\n" +
+	"\x14ExpireOffsetsCommand\x12!\n" +
+	"\fretention_ms\x18\x01 \x01(\x03R\vretentionMs\"\xa3\x02\n" +
 	"\x05Topic\x12\x19\n" +
 	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -4933,7 +6293,35 @@ const file_metastore_proto_rawDesc = "" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12!\n" +
 	"\fleader_epoch\x18\x04 \x01(\x05R\vleaderEpoch\x12\x1a\n" +
 	"\bmetadata\x18\x05 \x01(\tR\bmetadata\x12\x1b\n" +
-	"\tcommit_ms\x18\x06 \x01(\x03R\bcommitMs\"\x9e\x01\n" +
+	"\tcommit_ms\x18\x06 \x01(\x03R\bcommitMs\"\x9a\x02\n" +
+	"\vGroupRecord\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12#\n" +
+	"\rprotocol_type\x18\x02 \x01(\tR\fprotocolType\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x05R\n" +
+	"generation\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leader\x12:\n" +
+	"\amembers\x18\x06 \x03(\v2 .strata.metastore.v1.GroupMemberR\amembers\x12\x1a\n" +
+	"\bassigned\x18\a \x01(\bR\bassigned\x12$\n" +
+	"\x0eempty_since_ms\x18\b \x01(\x03R\femptySinceMs\"\xe0\x02\n" +
+	"\vGroupMember\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12$\n" +
+	"\vinstance_id\x18\x02 \x01(\tH\x00R\n" +
+	"instanceId\x88\x01\x01\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12\x1f\n" +
+	"\vclient_host\x18\x04 \x01(\tR\n" +
+	"clientHost\x12,\n" +
+	"\x12session_timeout_ms\x18\x05 \x01(\x05R\x10sessionTimeoutMs\x120\n" +
+	"\x14rebalance_timeout_ms\x18\x06 \x01(\x05R\x12rebalanceTimeoutMs\x12@\n" +
+	"\tprotocols\x18\a \x03(\v2\".strata.metastore.v1.GroupProtocolR\tprotocols\x12\x1e\n" +
+	"\n" +
+	"assignment\x18\b \x01(\fR\n" +
+	"assignmentB\x0e\n" +
+	"\f_instance_id\"?\n" +
+	"\rGroupProtocol\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bmetadata\x18\x02 \x01(\fR\bmetadata\"\x9e\x01\n" +
 	"\x14CommitSegmentRequest\x12\x1d\n" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\fR\tsegmentId\x12\x12\n" +
@@ -5078,16 +6466,26 @@ const file_metastore_proto_rawDesc = "" +
 	"\x0etopics_changed\x18\x04 \x03(\v2\x1a.strata.metastore.v1.TopicR\rtopicsChanged\x12%\n" +
 	"\x0etopics_deleted\x18\x05 \x03(\fR\rtopicsDeleted\x12E\n" +
 	"\x0eagents_changed\x18\x06 \x03(\v2\x1e.strata.metastore.v1.AgentInfoR\ragentsChanged\x12%\n" +
-	"\x0eagents_removed\x18\a \x03(\tR\ragentsRemoved\"l\n" +
+	"\x0eagents_removed\x18\a \x03(\tR\ragentsRemoved\"\xf3\x01\n" +
 	"\x14CommitOffsetsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12>\n" +
-	"\aoffsets\x18\x02 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\"}\n" +
+	"\aoffsets\x18\x02 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\x12#\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x05H\x00R\n" +
+	"generation\x88\x01\x01\x12\x1b\n" +
+	"\tmember_id\x18\x04 \x01(\tR\bmemberId\x12$\n" +
+	"\vinstance_id\x18\x05 \x01(\tH\x01R\n" +
+	"instanceId\x88\x01\x01B\r\n" +
+	"\v_generationB\x0e\n" +
+	"\f_instance_id\"}\n" +
 	"\fOffsetResult\x12\x19\n" +
 	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x124\n" +
-	"\x05error\x18\x03 \x01(\x0e2\x1e.strata.metastore.v1.ErrorCodeR\x05error\"T\n" +
+	"\x05error\x18\x03 \x01(\x0e2\x1e.strata.metastore.v1.ErrorCodeR\x05error\"u\n" +
 	"\x15CommitOffsetsResponse\x12;\n" +
-	"\aresults\x18\x01 \x03(\v2!.strata.metastore.v1.OffsetResultR\aresults\"n\n" +
+	"\aresults\x18\x01 \x03(\v2!.strata.metastore.v1.OffsetResultR\aresults\x12\x1f\n" +
+	"\vgroup_error\x18\x02 \x01(\x05R\n" +
+	"groupError\"n\n" +
 	"\x13FetchOffsetsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12A\n" +
 	"\n" +
@@ -5102,16 +6500,113 @@ const file_metastore_proto_rawDesc = "" +
 	"partitions\"T\n" +
 	"\x15DeleteOffsetsResponse\x12;\n" +
 	"\aresults\x18\x01 \x03(\v2!.strata.metastore.v1.OffsetResultR\aresults\"\x13\n" +
-	"\x11ListGroupsRequest\",\n" +
+	"\x11ListGroupsRequest\"k\n" +
 	"\x12ListGroupsResponse\x12\x16\n" +
-	"\x06groups\x18\x01 \x03(\tR\x06groups\"-\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\x12=\n" +
+	"\x06listed\x18\x02 \x03(\v2%.strata.metastore.v1.GroupDescriptionR\x06listed\"-\n" +
 	"\x13DeleteGroupsRequest\x12\x16\n" +
 	"\x06groups\x18\x01 \x03(\tR\x06groups\"Y\n" +
 	"\vGroupResult\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x124\n" +
 	"\x05error\x18\x02 \x01(\x0e2\x1e.strata.metastore.v1.ErrorCodeR\x05error\"R\n" +
 	"\x14DeleteGroupsResponse\x12:\n" +
-	"\aresults\x18\x01 \x03(\v2 .strata.metastore.v1.GroupResultR\aresults\"\x10\n" +
+	"\aresults\x18\x01 \x03(\v2 .strata.metastore.v1.GroupResultR\aresults\"\xf4\x03\n" +
+	"\x10JoinGroupRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1b\n" +
+	"\tmember_id\x18\x02 \x01(\tR\bmemberId\x12$\n" +
+	"\vinstance_id\x18\x03 \x01(\tH\x00R\n" +
+	"instanceId\x88\x01\x01\x12#\n" +
+	"\rprotocol_type\x18\x04 \x01(\tR\fprotocolType\x12@\n" +
+	"\tprotocols\x18\x05 \x03(\v2\".strata.metastore.v1.GroupProtocolR\tprotocols\x12,\n" +
+	"\x12session_timeout_ms\x18\x06 \x01(\x05R\x10sessionTimeoutMs\x120\n" +
+	"\x14rebalance_timeout_ms\x18\a \x01(\x05R\x12rebalanceTimeoutMs\x12\x1b\n" +
+	"\tclient_id\x18\b \x01(\tR\bclientId\x12\x1f\n" +
+	"\vclient_host\x18\t \x01(\tR\n" +
+	"clientHost\x12*\n" +
+	"\x11require_member_id\x18\n" +
+	" \x01(\bR\x0frequireMemberId\x12.\n" +
+	"\x13can_skip_assignment\x18\v \x01(\bR\x11canSkipAssignment\x12\x16\n" +
+	"\x06reason\x18\f \x01(\tR\x06reasonB\x0e\n" +
+	"\f_instance_id\"\xad\x02\n" +
+	"\x11JoinGroupResponse\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x01 \x01(\x05R\terrorCode\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x05R\n" +
+	"generation\x12#\n" +
+	"\rprotocol_type\x18\x03 \x01(\tR\fprotocolType\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leader\x12\x1b\n" +
+	"\tmember_id\x18\x06 \x01(\tR\bmemberId\x12'\n" +
+	"\x0fskip_assignment\x18\a \x01(\bR\x0eskipAssignment\x12:\n" +
+	"\amembers\x18\b \x03(\v2 .strata.metastore.v1.GroupMemberR\amembers\"\xa4\x02\n" +
+	"\x10SyncGroupRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x05R\n" +
+	"generation\x12\x1b\n" +
+	"\tmember_id\x18\x03 \x01(\tR\bmemberId\x12$\n" +
+	"\vinstance_id\x18\x04 \x01(\tH\x00R\n" +
+	"instanceId\x88\x01\x01\x12#\n" +
+	"\rprotocol_type\x18\x05 \x01(\tR\fprotocolType\x12\x1a\n" +
+	"\bprotocol\x18\x06 \x01(\tR\bprotocol\x12F\n" +
+	"\vassignments\x18\a \x03(\v2$.strata.metastore.v1.GroupAssignmentR\vassignmentsB\x0e\n" +
+	"\f_instance_id\"N\n" +
+	"\x0fGroupAssignment\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x1e\n" +
+	"\n" +
+	"assignment\x18\x02 \x01(\fR\n" +
+	"assignment\"\x93\x01\n" +
+	"\x11SyncGroupResponse\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x01 \x01(\x05R\terrorCode\x12#\n" +
+	"\rprotocol_type\x18\x02 \x01(\tR\fprotocolType\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x12\x1e\n" +
+	"\n" +
+	"assignment\x18\x04 \x01(\fR\n" +
+	"assignment\"\x9b\x01\n" +
+	"\x10HeartbeatRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x05R\n" +
+	"generation\x12\x1b\n" +
+	"\tmember_id\x18\x03 \x01(\tR\bmemberId\x12$\n" +
+	"\vinstance_id\x18\x04 \x01(\tH\x00R\n" +
+	"instanceId\x88\x01\x01B\x0e\n" +
+	"\f_instance_id\"2\n" +
+	"\x11HeartbeatResponse\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x01 \x01(\x05R\terrorCode\"g\n" +
+	"\x11LeaveGroupRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12<\n" +
+	"\amembers\x18\x02 \x03(\v2\".strata.metastore.v1.LeavingMemberR\amembers\"\x99\x01\n" +
+	"\rLeavingMember\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12$\n" +
+	"\vinstance_id\x18\x02 \x01(\tH\x00R\n" +
+	"instanceId\x88\x01\x01\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x04 \x01(\x05R\terrorCodeB\x0e\n" +
+	"\f_instance_id\"q\n" +
+	"\x12LeaveGroupResponse\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x01 \x01(\x05R\terrorCode\x12<\n" +
+	"\amembers\x18\x02 \x03(\v2\".strata.metastore.v1.LeavingMemberR\amembers\"/\n" +
+	"\x15DescribeGroupsRequest\x12\x16\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\"\xfa\x01\n" +
+	"\x10GroupDescription\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\x05R\terrorCode\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12#\n" +
+	"\rprotocol_type\x18\x04 \x01(\tR\fprotocolType\x12\x1a\n" +
+	"\bprotocol\x18\x05 \x01(\tR\bprotocol\x12:\n" +
+	"\amembers\x18\x06 \x03(\v2 .strata.metastore.v1.GroupMemberR\amembers\x12\x1e\n" +
+	"\n" +
+	"generation\x18\a \x01(\x05R\n" +
+	"generation\"W\n" +
+	"\x16DescribeGroupsResponse\x12=\n" +
+	"\x06groups\x18\x01 \x03(\v2%.strata.metastore.v1.GroupDescriptionR\x06groups\"\x10\n" +
 	"\x0eClusterRequest\"\x9e\x02\n" +
 	"\x0fClusterResponse\x12E\n" +
 	"\amembers\x18\x01 \x03(\v2+.strata.metastore.v1.ClusterResponse.MemberR\amembers\x12\x12\n" +
@@ -5132,7 +6627,7 @@ const file_metastore_proto_rawDesc = "" +
 	"\fJoinResponse\"\x1e\n" +
 	"\fLeaveRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x0f\n" +
-	"\rLeaveResponse*\xa9\x02\n" +
+	"\rLeaveResponse*\xcf\x02\n" +
 	"\tErrorCode\x12\b\n" +
 	"\x04NONE\x10\x00\x12\x1e\n" +
 	"\x1aUNKNOWN_TOPIC_OR_PARTITION\x10\x01\x12\x18\n" +
@@ -5148,7 +6643,9 @@ const file_metastore_proto_rawDesc = "" +
 	"\rUNKNOWN_AGENT\x10\n" +
 	"\x12\x13\n" +
 	"\x0fINVALID_SEGMENT\x10\v\x12\x13\n" +
-	"\x0fGROUP_NOT_FOUND\x10\f2\xe7\x11\n" +
+	"\x0fGROUP_NOT_FOUND\x10\f\x12\x13\n" +
+	"\x0fNON_EMPTY_GROUP\x10\r\x12\x0f\n" +
+	"\vSTALE_GROUP\x10\x0e2\xc5\x15\n" +
 	"\tMetastore\x12c\n" +
 	"\fCreateTopics\x12(.strata.metastore.v1.CreateTopicsRequest\x1a).strata.metastore.v1.CreateTopicsResponse\x12c\n" +
 	"\fDeleteTopics\x12(.strata.metastore.v1.DeleteTopicsRequest\x1a).strata.metastore.v1.DeleteTopicsResponse\x12c\n" +
@@ -5171,7 +6668,13 @@ const file_metastore_proto_rawDesc = "" +
 	"\rDeleteOffsets\x12).strata.metastore.v1.DeleteOffsetsRequest\x1a*.strata.metastore.v1.DeleteOffsetsResponse\x12]\n" +
 	"\n" +
 	"ListGroups\x12&.strata.metastore.v1.ListGroupsRequest\x1a'.strata.metastore.v1.ListGroupsResponse\x12c\n" +
-	"\fDeleteGroups\x12(.strata.metastore.v1.DeleteGroupsRequest\x1a).strata.metastore.v1.DeleteGroupsResponse\x12T\n" +
+	"\fDeleteGroups\x12(.strata.metastore.v1.DeleteGroupsRequest\x1a).strata.metastore.v1.DeleteGroupsResponse\x12i\n" +
+	"\x0eDescribeGroups\x12*.strata.metastore.v1.DescribeGroupsRequest\x1a+.strata.metastore.v1.DescribeGroupsResponse\x12Z\n" +
+	"\tJoinGroup\x12%.strata.metastore.v1.JoinGroupRequest\x1a&.strata.metastore.v1.JoinGroupResponse\x12Z\n" +
+	"\tSyncGroup\x12%.strata.metastore.v1.SyncGroupRequest\x1a&.strata.metastore.v1.SyncGroupResponse\x12Z\n" +
+	"\tHeartbeat\x12%.strata.metastore.v1.HeartbeatRequest\x1a&.strata.metastore.v1.HeartbeatResponse\x12]\n" +
+	"\n" +
+	"LeaveGroup\x12&.strata.metastore.v1.LeaveGroupRequest\x1a'.strata.metastore.v1.LeaveGroupResponse\x12T\n" +
 	"\aCluster\x12#.strata.metastore.v1.ClusterRequest\x1a$.strata.metastore.v1.ClusterResponse\x12K\n" +
 	"\x04Join\x12 .strata.metastore.v1.JoinRequest\x1a!.strata.metastore.v1.JoinResponse\x12N\n" +
 	"\x05Leave\x12!.strata.metastore.v1.LeaveRequest\x1a\".strata.metastore.v1.LeaveResponseB3Z1github.com/stratalog/strata/metastore/metastorepbb\x06proto3"
@@ -5189,7 +6692,7 @@ func file_metastore_proto_rawDescGZIP() []byte {
 }
 
 var file_metastore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
+var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 100)
 var file_metastore_proto_goTypes = []any{
 	(ErrorCode)(0),                     // 0: strata.metastore.v1.ErrorCode
 	(ConfigOp_Kind)(0),                 // 1: strata.metastore.v1.ConfigOp.Kind
@@ -5212,192 +6715,233 @@ var file_metastore_proto_goTypes = []any{
 	(*CommitOffsetsCommand)(nil),       // 18: strata.metastore.v1.CommitOffsetsCommand
 	(*DeleteOffsetsCommand)(nil),       // 19: strata.metastore.v1.DeleteOffsetsCommand
 	(*DeleteGroupsCommand)(nil),        // 20: strata.metastore.v1.DeleteGroupsCommand
-	(*Topic)(nil),                      // 21: strata.metastore.v1.Topic
-	(*PartitionHead)(nil),              // 22: strata.metastore.v1.PartitionHead
-	(*AgentInfo)(nil),                  // 23: strata.metastore.v1.AgentInfo
-	(*UploadIntent)(nil),               // 24: strata.metastore.v1.UploadIntent
-	(*SegmentRecord)(nil),              // 25: strata.metastore.v1.SegmentRecord
-	(*CommittedOffset)(nil),            // 26: strata.metastore.v1.CommittedOffset
-	(*CommitSegmentRequest)(nil),       // 27: strata.metastore.v1.CommitSegmentRequest
-	(*ChunkCommit)(nil),                // 28: strata.metastore.v1.ChunkCommit
-	(*BatchInfo)(nil),                  // 29: strata.metastore.v1.BatchInfo
-	(*CommitSegmentResponse)(nil),      // 30: strata.metastore.v1.CommitSegmentResponse
-	(*ChunkResult)(nil),                // 31: strata.metastore.v1.ChunkResult
-	(*IndexEntry)(nil),                 // 32: strata.metastore.v1.IndexEntry
-	(*CreateTopicsRequest)(nil),        // 33: strata.metastore.v1.CreateTopicsRequest
-	(*TopicResult)(nil),                // 34: strata.metastore.v1.TopicResult
-	(*CreateTopicsResponse)(nil),       // 35: strata.metastore.v1.CreateTopicsResponse
-	(*DeleteTopicsRequest)(nil),        // 36: strata.metastore.v1.DeleteTopicsRequest
-	(*DeleteTopicsResponse)(nil),       // 37: strata.metastore.v1.DeleteTopicsResponse
-	(*AlterConfigsRequest)(nil),        // 38: strata.metastore.v1.AlterConfigsRequest
-	(*AlterConfigsResponse)(nil),       // 39: strata.metastore.v1.AlterConfigsResponse
-	(*CreatePartitionsRequest)(nil),    // 40: strata.metastore.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),   // 41: strata.metastore.v1.CreatePartitionsResponse
-	(*DescribeTopicsRequest)(nil),      // 42: strata.metastore.v1.DescribeTopicsRequest
-	(*DescribeTopicsResponse)(nil),     // 43: strata.metastore.v1.DescribeTopicsResponse
-	(*LookupRequest)(nil),              // 44: strata.metastore.v1.LookupRequest
-	(*LookupResponse)(nil),             // 45: strata.metastore.v1.LookupResponse
-	(*ListOffsetsRequest)(nil),         // 46: strata.metastore.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),        // 47: strata.metastore.v1.ListOffsetsResponse
-	(*RegisterAgentRequest)(nil),       // 48: strata.metastore.v1.RegisterAgentRequest
-	(*RegisterAgentResponse)(nil),      // 49: strata.metastore.v1.RegisterAgentResponse
-	(*DeregisterAgentRequest)(nil),     // 50: strata.metastore.v1.DeregisterAgentRequest
-	(*DeregisterAgentResponse)(nil),    // 51: strata.metastore.v1.DeregisterAgentResponse
-	(*ListAgentsRequest)(nil),          // 52: strata.metastore.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 53: strata.metastore.v1.ListAgentsResponse
-	(*RecordIntentRequest)(nil),        // 54: strata.metastore.v1.RecordIntentRequest
-	(*RecordIntentResponse)(nil),       // 55: strata.metastore.v1.RecordIntentResponse
-	(*ResolveIntentRequest)(nil),       // 56: strata.metastore.v1.ResolveIntentRequest
-	(*ResolveIntentResponse)(nil),      // 57: strata.metastore.v1.ResolveIntentResponse
-	(*ListExpiredIntentsRequest)(nil),  // 58: strata.metastore.v1.ListExpiredIntentsRequest
-	(*ListExpiredIntentsResponse)(nil), // 59: strata.metastore.v1.ListExpiredIntentsResponse
-	(*WatchRequest)(nil),               // 60: strata.metastore.v1.WatchRequest
-	(*PartitionRef)(nil),               // 61: strata.metastore.v1.PartitionRef
-	(*WatchEvent)(nil),                 // 62: strata.metastore.v1.WatchEvent
-	(*CommitOffsetsRequest)(nil),       // 63: strata.metastore.v1.CommitOffsetsRequest
-	(*OffsetResult)(nil),               // 64: strata.metastore.v1.OffsetResult
-	(*CommitOffsetsResponse)(nil),      // 65: strata.metastore.v1.CommitOffsetsResponse
-	(*FetchOffsetsRequest)(nil),        // 66: strata.metastore.v1.FetchOffsetsRequest
-	(*FetchOffsetsResponse)(nil),       // 67: strata.metastore.v1.FetchOffsetsResponse
-	(*DeleteOffsetsRequest)(nil),       // 68: strata.metastore.v1.DeleteOffsetsRequest
-	(*DeleteOffsetsResponse)(nil),      // 69: strata.metastore.v1.DeleteOffsetsResponse
-	(*ListGroupsRequest)(nil),          // 70: strata.metastore.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),         // 71: strata.metastore.v1.ListGroupsResponse
-	(*DeleteGroupsRequest)(nil),        // 72: strata.metastore.v1.DeleteGroupsRequest
-	(*GroupResult)(nil),                // 73: strata.metastore.v1.GroupResult
-	(*DeleteGroupsResponse)(nil),       // 74: strata.metastore.v1.DeleteGroupsResponse
-	(*ClusterRequest)(nil),             // 75: strata.metastore.v1.ClusterRequest
-	(*ClusterResponse)(nil),            // 76: strata.metastore.v1.ClusterResponse
-	(*JoinRequest)(nil),                // 77: strata.metastore.v1.JoinRequest
-	(*JoinResponse)(nil),               // 78: strata.metastore.v1.JoinResponse
-	(*LeaveRequest)(nil),               // 79: strata.metastore.v1.LeaveRequest
-	(*LeaveResponse)(nil),              // 80: strata.metastore.v1.LeaveResponse
-	nil,                                // 81: strata.metastore.v1.TopicSpec.ConfigsEntry
-	nil,                                // 82: strata.metastore.v1.Topic.ConfigsEntry
-	(*ClusterResponse_Member)(nil),     // 83: strata.metastore.v1.ClusterResponse.Member
+	(*SaveGroupCommand)(nil),           // 21: strata.metastore.v1.SaveGroupCommand
+	(*ExpireOffsetsCommand)(nil),       // 22: strata.metastore.v1.ExpireOffsetsCommand
+	(*Topic)(nil),                      // 23: strata.metastore.v1.Topic
+	(*PartitionHead)(nil),              // 24: strata.metastore.v1.PartitionHead
+	(*AgentInfo)(nil),                  // 25: strata.metastore.v1.AgentInfo
+	(*UploadIntent)(nil),               // 26: strata.metastore.v1.UploadIntent
+	(*SegmentRecord)(nil),              // 27: strata.metastore.v1.SegmentRecord
+	(*CommittedOffset)(nil),            // 28: strata.metastore.v1.CommittedOffset
+	(*GroupRecord)(nil),                // 29: strata.metastore.v1.GroupRecord
+	(*GroupMember)(nil),                // 30: strata.metastore.v1.GroupMember
+	(*GroupProtocol)(nil),              // 31: strata.metastore.v1.GroupProtocol
+	(*CommitSegmentRequest)(nil),       // 32: strata.metastore.v1.CommitSegmentRequest
+	(*ChunkCommit)(nil),                // 33: strata.metastore.v1.ChunkCommit
+	(*BatchInfo)(nil),                  // 34: strata.metastore.v1.BatchInfo
+	(*CommitSegmentResponse)(nil),      // 35: strata.metastore.v1.CommitSegmentResponse
+	(*ChunkResult)(nil),                // 36: strata.metastore.v1.ChunkResult
+	(*IndexEntry)(nil),                 // 37: strata.metastore.v1.IndexEntry
+	(*CreateTopicsRequest)(nil),        // 38: strata.metastore.v1.CreateTopicsRequest
+	(*TopicResult)(nil),                // 39: strata.metastore.v1.TopicResult
+	(*CreateTopicsResponse)(nil),       // 40: strata.metastore.v1.CreateTopicsResponse
+	(*DeleteTopicsRequest)(nil),        // 41: strata.metastore.v1.DeleteTopicsRequest
+	(*DeleteTopicsResponse)(nil),       // 42: strata.metastore.v1.DeleteTopicsResponse
+	(*AlterConfigsRequest)(nil),        // 43: strata.metastore.v1.AlterConfigsRequest
+	(*AlterConfigsResponse)(nil),       // 44: strata.metastore.v1.AlterConfigsResponse
+	(*CreatePartitionsRequest)(nil),    // 45: strata.metastore.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),   // 46: strata.metastore.v1.CreatePartitionsResponse
+	(*DescribeTopicsRequest)(nil),      // 47: strata.metastore.v1.DescribeTopicsRequest
+	(*DescribeTopicsResponse)(nil),     // 48: strata.metastore.v1.DescribeTopicsResponse
+	(*LookupRequest)(nil),              // 49: strata.metastore.v1.LookupRequest
+	(*LookupResponse)(nil),             // 50: strata.metastore.v1.LookupResponse
+	(*ListOffsetsRequest)(nil),         // 51: strata.metastore.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),        // 52: strata.metastore.v1.ListOffsetsResponse
+	(*RegisterAgentRequest)(nil),       // 53: strata.metastore.v1.RegisterAgentRequest
+	(*RegisterAgentResponse)(nil),      // 54: strata.metastore.v1.RegisterAgentResponse
+	(*DeregisterAgentRequest)(nil),     // 55: strata.metastore.v1.DeregisterAgentRequest
+	(*DeregisterAgentResponse)(nil),    // 56: strata.metastore.v1.DeregisterAgentResponse
+	(*ListAgentsRequest)(nil),          // 57: strata.metastore.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 58: strata.metastore.v1.ListAgentsResponse
+	(*RecordIntentRequest)(nil),        // 59: strata.metastore.v1.RecordIntentRequest
+	(*RecordIntentResponse)(nil),       // 60: strata.metastore.v1.RecordIntentResponse
+	(*ResolveIntentRequest)(nil),       // 61: strata.metastore.v1.ResolveIntentRequest
+	(*ResolveIntentResponse)(nil),      // 62: strata.metastore.v1.ResolveIntentResponse
+	(*ListExpiredIntentsRequest)(nil),  // 63: strata.metastore.v1.ListExpiredIntentsRequest
+	(*ListExpiredIntentsResponse)(nil), // 64: strata.metastore.v1.ListExpiredIntentsResponse
+	(*WatchRequest)(nil),               // 65: strata.metastore.v1.WatchRequest
+	(*PartitionRef)(nil),               // 66: strata.metastore.v1.PartitionRef
+	(*WatchEvent)(nil),                 // 67: strata.metastore.v1.WatchEvent
+	(*CommitOffsetsRequest)(nil),       // 68: strata.metastore.v1.CommitOffsetsRequest
+	(*OffsetResult)(nil),               // 69: strata.metastore.v1.OffsetResult
+	(*CommitOffsetsResponse)(nil),      // 70: strata.metastore.v1.CommitOffsetsResponse
+	(*FetchOffsetsRequest)(nil),        // 71: strata.metastore.v1.FetchOffsetsRequest
+	(*FetchOffsetsResponse)(nil),       // 72: strata.metastore.v1.FetchOffsetsResponse
+	(*DeleteOffsetsRequest)(nil),       // 73: strata.metastore.v1.DeleteOffsetsRequest
+	(*DeleteOffsetsResponse)(nil),      // 74: strata.metastore.v1.DeleteOffsetsResponse
+	(*ListGroupsRequest)(nil),          // 75: strata.metastore.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),         // 76: strata.metastore.v1.ListGroupsResponse
+	(*DeleteGroupsRequest)(nil),        // 77: strata.metastore.v1.DeleteGroupsRequest
+	(*GroupResult)(nil),                // 78: strata.metastore.v1.GroupResult
+	(*DeleteGroupsResponse)(nil),       // 79: strata.metastore.v1.DeleteGroupsResponse
+	(*JoinGroupRequest)(nil),           // 80: strata.metastore.v1.JoinGroupRequest
+	(*JoinGroupResponse)(nil),          // 81: strata.metastore.v1.JoinGroupResponse
+	(*SyncGroupRequest)(nil),           // 82: strata.metastore.v1.SyncGroupRequest
+	(*GroupAssignment)(nil),            // 83: strata.metastore.v1.GroupAssignment
+	(*SyncGroupResponse)(nil),          // 84: strata.metastore.v1.SyncGroupResponse
+	(*HeartbeatRequest)(nil),           // 85: strata.metastore.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),          // 86: strata.metastore.v1.HeartbeatResponse
+	(*LeaveGroupRequest)(nil),          // 87: strata.metastore.v1.LeaveGroupRequest
+	(*LeavingMember)(nil),              // 88: strata.metastore.v1.LeavingMember
+	(*LeaveGroupResponse)(nil),         // 89: strata.metastore.v1.LeaveGroupResponse
+	(*DescribeGroupsRequest)(nil),      // 90: strata.metastore.v1.DescribeGroupsRequest
+	(*GroupDescription)(nil),           // 91: strata.metastore.v1.GroupDescription
+	(*DescribeGroupsResponse)(nil),     // 92: strata.metastore.v1.DescribeGroupsResponse
+	(*ClusterRequest)(nil),             // 93: strata.metastore.v1.ClusterRequest
+	(*ClusterResponse)(nil),            // 94: strata.metastore.v1.ClusterResponse
+	(*JoinRequest)(nil),                // 95: strata.metastore.v1.JoinRequest
+	(*JoinResponse)(nil),               // 96: strata.metastore.v1.JoinResponse
+	(*LeaveRequest)(nil),               // 97: strata.metastore.v1.LeaveRequest
+	(*LeaveResponse)(nil),              // 98: strata.metastore.v1.LeaveResponse
+	nil,                                // 99: strata.metastore.v1.TopicSpec.ConfigsEntry
+	nil,                                // 100: strata.metastore.v1.Topic.ConfigsEntry
+	(*ClusterResponse_Member)(nil),     // 101: strata.metastore.v1.ClusterResponse.Member
 }
 var file_metastore_proto_depIdxs = []int32{
-	3,  // 0: strata.metastore.v1.Command.create_topics:type_name -> strata.metastore.v1.CreateTopicsCommand
-	5,  // 1: strata.metastore.v1.Command.delete_topics:type_name -> strata.metastore.v1.DeleteTopicsCommand
-	7,  // 2: strata.metastore.v1.Command.alter_configs:type_name -> strata.metastore.v1.AlterConfigsCommand
-	10, // 3: strata.metastore.v1.Command.create_partitions:type_name -> strata.metastore.v1.CreatePartitionsCommand
-	12, // 4: strata.metastore.v1.Command.commit_segments:type_name -> strata.metastore.v1.CommitSegmentsCommand
-	13, // 5: strata.metastore.v1.Command.register_agent:type_name -> strata.metastore.v1.RegisterAgentCommand
-	15, // 6: strata.metastore.v1.Command.expire_agents:type_name -> strata.metastore.v1.ExpireAgentsCommand
-	16, // 7: strata.metastore.v1.Command.record_intent:type_name -> strata.metastore.v1.RecordIntentCommand
-	17, // 8: strata.metastore.v1.Command.resolve_intent:type_name -> strata.metastore.v1.ResolveIntentCommand
-	14, // 9: strata.metastore.v1.Command.deregister_agent:type_name -> strata.metastore.v1.DeregisterAgentCommand
-	18, // 10: strata.metastore.v1.Command.commit_offsets:type_name -> strata.metastore.v1.CommitOffsetsCommand
-	19, // 11: strata.metastore.v1.Command.delete_offsets:type_name -> strata.metastore.v1.DeleteOffsetsCommand
-	20, // 12: strata.metastore.v1.Command.delete_groups:type_name -> strata.metastore.v1.DeleteGroupsCommand
-	4,  // 13: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
-	81, // 14: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
-	6,  // 15: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
-	8,  // 16: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	6,  // 17: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
-	9,  // 18: strata.metastore.v1.ConfigAlteration.ops:type_name -> strata.metastore.v1.ConfigOp
-	1,  // 19: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
-	11, // 20: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	6,  // 21: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
-	27, // 22: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
-	23, // 23: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
-	24, // 24: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
-	26, // 25: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	61, // 26: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
-	82, // 27: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
-	30, // 28: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
-	28, // 29: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
-	29, // 30: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
-	31, // 31: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
-	0,  // 32: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
-	4,  // 33: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
-	0,  // 34: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
-	21, // 35: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
-	34, // 36: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	6,  // 37: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	34, // 38: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	8,  // 39: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	34, // 40: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	11, // 41: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	34, // 42: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	6,  // 43: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	34, // 44: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	0,  // 45: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	22, // 46: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	32, // 47: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
-	0,  // 48: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	22, // 49: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	32, // 50: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
-	23, // 51: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
-	23, // 52: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
-	23, // 53: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
-	24, // 54: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
-	24, // 55: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
-	61, // 56: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	32, // 57: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
-	21, // 58: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
-	23, // 59: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
-	26, // 60: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	0,  // 61: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
-	64, // 62: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	61, // 63: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	26, // 64: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	61, // 65: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	64, // 66: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	0,  // 67: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
-	73, // 68: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
-	83, // 69: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
-	33, // 70: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
-	36, // 71: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
-	38, // 72: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
-	40, // 73: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
-	42, // 74: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
-	27, // 75: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
-	44, // 76: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
-	46, // 77: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
-	48, // 78: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
-	50, // 79: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
-	52, // 80: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
-	54, // 81: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
-	56, // 82: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
-	58, // 83: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
-	60, // 84: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
-	63, // 85: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
-	66, // 86: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
-	68, // 87: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
-	70, // 88: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
-	72, // 89: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
-	75, // 90: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
-	77, // 91: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
-	79, // 92: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
-	35, // 93: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
-	37, // 94: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
-	39, // 95: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
-	41, // 96: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
-	43, // 97: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
-	30, // 98: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
-	45, // 99: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
-	47, // 100: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
-	49, // 101: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
-	51, // 102: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
-	53, // 103: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
-	55, // 104: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
-	57, // 105: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
-	59, // 106: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
-	62, // 107: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
-	65, // 108: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
-	67, // 109: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
-	69, // 110: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
-	71, // 111: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
-	74, // 112: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
-	76, // 113: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
-	78, // 114: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
-	80, // 115: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
-	93, // [93:116] is the sub-list for method output_type
-	70, // [70:93] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	3,   // 0: strata.metastore.v1.Command.create_topics:type_name -> strata.metastore.v1.CreateTopicsCommand
+	5,   // 1: strata.metastore.v1.Command.delete_topics:type_name -> strata.metastore.v1.DeleteTopicsCommand
+	7,   // 2: strata.metastore.v1.Command.alter_configs:type_name -> strata.metastore.v1.AlterConfigsCommand
+	10,  // 3: strata.metastore.v1.Command.create_partitions:type_name -> strata.metastore.v1.CreatePartitionsCommand
+	12,  // 4: strata.metastore.v1.Command.commit_segments:type_name -> strata.metastore.v1.CommitSegmentsCommand
+	13,  // 5: strata.metastore.v1.Command.register_agent:type_name -> strata.metastore.v1.RegisterAgentCommand
+	15,  // 6: strata.metastore.v1.Command.expire_agents:type_name -> strata.metastore.v1.ExpireAgentsCommand
+	16,  // 7: strata.metastore.v1.Command.record_intent:type_name -> strata.metastore.v1.RecordIntentCommand
+	17,  // 8: strata.metastore.v1.Command.resolve_intent:type_name -> strata.metastore.v1.ResolveIntentCommand
+	14,  // 9: strata.metastore.v1.Command.deregister_agent:type_name -> strata.metastore.v1.DeregisterAgentCommand
+	18,  // 10: strata.metastore.v1.Command.commit_offsets:type_name -> strata.metastore.v1.CommitOffsetsCommand
+	19,  // 11: strata.metastore.v1.Command.delete_offsets:type_name -> strata.metastore.v1.DeleteOffsetsCommand
+	20,  // 12: strata.metastore.v1.Command.delete_groups:type_name -> strata.metastore.v1.DeleteGroupsCommand
+	21,  // 13: strata.metastore.v1.Command.save_group:type_name -> strata.metastore.v1.SaveGroupCommand
+	22,  // 14: strata.metastore.v1.Command.expire_offsets:type_name -> strata.metastore.v1.ExpireOffsetsCommand
+	4,   // 15: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
+	99,  // 16: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
+	6,   // 17: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
+	8,   // 18: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	6,   // 19: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
+	9,   // 20: strata.metastore.v1.ConfigAlteration.ops:type_name -> strata.metastore.v1.ConfigOp
+	1,   // 21: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
+	11,  // 22: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	6,   // 23: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
+	32,  // 24: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
+	25,  // 25: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
+	26,  // 26: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
+	28,  // 27: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	66,  // 28: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
+	29,  // 29: strata.metastore.v1.SaveGroupCommand.group:type_name -> strata.metastore.v1.GroupRecord
+	100, // 30: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
+	35,  // 31: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
+	30,  // 32: strata.metastore.v1.GroupRecord.members:type_name -> strata.metastore.v1.GroupMember
+	31,  // 33: strata.metastore.v1.GroupMember.protocols:type_name -> strata.metastore.v1.GroupProtocol
+	33,  // 34: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
+	34,  // 35: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
+	36,  // 36: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
+	0,   // 37: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
+	4,   // 38: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
+	0,   // 39: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
+	23,  // 40: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
+	39,  // 41: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	6,   // 42: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	39,  // 43: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	8,   // 44: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	39,  // 45: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	11,  // 46: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	39,  // 47: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	6,   // 48: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	39,  // 49: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	0,   // 50: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	24,  // 51: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	37,  // 52: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
+	0,   // 53: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	24,  // 54: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	37,  // 55: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
+	25,  // 56: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
+	25,  // 57: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
+	25,  // 58: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
+	26,  // 59: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
+	26,  // 60: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
+	66,  // 61: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	37,  // 62: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
+	23,  // 63: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
+	25,  // 64: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
+	28,  // 65: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	0,   // 66: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
+	69,  // 67: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	66,  // 68: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	28,  // 69: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	66,  // 70: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	69,  // 71: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	91,  // 72: strata.metastore.v1.ListGroupsResponse.listed:type_name -> strata.metastore.v1.GroupDescription
+	0,   // 73: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
+	78,  // 74: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
+	31,  // 75: strata.metastore.v1.JoinGroupRequest.protocols:type_name -> strata.metastore.v1.GroupProtocol
+	30,  // 76: strata.metastore.v1.JoinGroupResponse.members:type_name -> strata.metastore.v1.GroupMember
+	83,  // 77: strata.metastore.v1.SyncGroupRequest.assignments:type_name -> strata.metastore.v1.GroupAssignment
+	88,  // 78: strata.metastore.v1.LeaveGroupRequest.members:type_name -> strata.metastore.v1.LeavingMember
+	88,  // 79: strata.metastore.v1.LeaveGroupResponse.members:type_name -> strata.metastore.v1.LeavingMember
+	30,  // 80: strata.metastore.v1.GroupDescription.members:type_name -> strata.metastore.v1.GroupMember
+	91,  // 81: strata.metastore.v1.DescribeGroupsResponse.groups:type_name -> strata.metastore.v1.GroupDescription
+	101, // 82: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
+	38,  // 83: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
+	41,  // 84: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
+	43,  // 85: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
+	45,  // 86: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
+	47,  // 87: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
+	32,  // 88: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
+	49,  // 89: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
+	51,  // 90: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
+	53,  // 91: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
+	55,  // 92: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
+	57,  // 93: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
+	59,  // 94: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
+	61,  // 95: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
+	63,  // 96: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
+	65,  // 97: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
+	68,  // 98: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
+	71,  // 99: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
+	73,  // 100: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
+	75,  // 101: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
+	77,  // 102: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
+	90,  // 103: strata.metastore.v1.Metastore.DescribeGroups:input_type -> strata.metastore.v1.DescribeGroupsRequest
+	80,  // 104: strata.metastore.v1.Metastore.JoinGroup:input_type -> strata.metastore.v1.JoinGroupRequest
+	82,  // 105: strata.metastore.v1.Metastore.SyncGroup:input_type -> strata.metastore.v1.SyncGroupRequest
+	85,  // 106: strata.metastore.v1.Metastore.Heartbeat:input_type -> strata.metastore.v1.HeartbeatRequest
+	87,  // 107: strata.metastore.v1.Metastore.LeaveGroup:input_type -> strata.metastore.v1.LeaveGroupRequest
+	93,  // 108: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
+	95,  // 109: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
+	97,  // 110: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
+	40,  // 111: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
+	42,  // 112: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
+	44,  // 113: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
+	46,  // 114: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
+	48,  // 115: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
+	35,  // 116: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
+	50,  // 117: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
+	52,  // 118: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
+	54,  // 119: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
+	56,  // 120: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
+	58,  // 121: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
+	60,  // 122: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
+	62,  // 123: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
+	64,  // 124: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
+	67,  // 125: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
+	70,  // 126: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
+	72,  // 127: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
+	74,  // 128: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
+	76,  // 129: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
+	79,  // 130: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
+	92,  // 131: strata.metastore.v1.Metastore.DescribeGroups:output_type -> strata.metastore.v1.DescribeGroupsResponse
+	81,  // 132: strata.metastore.v1.Metastore.JoinGroup:output_type -> strata.metastore.v1.JoinGroupResponse
+	84,  // 133: strata.metastore.v1.Metastore.SyncGroup:output_type -> strata.metastore.v1.SyncGroupResponse
+	86,  // 134: strata.metastore.v1.Metastore.Heartbeat:output_type -> strata.metastore.v1.HeartbeatResponse
+	89,  // 135: strata.metastore.v1.Metastore.LeaveGroup:output_type -> strata.metastore.v1.LeaveGroupResponse
+	94,  // 136: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
+	96,  // 137: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
+	98,  // 138: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
+	111, // [111:139] is the sub-list for method output_type
+	83,  // [83:111] is the sub-list for method input_type
+	83,  // [83:83] is the sub-list for extension type_name
+	83,  // [83:83] is the sub-list for extension extendee
+	0,   // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_metastore_proto_init() }
@@ -5419,14 +6963,22 @@ func file_metastore_proto_init() {
 		(*Command_CommitOffsets)(nil),
 		(*Command_DeleteOffsets)(nil),
 		(*Command_DeleteGroups)(nil),
+		(*Command_SaveGroup)(nil),
+		(*Command_ExpireOffsets)(nil),
 	}
+	file_metastore_proto_msgTypes[28].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[66].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[78].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[80].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[83].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[86].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metastore_proto_rawDesc), len(file_metastore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   82,
+			NumMessages:   100,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -261,16 +260,6 @@ func (a *api) ListExpiredIntents(ctx context.Context, req *pb.ListExpiredIntents
 
 // --- committed offsets --------------------------------------------------------------
 
-func (a *api) CommitOffsets(ctx context.Context, req *pb.CommitOffsetsRequest) (*pb.CommitOffsetsResponse, error) {
-	return onLeader(ctx, a.n, req, pb.MetastoreClient.CommitOffsets, func() (*pb.CommitOffsetsResponse, error) {
-		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_CommitOffsets{CommitOffsets: &pb.CommitOffsetsCommand{Group: req.Group, Offsets: req.Offsets}}})
-		if err != nil {
-			return nil, err
-		}
-		return &pb.CommitOffsetsResponse{Results: res.Offsets}, nil
-	})
-}
-
 func (a *api) FetchOffsets(ctx context.Context, req *pb.FetchOffsetsRequest) (*pb.FetchOffsetsResponse, error) {
 	return onLeader(ctx, a.n, req, pb.MetastoreClient.FetchOffsets, func() (*pb.FetchOffsetsResponse, error) {
 		if err := a.n.linearize(ctx); err != nil {
@@ -291,30 +280,6 @@ func (a *api) DeleteOffsets(ctx context.Context, req *pb.DeleteOffsetsRequest) (
 			return nil, err
 		}
 		return &pb.DeleteOffsetsResponse{Results: res.Offsets}, nil
-	})
-}
-
-func (a *api) ListGroups(ctx context.Context, req *pb.ListGroupsRequest) (*pb.ListGroupsResponse, error) {
-	return onLeader(ctx, a.n, req, pb.MetastoreClient.ListGroups, func() (*pb.ListGroupsResponse, error) {
-		if err := a.n.linearize(ctx); err != nil {
-			return nil, err
-		}
-		groups, err := a.n.st.Groups()
-		if err != nil {
-			return nil, readError(err)
-		}
-		slices.Sort(groups)
-		return &pb.ListGroupsResponse{Groups: groups}, nil
-	})
-}
-
-func (a *api) DeleteGroups(ctx context.Context, req *pb.DeleteGroupsRequest) (*pb.DeleteGroupsResponse, error) {
-	return onLeader(ctx, a.n, req, pb.MetastoreClient.DeleteGroups, func() (*pb.DeleteGroupsResponse, error) {
-		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_DeleteGroups{DeleteGroups: &pb.DeleteGroupsCommand{Groups: req.Groups}}})
-		if err != nil {
-			return nil, err
-		}
-		return &pb.DeleteGroupsResponse{Results: res.Groups}, nil
 	})
 }
 

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"github.com/stratalog/strata/metastore/groups"
+
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,6 +94,9 @@ type Config struct {
 
 	Logger *slog.Logger
 
+	// Groups configures the group coordinator the leader runs.
+	Groups groups.Config
+
 	// raftFS, when set, is the file system of the Raft log (tests inject faults).
 	raftFS vfs.FS
 }
@@ -115,6 +120,7 @@ func DefaultConfig() Config {
 		AgentExpiryInterval: time.Second,
 		MemberSyncInterval:  2 * time.Second,
 		WatchBuffer:         1024,
+		Groups:              groups.DefaultConfig(),
 	}
 }
 
@@ -139,6 +145,9 @@ func (c *Config) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if err := validID(c.NodeID); err != nil {
 		bad("node id: %v", err)
+	}
+	if err := c.Groups.Validate(); err != nil {
+		bad("%v", err)
 	}
 	if c.DataDir == "" {
 		bad("data dir is required")

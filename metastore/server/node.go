@@ -40,6 +40,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/stratalog/strata/metastore"
+	"github.com/stratalog/strata/metastore/groups"
 	pb "github.com/stratalog/strata/metastore/metastorepb"
 	"github.com/stratalog/strata/metastore/raftlog"
 	"github.com/stratalog/strata/metastore/state"
@@ -61,6 +62,7 @@ type Node struct {
 
 	commits *batcher
 	verify  *verifier
+	groups  *groups.Coordinator
 
 	barrierMu   sync.Mutex
 	barrierTerm atomic.Uint64 // the term whose barrier has completed
@@ -234,6 +236,7 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 
 	n.verify = &verifier{n: n}
+	n.groups = groups.New(cfg.Groups, groupStore{n}, nil)
 	n.commits = newBatcher(n)
 	n.grpc = grpc.NewServer(grpc.WaitForHandlers(true))
 	pb.RegisterMetastoreServer(n.grpc, &api{n: n})
@@ -241,6 +244,7 @@ func Start(cfg Config) (n *Node, err error) {
 	n.goLoop(n.commits.run)
 	n.goLoop(n.leaderLoop)
 	n.goLoop(n.expiryLoop)
+	n.goLoop(n.groupLoop)
 	n.goLoop(n.memberLoop)
 	if !hasState && len(cfg.Join) > 0 {
 		n.goLoop(n.joinLoop)

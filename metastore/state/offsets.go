@@ -1,8 +1,6 @@
 package state
 
 import (
-	"encoding/binary"
-	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -112,65 +110,6 @@ func (s *State) Offsets(group string, partitions []*pb.PartitionRef) ([]*pb.Comm
 			}
 		}
 		return nil
-	})
-	return out, err
-}
-
-// deleteGroups removes every committed offset of each group; a group with none is
-// GROUP_NOT_FOUND.
-func (t *txn) deleteGroups(groups []string) (*Result, error) {
-	if len(groups) > maxOffsetsPerCommit {
-		return &Result{Err: refuse(pb.ErrorCode_INVALID_REQUEST, "at most %d groups per delete", maxOffsetsPerCommit)}, nil
-	}
-	res := &Result{}
-	for _, g := range groups {
-		r := &pb.GroupResult{Group: g}
-		res.Groups = append(res.Groups, r)
-		if validGroup(g) != nil {
-			r.Error = pb.ErrorCode_GROUP_NOT_FOUND
-			continue
-		}
-		lo := groupOffsetsKey(g)
-		it, err := t.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
-		if err != nil {
-			return nil, fmt.Errorf("state: %w", err)
-		}
-		found := it.First()
-		if err := it.Close(); err != nil {
-			return nil, fmt.Errorf("state: %w", err)
-		}
-		if !found {
-			r.Error = pb.ErrorCode_GROUP_NOT_FOUND
-			continue
-		}
-		if err := t.b.DeleteRange(lo, upperBound(lo), nil); err != nil {
-			return nil, fmt.Errorf("state: %w", err)
-		}
-	}
-	return res, nil
-}
-
-// Groups lists every group with committed offsets, sorted by name (byte order of the
-// length-prefixed keys sorts shorter names first; the caller sorts if it cares).
-func (s *State) Groups() ([]string, error) {
-	var out []string
-	err := s.view(func(r pebble.Reader, _ uint64) error {
-		lo := []byte{prefixGroupOff}
-		it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
-		if err != nil {
-			return fmt.Errorf("state: %w", err)
-		}
-		defer it.Close()
-		for valid := it.First(); valid; {
-			k := it.Key()
-			if len(k) < 3 || len(k) < 3+int(binary.BigEndian.Uint16(k[1:])) {
-				return fmt.Errorf("%w: group offset key %x", ErrCorrupt, k)
-			}
-			g := string(k[3 : 3+binary.BigEndian.Uint16(k[1:])])
-			out = append(out, g)
-			valid = it.SeekGE(upperBound(groupOffsetsKey(g)))
-		}
-		return it.Error()
 	})
 	return out, err
 }

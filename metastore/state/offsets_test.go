@@ -51,7 +51,7 @@ func TestGroupsListAndDelete(t *testing.T) {
 		a.apply(&pb.Command{Op: &pb.Command_CommitOffsets{CommitOffsets: &pb.CommitOffsetsCommand{Group: g,
 			Offsets: []*pb.CommittedOffset{{TopicId: id(1), Partition: 0, Offset: 1}}}}})
 	}
-	groups, err := a.s.Groups()
+	groups, _, err := a.s.Groups()
 	if err != nil || len(groups) != 3 {
 		t.Fatalf("groups: %v %v, want a, ab, b", groups, err)
 	}
@@ -62,7 +62,7 @@ func TestGroupsListAndDelete(t *testing.T) {
 	if left, _ := a.s.Offsets("ab", nil); len(left) != 1 {
 		t.Fatalf("deleting group a touched group ab: %v", left)
 	}
-	if groups, _ := a.s.Groups(); len(groups) != 2 {
+	if groups, _, _ := a.s.Groups(); len(groups) != 2 {
 		t.Fatalf("groups after delete: %v, want ab, b", groups)
 	}
 }

@@ -317,6 +317,10 @@ func (t *txn) apply(cmd *pb.Command) (*Result, error) {
 		return t.deleteOffsets(op.DeleteOffsets)
 	case *pb.Command_DeleteGroups:
 		return t.deleteGroups(op.DeleteGroups.GetGroups())
+	case *pb.Command_SaveGroup:
+		return t.saveGroup(op.SaveGroup.GetGroup(), now)
+	case *pb.Command_ExpireOffsets:
+		return t.expireOffsets(op.ExpireOffsets.GetRetentionMs(), now)
 	}
 	return &Result{Err: refuse(pb.ErrorCode_INVALID_REQUEST, "empty command")}, nil
 }
