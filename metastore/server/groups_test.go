@@ -58,11 +58,15 @@ func do[Resp any](g groupCaller, f func(context.Context, pb.MetastoreClient) (Re
 }
 
 func (g groupCaller) join(req *pb.JoinGroupRequest) *pb.JoinGroupResponse {
-	return do(g, func(ctx context.Context, s pb.MetastoreClient) (*pb.JoinGroupResponse, error) { return s.JoinGroup(ctx, req) })
+	return do(g, func(ctx context.Context, s pb.MetastoreClient) (*pb.JoinGroupResponse, error) {
+		return s.JoinGroup(ctx, req)
+	})
 }
 
 func (g groupCaller) sync(req *pb.SyncGroupRequest) *pb.SyncGroupResponse {
-	return do(g, func(ctx context.Context, s pb.MetastoreClient) (*pb.SyncGroupResponse, error) { return s.SyncGroup(ctx, req) })
+	return do(g, func(ctx context.Context, s pb.MetastoreClient) (*pb.SyncGroupResponse, error) {
+		return s.SyncGroup(ctx, req)
+	})
 }
 
 func (g groupCaller) heartbeat(member string, gen int32) int32 {

@@ -1,7 +1,6 @@
 package state
 
 import (
-
 	"github.com/cockroachdb/pebble/v2"
 
 	pb "github.com/stratalog/strata/metastore/metastorepb"
