@@ -40,6 +40,9 @@ const (
 	maxMembers = 10_000
 	// saveTimeout bounds one Save.
 	saveTimeout = 10 * time.Second
+	// idleUnload is how long an empty group stays in memory after its last request:
+	// simple consumers committing to a group without members find it loaded.
+	idleUnload = time.Minute
 )
 
 // Store is where the coordinator keeps what outlives it: the metastore's state,
@@ -121,6 +124,7 @@ func (c *Coordinator) acquire(ctx context.Context, name string) (*group, int32) 
 			}
 			g.load(rec, exists, c.now())
 		}
+		g.lastUsed = c.now()
 		return g, codeNone
 	}
 	return nil, codeNotCoordinator
@@ -128,8 +132,9 @@ func (c *Coordinator) acquire(ctx context.Context, name string) (*group, int32) 
 
 // Tick enforces every deadline that passed by now: session timeouts, the end of
 // join phases and of the initial delay, the wait for SyncGroup, and member ids that
-// were handed out but never used. Empty groups are unloaded (their record holds all
-// there is). Call it every few hundred milliseconds on the leader.
+// were handed out but never used. Empty groups idle for a minute are unloaded
+// (their record holds all there is). Call it every few hundred milliseconds on the
+// leader.
 func (c *Coordinator) Tick() {
 	c.mu.Lock()
 	gs := make([]*group, 0, len(c.groups))
@@ -140,8 +145,9 @@ func (c *Coordinator) Tick() {
 	for _, g := range gs {
 		g.mu.Lock()
 		if !g.gone && g.loaded {
-			g.tick(c.now())
-			if g.state == stateEmpty && len(g.pending) == 0 {
+			now := c.now()
+			g.tick(now)
+			if g.state == stateEmpty && len(g.pending) == 0 && now.Sub(g.lastUsed) >= idleUnload {
 				g.drop()
 			}
 		}

@@ -53,19 +53,20 @@ type group struct {
 	c    *Coordinator
 	name string
 
-	mu      sync.Mutex
-	loaded  bool
-	gone    bool // forgotten by the coordinator: reload through acquire
-	known   bool // the store has something for it
-	state   groupState
-	gen     int32
-	ptype   string
-	proto   string
-	leader  string
-	seq     uint64
-	members map[string]*member
-	static  map[string]string    // instance id -> member id
-	pending map[string]time.Time // member ids handed out with MEMBER_ID_REQUIRED -> expiry
+	mu       sync.Mutex
+	loaded   bool
+	lastUsed time.Time
+	gone     bool // forgotten by the coordinator: reload through acquire
+	known    bool // the store has something for it
+	state    groupState
+	gen      int32
+	ptype    string
+	proto    string
+	leader   string
+	seq      uint64
+	members  map[string]*member
+	static   map[string]string    // instance id -> member id
+	pending  map[string]time.Time // member ids handed out with MEMBER_ID_REQUIRED -> expiry
 
 	joinDeadline time.Time // a join phase ends by then even if members are missing
 	initialUntil time.Time // the first join phase of an empty group waits till then
