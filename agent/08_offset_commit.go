@@ -3,12 +3,15 @@ package agent
 // OffsetCommit (key 8), versions 0-9.
 //
 // Offsets are stored in the metastore (Raft-committed), so they survive any agent and
-// any metastore node. Commits with generation -1 and no member id (simple consumers,
-// admin tools, groups with no members) are accepted as Kafka accepts them. Until the
-// group coordinator exists (issue 5), a commit naming a member and generation gets
-// UNKNOWN_MEMBER_ID: no member is known. Metadata over 4096 bytes gets
-// OFFSET_METADATA_TOO_LARGE; unknown topics or partitions UNKNOWN_TOPIC_OR_PARTITION,
-// per partition. RetentionTimeMillis (v2-v4) is ignored: offsets are kept until deleted.
+// any metastore node. The group coordinator (the metastore's leader) checks the
+// committer as Kafka does: generation -1 with no member id (v0, simple consumers,
+// admin tools) is accepted while the group has no members; otherwise the member and
+// generation (and v7+ static instance id) must be current, or every partition gets
+// the group's error (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS,
+// FENCED_INSTANCE_ID). Metadata over 4096 bytes gets OFFSET_METADATA_TOO_LARGE;
+// unknown topics or partitions UNKNOWN_TOPIC_OR_PARTITION, per partition, and those
+// never reach the coordinator. RetentionTimeMillis (v2-v4) is ignored: the broker's
+// offsets retention applies.
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -26,11 +29,8 @@ func serveOffsetCommit(c *conn, r *request) reply {
 	s := c.s
 	return later(func() kmsg.Response {
 		groupErr := int16(0)
-		switch {
-		case req.Group == "":
+		if req.Group == "" {
 			groupErr = kerr.InvalidGroupID.Code
-		case req.Version >= 1 && (req.Generation >= 0 || req.MemberID != ""):
-			groupErr = kerr.UnknownMemberID.Code
 		}
 		type slot struct{ t, p int }
 		var commits []*pb.CommittedOffset
@@ -69,9 +69,20 @@ func serveOffsetCommit(c *conn, r *request) reply {
 		if len(commits) == 0 {
 			return resp
 		}
-		mresp, err := s.meta.CommitOffsets(c.ctx, &pb.CommitOffsetsRequest{Group: req.Group, Offsets: commits})
+		mreq := &pb.CommitOffsetsRequest{Group: req.Group, Offsets: commits, Generation: ptr(int32(-1))}
+		if req.Version >= 1 {
+			mreq.Generation, mreq.MemberId = ptr(req.Generation), req.MemberID
+		}
+		if req.Version >= 7 {
+			mreq.InstanceId = req.InstanceID
+		}
+		mresp, err := s.meta.CommitOffsets(c.ctx, mreq)
 		for i, sl := range slots {
-			resp.Topics[sl.t].Partitions[sl.p].ErrorCode = offsetResultCode(mresp.GetResults(), i, err)
+			code := offsetResultCode(mresp.GetResults(), i, err)
+			if ge := mresp.GetGroupError(); err == nil && ge != 0 {
+				code = int16(ge)
+			}
+			resp.Topics[sl.t].Partitions[sl.p].ErrorCode = code
 		}
 		return resp
 	})

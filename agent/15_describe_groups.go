@@ -2,14 +2,17 @@ package agent
 
 // DescribeGroups (key 15), versions 0-5.
 //
-// Until the group coordinator exists (issue 5), a group with committed offsets is
-// described as Kafka describes a group without members: state Empty, no protocol, no
-// members; any other group is Dead, with no error, as Kafka answers for a group it
-// does not know. Lag tools (kadm's Lag) combine this with OffsetFetch and ListOffsets.
+// Groups as their coordinator (the metastore's leader) sees them: state (Empty,
+// PreparingRebalance, CompletingRebalance, Stable, Dead), protocol type, protocol,
+// and the members with their client id, client host, static instance id (v4+), the
+// selected protocol's metadata and their assignment. A group with only committed
+// offsets is Empty with no protocol; a group the metastore does not know is Dead
+// with no error, as Kafka answers before v6. A metastore that cannot be reached is
+// NOT_COORDINATOR for every group (see JoinGroup). Every operation is authorized:
+// there are no ACLs yet.
 
 import (
 	"math"
-	"slices"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -27,19 +30,34 @@ func serveDescribeGroups(c *conn, r *request) reply {
 	resp := req.ResponseKind().(*kmsg.DescribeGroupsResponse)
 	s := c.s
 	return later(func() kmsg.Response {
-		mresp, err := s.meta.ListGroups(c.ctx, &pb.ListGroupsRequest{})
+		var named []string
+		for _, g := range req.Groups {
+			if g != "" {
+				named = append(named, g)
+			}
+		}
+		described := map[string]*pb.GroupDescription{}
+		var err error
+		if len(named) > 0 {
+			var mresp *pb.DescribeGroupsResponse
+			mresp, err = s.meta.DescribeGroups(c.ctx, &pb.DescribeGroupsRequest{Groups: named})
+			for _, d := range mresp.GetGroups() {
+				described[d.Group] = d
+			}
+		}
 		for _, g := range req.Groups {
 			dg := kmsg.NewDescribeGroupsResponseGroup()
 			dg.Group, dg.State = g, "Dead"
+			d := described[g]
 			switch {
-			case err != nil:
-				dg.ErrorCode = kafkaCode(err)
 			case g == "":
 				dg.ErrorCode = invalidGroupID
+			case err != nil:
+				dg.ErrorCode = coordinatorCode(err)
+			case d == nil || d.ErrorCode == int32(kerr.GroupIDNotFound.Code):
+				// Unknown: Dead with no error (GROUP_ID_NOT_FOUND is v6+).
 			default:
-				if _, found := slices.BinarySearch(mresp.Groups, g); found {
-					dg.State = "Empty"
-				}
+				describeGroup(&dg, d)
 			}
 			dg.AuthorizedOperations = math.MinInt32 // Kafka's "not asked for"
 			if req.IncludeAuthorizedOperations {
@@ -49,4 +67,23 @@ func serveDescribeGroups(c *conn, r *request) reply {
 		}
 		return resp
 	})
+}
+
+// describeGroup fills dg from the coordinator's description.
+func describeGroup(dg *kmsg.DescribeGroupsResponseGroup, d *pb.GroupDescription) {
+	dg.ErrorCode = int16(d.ErrorCode)
+	if d.State != "" {
+		dg.State = d.State
+	}
+	dg.ProtocolType, dg.Protocol = d.ProtocolType, d.Protocol
+	for _, m := range d.Members {
+		dm := kmsg.NewDescribeGroupsResponseGroupMember()
+		dm.MemberID, dm.InstanceID = m.MemberId, m.InstanceId
+		dm.ClientID, dm.ClientHost = m.ClientId, m.ClientHost
+		if len(m.Protocols) > 0 {
+			dm.ProtocolMetadata = m.Protocols[0].Metadata
+		}
+		dm.MemberAssignment = m.Assignment
+		dg.Members = append(dg.Members, dm)
+	}
 }

@@ -2,10 +2,12 @@ package agent
 
 // ListGroups (key 16), versions 0-5.
 //
-// Until the group coordinator exists (issue 5), the groups are those with committed
-// offsets and none has members: each is listed in state Empty, type classic, with no
-// protocol type (as Kafka lists a group that only ever committed offsets). The state
-// (v4+) and type (v5+) filters apply, case-insensitively.
+// Every group the metastore holds state for (committed offsets or a coordinator's
+// record), with its protocol type and state (v4+) as the coordinator sees it; a group
+// with only committed offsets is Empty with no protocol type, as Kafka lists it. All
+// groups are classic (v5+ type): Strata does not speak the KIP-848 consumer protocol,
+// so a "consumer" type filter lists nothing. The state (v4+, KIP-518) and type (v5+)
+// filters apply, case-insensitively.
 
 import (
 	"strings"
@@ -25,13 +27,22 @@ func serveListGroups(c *conn, r *request) reply {
 			resp.ErrorCode = kafkaCode(err)
 			return resp
 		}
-		if !matchesFilter(req.StatesFilter, "Empty") || !matchesFilter(req.TypesFilter, "classic") {
+		if !matchesFilter(req.TypesFilter, "classic") {
 			return resp
 		}
-		for _, g := range mresp.Groups {
+		for i, g := range mresp.Groups {
 			lg := kmsg.NewListGroupsResponseGroup()
 			lg.Group, lg.GroupState, lg.GroupType = g, "Empty", "classic"
-			resp.Groups = append(resp.Groups, lg)
+			if i < len(mresp.Listed) {
+				l := mresp.Listed[i]
+				lg.ProtocolType = l.ProtocolType
+				if l.State != "" {
+					lg.GroupState = l.State
+				}
+			}
+			if matchesFilter(req.StatesFilter, lg.GroupState) {
+				resp.Groups = append(resp.Groups, lg)
+			}
 		}
 		return resp
 	})

@@ -2,9 +2,10 @@ package agent
 
 // DeleteGroups (key 42), versions 0-2.
 //
-// Deletes a group's committed offsets. Kafka refuses a group with members
-// (NON_EMPTY_GROUP); until the group coordinator exists (issue 5) no group has any.
-// A group without state is GROUP_ID_NOT_FOUND.
+// Deletes a group's committed offsets and its coordinator record. A group that still
+// has members is NON_EMPTY_GROUP, as in Kafka; a group without state is
+// GROUP_ID_NOT_FOUND. A metastore that cannot be reached is NOT_COORDINATOR for every
+// group (see JoinGroup).
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -30,7 +31,7 @@ func serveDeleteGroups(c *conn, r *request) reply {
 			for i, g := range groups {
 				switch {
 				case err != nil:
-					results[g] = kafkaCode(err)
+					results[g] = coordinatorCode(err)
 				case i < len(mresp.Results) && mresp.Results[i].Error == pb.ErrorCode_GROUP_NOT_FOUND:
 					results[g] = kerr.GroupIDNotFound.Code
 				case i < len(mresp.Results):

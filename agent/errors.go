@@ -56,6 +56,10 @@ func kafkaCode(err error) int16 {
 			return kerr.InvalidRequest.Code
 		case pb.ErrorCode_NOT_LEADER:
 			return kerr.NotLeaderForPartition.Code
+		case pb.ErrorCode_NON_EMPTY_GROUP:
+			return kerr.NonEmptyGroup.Code
+		case pb.ErrorCode_STALE_GROUP:
+			return kerr.CoordinatorNotAvailable.Code // a coordinator change raced: retriable
 		}
 		return kerr.UnknownServerError.Code
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stratalog/strata/metastore"
+	"github.com/stratalog/strata/metastore/groups"
 	"github.com/stratalog/strata/metastore/server"
 	"github.com/stratalog/strata/objectlog/objstore"
 )
@@ -17,9 +18,10 @@ import (
 type agentOption func(*agentSetup)
 
 type agentSetup struct {
-	cfg   Config
-	meta  func(Metastore) Metastore
-	store objstore.Store
+	cfg    Config
+	meta   func(Metastore) Metastore
+	store  objstore.Store
+	groups []func(*groups.Config)
 }
 
 // withStore runs the agent over store (a fault-injecting one, say) instead of a fresh
@@ -35,11 +37,27 @@ func withMetastore(wrap func(Metastore) Metastore) agentOption {
 	return func(a *agentSetup) { a.meta = wrap }
 }
 
+// withGroups adjusts the embedded metastore's group coordinator (no initial
+// rebalance delay, say).
+func withGroups(f func(*groups.Config)) agentOption {
+	return func(a *agentSetup) { a.groups = append(a.groups, f) }
+}
+
 // startAgent runs a real agent on 127.0.0.1 over an embedded single-node metastore
 // and an in-memory object store, all stopped when the test ends.
 func startAgent(t testing.TB, opts ...agentOption) *Server {
 	t.Helper()
-	node, err := server.Start(server.EmbeddedConfig(t.TempDir(), "127.0.0.1:0"))
+	setup := agentSetup{cfg: DefaultConfig(), store: objstore.NewMemory()}
+	setup.cfg.KafkaAddr = "127.0.0.1:0"
+	setup.cfg.Linger = 5 * time.Millisecond
+	for _, o := range opts {
+		o(&setup)
+	}
+	mcfg := server.EmbeddedConfig(t.TempDir(), "127.0.0.1:0")
+	for _, f := range setup.groups {
+		f(&mcfg.Groups)
+	}
+	node, err := server.Start(mcfg)
 	if err != nil {
 		t.Fatalf("start metastore: %v", err)
 	}
@@ -53,12 +71,6 @@ func startAgent(t testing.TB, opts ...agentOption) *Server {
 	}
 	t.Cleanup(func() { client.Close() })
 
-	setup := agentSetup{cfg: DefaultConfig(), store: objstore.NewMemory()}
-	setup.cfg.KafkaAddr = "127.0.0.1:0"
-	setup.cfg.Linger = 5 * time.Millisecond
-	for _, o := range opts {
-		o(&setup)
-	}
 	var meta Metastore = client
 	if setup.meta != nil {
 		meta = setup.meta(client)

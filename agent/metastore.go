@@ -32,6 +32,17 @@ type Metastore interface {
 	ListGroups(context.Context, *pb.ListGroupsRequest) (*pb.ListGroupsResponse, error)
 	DeleteGroups(context.Context, *pb.DeleteGroupsRequest) (*pb.DeleteGroupsResponse, error)
 
+	// The group coordinator (classic protocol), run by the metastore's leader; its
+	// refusals are Kafka error codes in the responses. JoinGroup and SyncGroup are
+	// held until the rebalance completes, so their contexts must allow the member's
+	// rebalance timeout; they, and LeaveGroup, are never retried after the request
+	// may have been sent (ErrAmbiguous).
+	JoinGroup(context.Context, *pb.JoinGroupRequest) (*pb.JoinGroupResponse, error)
+	SyncGroup(context.Context, *pb.SyncGroupRequest) (*pb.SyncGroupResponse, error)
+	Heartbeat(context.Context, *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error)
+	LeaveGroup(context.Context, *pb.LeaveGroupRequest) (*pb.LeaveGroupResponse, error)
+	DescribeGroups(context.Context, *pb.DescribeGroupsRequest) (*pb.DescribeGroupsResponse, error)
+
 	// Watch streams changes until ctx ends; the first event after every
 	// (re)connection has Resync set.
 	Watch(context.Context, *pb.WatchRequest) <-chan *pb.WatchEvent

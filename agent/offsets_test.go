@@ -103,7 +103,7 @@ func TestOffsetsCommitFetchDelete(t *testing.T) {
 		t.Errorf("delete offsets of a group without offsets: %v, want GROUP_ID_NOT_FOUND", err)
 	}
 
-	// A commit naming a member: there are no members yet.
+	// A commit naming a member the group does not have (it has none).
 	creq := kmsg.NewPtrOffsetCommitRequest()
 	creq.Group, creq.Generation, creq.MemberID = "g1", 3, "m-1"
 	ct := kmsg.NewOffsetCommitRequestTopic()

@@ -245,6 +245,11 @@ type callSpec struct {
 	// doneAfterAmbiguous recognises a refusal that, after an ambiguous attempt,
 	// means an earlier attempt took effect (e.g. UNKNOWN_AGENT on deregister).
 	doneAfterAmbiguous func(error) bool
+	// wholeContext: the server may hold the call until something happens (a
+	// group's join or sync phase), so an attempt may take all of ctx instead of
+	// Options.AttemptTimeout. Retrying stops once Options.Timeout has passed, so
+	// an unreachable cluster is reported in seconds, not at ctx's end.
+	wholeContext bool
 }
 
 // call runs f against the cluster until it succeeds, fails for good, or ctx ends.
@@ -254,6 +259,12 @@ func call[Req, Resp any](ctx context.Context, c *Client, spec callSpec, req Req,
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
+		defer cancel()
+	}
+	whole := ctx
+	if spec.wholeContext {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout) // the retry budget
 		defer cancel()
 	}
 	ambiguous := false
@@ -275,6 +286,9 @@ func call[Req, Resp any](ctx context.Context, c *Client, spec callSpec, req Req,
 				break
 			}
 			continue
+		}
+		if spec.wholeContext {
+			actx = whole
 		}
 		var hdr metadata.MD
 		resp, err := f(cl, actx, req, grpc.Header(&hdr))
@@ -329,6 +343,8 @@ var (
 	retryAll      = callSpec{idempotent: true}
 	retryUntilAmb = callSpec{idempotent: false}
 	retryRead     = callSpec{idempotent: true, read: true}
+	// waitUntilAmb is retryUntilAmb for a call the server holds until an event.
+	waitUntilAmb = callSpec{wholeContext: true}
 )
 
 // NewTopicID returns a random topic id, as CreateTopics assigns.
@@ -548,4 +564,36 @@ func (c *Client) watchOnce(ctx context.Context, addr string, req *pb.WatchReques
 			return true
 		}
 	}
+}
+
+// JoinGroup joins a member to a classic consumer group. The coordinator holds the
+// call until the join phase completes, up to the member's rebalance timeout, so ctx
+// should allow that much. Not idempotent (a repeated join is another join): a failure
+// after the request may have been sent is ErrAmbiguous at once. Kafka's refusals are
+// in ErrorCode.
+func (c *Client) JoinGroup(ctx context.Context, req *pb.JoinGroupRequest) (*pb.JoinGroupResponse, error) {
+	return call(ctx, c, waitUntilAmb, req, pb.MetastoreClient.JoinGroup)
+}
+
+// SyncGroup hands out (leader) or collects (follower) a generation's assignments. A
+// follower's call is held until the leader's arrives, so ctx should allow the
+// member's rebalance timeout. Not idempotent, as JoinGroup.
+func (c *Client) SyncGroup(ctx context.Context, req *pb.SyncGroupRequest) (*pb.SyncGroupResponse, error) {
+	return call(ctx, c, waitUntilAmb, req, pb.MetastoreClient.SyncGroup)
+}
+
+// Heartbeat renews a member's session; repeating one is harmless.
+func (c *Client) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.Heartbeat)
+}
+
+// LeaveGroup removes members from a group. Not retried after the request may have
+// been sent: a repeat would answer UNKNOWN_MEMBER_ID for members the first removed.
+func (c *Client) LeaveGroup(ctx context.Context, req *pb.LeaveGroupRequest) (*pb.LeaveGroupResponse, error) {
+	return call(ctx, c, retryUntilAmb, req, pb.MetastoreClient.LeaveGroup)
+}
+
+// DescribeGroups describes groups as their coordinator sees them.
+func (c *Client) DescribeGroups(ctx context.Context, req *pb.DescribeGroupsRequest) (*pb.DescribeGroupsResponse, error) {
+	return call(ctx, c, retryRead, req, pb.MetastoreClient.DescribeGroups)
 }

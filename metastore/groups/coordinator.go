@@ -259,6 +259,19 @@ func (c *Coordinator) CheckCommit(ctx context.Context, groupID string, generatio
 	return g.checkCommit(generation, memberID, instanceID)
 }
 
+// Committed records that offsets were written for a group, so that a group known
+// only by its offsets describes as Empty rather than Dead.
+func (c *Coordinator) Committed(name string) {
+	c.mu.Lock()
+	g := c.groups[name]
+	c.mu.Unlock()
+	if g != nil {
+		g.mu.Lock()
+		g.known = true
+		g.mu.Unlock()
+	}
+}
+
 // Describe describes groups as DescribeGroups does. A group that does not exist is
 // Dead (with GROUP_ID_NOT_FOUND in its error when notFoundError is set: v6+).
 func (c *Coordinator) Describe(ctx context.Context, names []string) []*pb.GroupDescription {

@@ -230,6 +230,7 @@ func (a *api) CommitOffsets(ctx context.Context, req *pb.CommitOffsetsRequest) (
 		if err != nil {
 			return nil, err
 		}
+		a.n.groups.Committed(req.Group)
 		return &pb.CommitOffsetsResponse{Results: res.Offsets}, nil
 	})
 }
