@@ -414,8 +414,11 @@ func TestStaticMemberRestartsWithoutRebalance(t *testing.T) {
 		{MemberId: leader, Assignment: []byte("L")}, {MemberId: follower, Assignment: []byte("F")}}}))
 	wait(t, sf)
 
-	// The follower restarts: a new JoinGroup with no member id, same instance.
-	r := wait(t, f.join(static(joinReq(""), followerInstance)))
+	// The follower restarts: a new JoinGroup with no member id, same instance, and
+	// other metadata bytes (clients put their last generation in them).
+	restarted := static(joinReq(""), followerInstance)
+	restarted.Protocols[0].Metadata = []byte("owned partitions, generation 1")
+	r := wait(t, f.join(restarted))
 	if r.ErrorCode != 0 || r.Generation != gen || r.MemberId == follower || r.MemberId == "" {
 		t.Fatalf("static rejoin: %v, want generation %d and a new member id", r, gen)
 	}

@@ -362,14 +362,14 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // replaceStatic handles a static member's new instance (KIP-345): the old member
-// id is fenced and the new one takes its place. In a Stable group with the same
-// protocols nothing is rebalanced: the member gets the current generation back.
+// id is fenced and the new one takes its place. In a Stable group whose selected
+// protocol the new instance still supports nothing is rebalanced: the member gets
+// the current generation back (a leader only if it can skip the assignment).
 func (g *group) replaceStatic(old *member, req *pb.JoinGroupRequest, now time.Time) (*pb.JoinGroupResponse, chan *pb.JoinGroupResponse) {
 	id := newMemberID(req.ClientId)
 	old.answerJoin(&pb.JoinGroupResponse{ErrorCode: codeFencedInstanceID, MemberId: old.id, Generation: -1})
 	old.answerSync(&pb.SyncGroupResponse{ErrorCode: codeFencedInstanceID})
 	delete(g.members, old.id)
-	same := sameProtocols(old.protocols, req.Protocols)
 	m := *old
 	m.id = id
 	m.joinWait, m.syncWait = nil, nil
@@ -379,6 +379,10 @@ func (g *group) replaceStatic(old *member, req *pb.JoinGroupRequest, now time.Ti
 	if g.leader == old.id {
 		g.leader = id
 	}
+	// As Kafka: the new metadata is taken as is (clients put their generation and
+	// owned partitions in it, so it differs on every restart); only a change of
+	// the protocol the group would select rebalances.
+	same := g.selectProtocol() == g.proto
 	switch {
 	case g.state == stateStable && same && (m.id != g.leader || req.CanSkipAssignment):
 		if !g.save() {
