@@ -137,6 +137,10 @@ func (c *Client) learnCluster(resp *pb.ClusterResponse) {
 	}
 }
 
+// MaxMessageBytes bounds one API message either way: a DescribeGroups answer holds
+// whole groups' metadata and assignments (each group is at most a few MiB).
+const MaxMessageBytes = 64 << 20
+
 // conn returns the stub for addr, connecting lazily.
 func (c *Client) conn(addr string) (pb.MetastoreClient, error) {
 	c.mu.Lock()
@@ -147,7 +151,8 @@ func (c *Client) conn(addr string) (pb.MetastoreClient, error) {
 	cc, ok := c.conns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr, c.opts.DialOptions...)
+		opts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes))}, c.opts.DialOptions...)
+		cc, err = grpc.NewClient(addr, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("metastore: %s: %w", addr, err)
 		}

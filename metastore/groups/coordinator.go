@@ -38,6 +38,17 @@ const (
 	maxGroupIDLen = 1 << 10
 	// maxMembers bounds one group when Config.MaxSize does not.
 	maxMembers = 10_000
+	// maxPending bounds the member ids handed out with MEMBER_ID_REQUIRED and not
+	// yet used; past it the one closest to expiry is forgotten.
+	maxPending = 1_000
+	// maxProtocols, maxProtocolName and maxInstanceID bound a member's protocol
+	// list (Kafka clients send one to three), protocol names and static instance
+	// ids (Kafka's limit for the latter is 249).
+	maxProtocols    = 64
+	maxProtocolName = 255
+	maxInstanceID   = 249
+	// maxClientField bounds the client id and host kept per member.
+	maxClientField = 256
 	// saveTimeout bounds one Save.
 	saveTimeout = 10 * time.Second
 	// idleUnload is how long an empty group stays in memory after its last request:
@@ -106,7 +117,7 @@ func (c *Coordinator) acquire(ctx context.Context, name string) (*group, int32) 
 		c.mu.Lock()
 		g := c.groups[name]
 		if g == nil {
-			g = &group{c: c, name: name, members: map[string]*member{}, static: map[string]string{}, pending: map[string]time.Time{}}
+			g = &group{c: c, name: name, term: c.term, members: map[string]*member{}, static: map[string]string{}, pending: map[string]time.Time{}}
 			c.groups[name] = g
 		}
 		c.mu.Unlock()
@@ -116,7 +127,9 @@ func (c *Coordinator) acquire(ctx context.Context, name string) (*group, int32) 
 			continue
 		}
 		if !g.loaded {
-			rec, exists, err := c.store.Load(ctx, name)
+			lctx, cancel := context.WithTimeout(ctx, saveTimeout)
+			rec, exists, err := c.store.Load(lctx, name)
+			cancel()
 			if err != nil {
 				g.drop()
 				g.mu.Unlock()
@@ -170,12 +183,20 @@ func (c *Coordinator) Join(ctx context.Context, req *pb.JoinGroupRequest) *pb.Jo
 		return fail(codeInvalidSessionTimeout)
 	case req.ProtocolType == "" || len(req.Protocols) == 0:
 		return fail(codeInconsistentGroupProtocol)
-	case req.RebalanceTimeoutMs <= 0:
+	case req.RebalanceTimeoutMs <= 0, len(req.Protocols) > maxProtocols,
+		req.InstanceId != nil && (*req.InstanceId == "" || len(*req.InstanceId) > maxInstanceID):
 		return fail(codeInvalidRequest)
+	}
+	for _, p := range req.Protocols {
+		if p.Name == "" || len(p.Name) > maxProtocolName {
+			return fail(codeInvalidRequest)
+		}
 	}
 	if protocolsBytes(req.Protocols) > maxGroupBytes {
 		return fail(codeGroupMaxSizeReached)
 	}
+	req.ClientId = truncate(req.ClientId, maxClientField)
+	req.ClientHost = truncate(req.ClientHost, maxClientField)
 	g, code := c.acquire(ctx, req.Group)
 	if code != codeNone {
 		return fail(code)
@@ -204,6 +225,7 @@ func (c *Coordinator) Sync(ctx context.Context, req *pb.SyncGroupRequest) *pb.Sy
 		return &pb.SyncGroupResponse{ErrorCode: code}
 	}
 	resp, wait := g.sync(req)
+	g.forgetIfAbsent()
 	g.mu.Unlock()
 	if resp != nil {
 		return resp
@@ -226,6 +248,7 @@ func (c *Coordinator) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) *
 		return &pb.HeartbeatResponse{ErrorCode: code}
 	}
 	defer g.mu.Unlock()
+	defer g.forgetIfAbsent()
 	return &pb.HeartbeatResponse{ErrorCode: g.heartbeat(req)}
 }
 
@@ -240,6 +263,7 @@ func (c *Coordinator) Leave(ctx context.Context, req *pb.LeaveGroupRequest) *pb.
 		return &pb.LeaveGroupResponse{ErrorCode: code}
 	}
 	defer g.mu.Unlock()
+	defer g.forgetIfAbsent()
 	return g.leave(req)
 }
 
@@ -287,6 +311,7 @@ func (c *Coordinator) Describe(ctx context.Context, names []string) []*pb.GroupD
 			continue
 		}
 		out = append(out, g.describe(true))
+		g.forgetIfAbsent()
 		g.mu.Unlock()
 	}
 	return out
@@ -346,6 +371,24 @@ func (c *Coordinator) Delete(ctx context.Context, names []string) []*pb.GroupRes
 		g.mu.Unlock()
 	}
 	return out
+}
+
+// Preload loads groups (those the store holds with members, when a term begins),
+// so that the sessions of members that never come back end and the group
+// rebalances or empties as it would have under the previous coordinator.
+func (c *Coordinator) Preload(ctx context.Context, names []string) {
+	for _, name := range names {
+		if g, code := c.acquire(ctx, name); code == codeNone {
+			g.mu.Unlock()
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 func newMemberID(clientID string) string {

@@ -3,6 +3,7 @@ package groups
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -305,7 +306,7 @@ func TestMembershipErrors(t *testing.T) {
 		{"commit stale generation", f.c.CheckCommit(context.Background(), "g", gen-1, ids[0], nil), codeIllegalGeneration},
 		{"commit", f.c.CheckCommit(context.Background(), "g", gen, ids[0], nil), codeNone},
 		{"simple commit to no group", f.c.CheckCommit(context.Background(), "other", -1, "", nil), codeNone},
-		{"member commit to no group", f.c.CheckCommit(context.Background(), "other", 3, "m", nil), codeUnknownMemberID},
+		{"member commit to no group", f.c.CheckCommit(context.Background(), "other", 3, "m", nil), codeIllegalGeneration},
 	}
 	for _, c := range cases {
 		if c.code != c.want {
@@ -561,5 +562,109 @@ func TestLeaderThatNeverSyncsIsRemoved(t *testing.T) {
 	}
 	if code := f.heartbeat(leader, ra.Generation); code != codeUnknownMemberID {
 		t.Fatalf("the leader that never synced: %d", code)
+	}
+}
+
+func TestSyncAnswerRestartsSessions(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.newMember(), f.newMember()
+	ja := f.join(joinReq(a))
+	pending(t, ja)
+	jb := f.join(joinReq(b))
+	ra := wait(t, ja)
+	wait(t, jb)
+	other := b
+	if ra.Leader == b {
+		other = a
+	}
+	// The follower waits in SyncGroup (no heartbeats) while a slow leader takes
+	// longer than the session timeout to assign.
+	sf := f.sync(&pb.SyncGroupRequest{Group: "g", Generation: ra.Generation, MemberId: other})
+	pending(t, sf)
+	f.clk.advance(8 * time.Second)
+	f.heartbeat(ra.Leader, ra.Generation) // the leader is alive, still assigning
+	f.clk.advance(7 * time.Second)
+	f.c.Tick()
+	wait(t, f.sync(&pb.SyncGroupRequest{Group: "g", Generation: ra.Generation, MemberId: ra.Leader}))
+	wait(t, sf)
+	f.c.Tick()
+	if code := f.heartbeat(other, ra.Generation); code != codeNone {
+		t.Fatalf("the follower after a slow sync: %d, want its session to run from the answer", code)
+	}
+}
+
+func TestStaticMemberSurvivesRebalanceItMissed(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.InitialRebalanceDelay = time.Second })
+	long := func(r *pb.JoinGroupRequest) *pb.JoinGroupRequest { r.SessionTimeoutMs = 120_000; return r }
+	ja := f.join(long(static(joinReq(""), "a")))
+	pending(t, ja)
+	jb := f.join(long(static(joinReq(""), "b")))
+	pending(t, jb)
+	f.clk.advance(2 * time.Second)
+	f.c.Tick()
+	ra, rb := wait(t, ja), wait(t, jb)
+	leader := ra
+	if rb.MemberId == ra.Leader {
+		leader = rb
+	}
+	wait(t, f.sync(&pb.SyncGroupRequest{Group: "g", Generation: ra.Generation, MemberId: leader.MemberId}))
+	// A third member joins; the leader rejoins; the other static member is
+	// restarting and misses the whole join phase (shorter than its session).
+	c := f.newMember()
+	jc := f.join(joinReq(c))
+	pending(t, jc)
+	jl := f.join(long(static(joinReq(leader.MemberId), map[bool]string{true: "a", false: "b"}[leader == ra])))
+	pending(t, jl)
+	f.clk.advance(31 * time.Second)
+	f.c.Tick()
+	rl := wait(t, jl)
+	wait(t, jc)
+	if rl.ErrorCode != 0 || len(rl.Members) != 3 {
+		t.Fatalf("the new generation: %v, want the absent static member kept", rl)
+	}
+}
+
+func TestPendingLeaveDoesNotRebalance(t *testing.T) {
+	f := newFixture(t)
+	ids, gen := f.stableGroup(2)
+	p := f.newMember()
+	f.c.Leave(context.Background(), &pb.LeaveGroupRequest{Group: "g", Members: []*pb.LeavingMember{{MemberId: p}}})
+	if code := f.heartbeat(ids[0], gen); code != codeNone {
+		t.Fatalf("a member id that never joined left and the group rebalanced: %d", code)
+	}
+}
+
+func TestJoinBounds(t *testing.T) {
+	f := newFixture(t)
+	req := joinReq("")
+	for i := range maxProtocols {
+		req.Protocols = append(req.Protocols, &pb.GroupProtocol{Name: fmt.Sprint(i)})
+	}
+	if r := wait(t, f.join(req)); r.ErrorCode != codeInvalidRequest {
+		t.Fatalf("%d protocols: %v", len(req.Protocols), r)
+	}
+	long := string(make([]byte, maxInstanceID+1))
+	if r := wait(t, f.join(static(joinReq(""), long))); r.ErrorCode != codeInvalidRequest {
+		t.Fatalf("long instance id: %v", r)
+	}
+	// Random names leave nothing behind.
+	f.c.Heartbeat(context.Background(), &pb.HeartbeatRequest{Group: "random", MemberId: "m"})
+	if len(f.c.groups) != 0 {
+		t.Fatalf("groups in memory after a heartbeat to nothing: %d", len(f.c.groups))
+	}
+}
+
+func TestPreloadExpiresMembersThatNeverReturn(t *testing.T) {
+	f := newFixture(t)
+	f.stableGroup(2)
+	f.restart()
+	f.c.Preload(context.Background(), []string{"g"})
+	f.clk.advance(11 * time.Second)
+	f.c.Tick()
+	// Both sessions ended at the new coordinator; the join phase that follows has
+	// no one and empties the group.
+	f.c.Tick()
+	if rec := f.store.get("g"); len(rec.Members) != 0 {
+		t.Fatalf("members after failover with no one coming back: %v", rec.Members)
 	}
 }

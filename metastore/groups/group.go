@@ -52,6 +52,7 @@ func (m *member) metadata(protocol string) []byte {
 type group struct {
 	c    *Coordinator
 	name string
+	term uint64 // the coordinator term that loaded it
 
 	mu       sync.Mutex
 	loaded   bool
@@ -115,6 +116,14 @@ func (g *group) exists() bool {
 	return g.known || len(g.members) > 0 || len(g.pending) > 0 || g.gen > 0
 }
 
+// forgetIfAbsent drops a group that turned out not to exist, so requests naming
+// groups at random leave nothing behind. Call with mu held.
+func (g *group) forgetIfAbsent() {
+	if !g.gone && !g.exists() {
+		g.drop()
+	}
+}
+
 // drop forgets the group (and answers its waiters NOT_COORDINATOR): the next
 // request reloads it from the store.
 func (g *group) drop() {
@@ -160,6 +169,15 @@ func (g *group) maxRebalance() time.Duration {
 // save commits the group as it is now. On failure the group is dropped: whatever
 // the store holds is the truth the next coordinator (or the next request) loads.
 func (g *group) save() bool {
+	g.c.mu.Lock()
+	current := g.c.term == g.term && g.c.groups[g.name] == g
+	g.c.mu.Unlock()
+	if !current {
+		// Left over from an earlier term: whatever it decided is not this
+		// coordinator's to save.
+		g.drop()
+		return false
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
 	defer cancel()
 	if err := g.c.store.Save(ctx, g.record()); err != nil {
@@ -172,7 +190,7 @@ func (g *group) save() bool {
 
 func (g *group) record() *pb.GroupRecord {
 	rec := &pb.GroupRecord{Group: g.name, ProtocolType: g.ptype, Protocol: g.proto, Generation: g.gen,
-		Leader: g.leader, Assigned: g.state == stateStable}
+		Leader: g.leader, Assigned: g.state == stateStable, CoordinatorTerm: g.term}
 	for _, m := range g.sorted() {
 		rec.Members = append(rec.Members, &pb.GroupMember{MemberId: m.id, InstanceId: m.instanceID,
 			ClientId: m.clientID, ClientHost: m.clientHost, SessionTimeoutMs: int32(m.session / time.Millisecond),
@@ -206,15 +224,22 @@ func (g *group) supports(self string, ptype string, protocols []*pb.GroupProtoco
 	if ptype != g.ptype {
 		return false
 	}
+	counts := make(map[string]int, len(protocols))
 	for _, p := range protocols {
-		all := true
-		for id, m := range g.members {
-			if id != self && !hasProtocol(m.protocols, p.Name) {
-				all = false
-				break
+		counts[p.Name] = 0
+	}
+	for id, m := range g.members {
+		if id == self {
+			continue
+		}
+		for _, p := range m.protocols {
+			if n, ok := counts[p.Name]; ok {
+				counts[p.Name] = n + 1
 			}
 		}
-		if all {
+	}
+	for _, n := range counts {
+		if n >= others {
 			return true
 		}
 	}
@@ -225,20 +250,53 @@ func hasProtocol(ps []*pb.GroupProtocol, name string) bool {
 	return slices.ContainsFunc(ps, func(p *pb.GroupProtocol) bool { return p.Name == name })
 }
 
+// full reports whether extra more members would exceed group.max.size, counting
+// the member ids handed out and not yet used, as Kafka does; without a configured
+// size only members count against the built-in bound.
 func (g *group) full(extra int) bool {
-	limit := g.c.cfg.MaxSize
-	if limit <= 0 || limit > maxMembers {
-		limit = maxMembers
+	if limit := g.c.cfg.MaxSize; limit > 0 {
+		return len(g.members)+len(g.pending)+extra > limit
 	}
-	return len(g.members)+len(g.pending)+extra > limit
+	return len(g.members)+extra > maxMembers
+}
+
+// addPending remembers a member id handed out with MEMBER_ID_REQUIRED; past
+// maxPending the one closest to expiry is forgotten (its client gets
+// UNKNOWN_MEMBER_ID and starts over).
+func (g *group) addPending(id string, expiry time.Time) {
+	if len(g.pending) >= maxPending {
+		oldest, at := "", time.Time{}
+		for p, e := range g.pending {
+			if oldest == "" || e.Before(at) {
+				oldest, at = p, e
+			}
+		}
+		delete(g.pending, oldest)
+	}
+	g.pending[id] = expiry
+}
+
+// memberBytes is what a member adds to the group's saved record.
+func memberBytes(m *member) int {
+	n := 64 + len(m.id) + len(m.clientID) + len(m.clientHost) + protocolsBytes(m.protocols) + len(m.assignment)
+	if m.instanceID != nil {
+		n += len(*m.instanceID)
+	}
+	return n
 }
 
 func (g *group) groupBytes() int {
 	n := 0
 	for _, m := range g.members {
-		n += protocolsBytes(m.protocols) + len(m.assignment)
+		n += memberBytes(m)
 	}
 	return n
+}
+
+// requestBytes is what a joining member would add to the group.
+func requestBytes(id string, req *pb.JoinGroupRequest) int {
+	m := &member{id: id, instanceID: req.InstanceId, clientID: req.ClientId, clientHost: req.ClientHost, protocols: req.Protocols}
+	return memberBytes(m)
 }
 
 // --- JoinGroup ---------------------------------------------------------------------
@@ -264,7 +322,7 @@ func (g *group) join(req *pb.JoinGroupRequest) (*pb.JoinGroupResponse, chan *pb.
 		if req.InstanceId == nil && req.RequireMemberId {
 			// KIP-394: the client must come back with this id, so a client that
 			// times out and retries cannot leave an orphan member behind.
-			g.pending[id] = now.Add(ms(req.SessionTimeoutMs))
+			g.addPending(id, now.Add(min(ms(req.SessionTimeoutMs), 5*time.Minute)))
 			return &pb.JoinGroupResponse{ErrorCode: codeMemberIDRequired, MemberId: id, Generation: -1}, nil
 		}
 		return g.admit(id, req, now)
@@ -292,7 +350,7 @@ func (g *group) join(req *pb.JoinGroupRequest) (*pb.JoinGroupResponse, chan *pb.
 	if !g.supports(m.id, req.ProtocolType, req.Protocols) {
 		return fail(codeInconsistentGroupProtocol)
 	}
-	if g.groupBytes()-protocolsBytes(m.protocols)+protocolsBytes(req.Protocols) > maxGroupBytes {
+	if g.groupBytes()-memberBytes(m)+requestBytes(m.id, req) > maxGroupBytes {
 		return fail(codeGroupMaxSizeReached)
 	}
 	same := sameProtocols(m.protocols, req.Protocols)
@@ -323,7 +381,7 @@ func (g *group) admit(id string, req *pb.JoinGroupRequest, now time.Time) (*pb.J
 	if g.full(1) {
 		return &pb.JoinGroupResponse{ErrorCode: codeGroupMaxSizeReached, MemberId: id, Generation: -1}, nil
 	}
-	if g.groupBytes()+protocolsBytes(req.Protocols) > maxGroupBytes {
+	if g.groupBytes()+requestBytes(id, req) > maxGroupBytes {
 		return &pb.JoinGroupResponse{ErrorCode: codeGroupMaxSizeReached, MemberId: id, Generation: -1}, nil
 	}
 	g.seq++
@@ -367,6 +425,9 @@ func minTime(a, b time.Time) time.Time {
 // the current generation back (a leader only if it can skip the assignment).
 func (g *group) replaceStatic(old *member, req *pb.JoinGroupRequest, now time.Time) (*pb.JoinGroupResponse, chan *pb.JoinGroupResponse) {
 	id := newMemberID(req.ClientId)
+	if g.groupBytes()-memberBytes(old)+requestBytes(id, req) > maxGroupBytes {
+		return &pb.JoinGroupResponse{ErrorCode: codeGroupMaxSizeReached, Generation: -1}, nil
+	}
 	old.answerJoin(&pb.JoinGroupResponse{ErrorCode: codeFencedInstanceID, MemberId: old.id, Generation: -1})
 	old.answerSync(&pb.SyncGroupResponse{ErrorCode: codeFencedInstanceID})
 	delete(g.members, old.id)
@@ -430,7 +491,10 @@ func (g *group) await(m *member, now time.Time) (*pb.JoinGroupResponse, chan *pb
 func (g *group) prepareRebalance(now time.Time) {
 	if g.state == stateCompletingRebalance {
 		for _, m := range g.members {
-			m.answerSync(&pb.SyncGroupResponse{ErrorCode: codeRebalanceInProgress})
+			if m.syncWait != nil {
+				m.answerSync(&pb.SyncGroupResponse{ErrorCode: codeRebalanceInProgress})
+				m.deadline = now.Add(m.session) // its session runs again from the answer
+			}
 		}
 	}
 	if g.state != statePreparingRebalance {
@@ -463,8 +527,10 @@ func (g *group) tryCompleteJoin(now time.Time) {
 // completeJoin ends a join phase: members that did not rejoin are removed, the
 // generation advances and is saved, and every joined member is answered.
 func (g *group) completeJoin(now time.Time) {
+	// Dynamic members that did not rejoin are gone; static ones stay (their
+	// instance may be restarting) until their session ends, as in Kafka.
 	for id, m := range g.members {
-		if m.joinWait == nil {
+		if m.joinWait == nil && m.instanceID == nil {
 			g.remove(id)
 		}
 	}
@@ -491,8 +557,10 @@ func (g *group) completeJoin(now time.Time) {
 		return // dropped: the waiters were answered NOT_COORDINATOR
 	}
 	for _, m := range g.members {
-		m.deadline = now.Add(m.session)
-		m.answerJoin(g.joinAnswer(m))
+		if m.joinWait != nil {
+			m.deadline = now.Add(m.session)
+			m.answerJoin(g.joinAnswer(m))
+		}
 	}
 }
 
@@ -500,23 +568,28 @@ func (g *group) completeJoin(now time.Time) {
 // prefer; ties go to the earliest member's preference.
 func (g *group) selectProtocol() string {
 	ms := g.sorted()
-	candidates := []string{}
-	for _, p := range ms[0].protocols {
-		all := true
-		for _, m := range ms[1:] {
-			if !hasProtocol(m.protocols, p.Name) {
-				all = false
-				break
+	support := map[string]int{}
+	for _, m := range ms {
+		seen := make(map[string]bool, len(m.protocols))
+		for _, p := range m.protocols {
+			if !seen[p.Name] {
+				seen[p.Name] = true
+				support[p.Name]++
 			}
 		}
-		if all && !slices.Contains(candidates, p.Name) {
+	}
+	var candidates []string
+	isCandidate := map[string]bool{}
+	for _, p := range ms[0].protocols {
+		if support[p.Name] == len(ms) && !isCandidate[p.Name] {
+			isCandidate[p.Name] = true
 			candidates = append(candidates, p.Name)
 		}
 	}
 	votes := map[string]int{}
 	for _, m := range ms {
 		for _, p := range m.protocols {
-			if slices.Contains(candidates, p.Name) {
+			if isCandidate[p.Name] {
 				votes[p.Name]++
 				break
 			}
@@ -581,8 +654,26 @@ func (g *group) sync(req *pb.SyncGroupRequest) (*pb.SyncGroupResponse, chan *pb.
 		return &pb.SyncGroupResponse{ProtocolType: g.ptype, Protocol: g.proto, Assignment: m.assignment}, nil
 	}
 	// CompletingRebalance.
-	m.synced = true
 	m.deadline = now.Add(m.session)
+	if m.id == g.leader {
+		size := 0
+		for _, a := range req.Assignments {
+			size += len(a.Assignment)
+		}
+		if size+g.groupBytes() > maxGroupBytes {
+			// As Kafka does with an assignment it cannot store: everyone waiting
+			// gets the error, and the group rebalances.
+			for _, o := range g.members {
+				if o.syncWait != nil {
+					o.answerSync(&pb.SyncGroupResponse{ErrorCode: codeGroupMaxSizeReached})
+					o.deadline = now.Add(o.session)
+				}
+			}
+			g.prepareRebalance(now)
+			return fail(codeGroupMaxSizeReached)
+		}
+	}
+	m.synced = true
 	if m.syncWait != nil {
 		m.answerSync(&pb.SyncGroupResponse{ErrorCode: codeRebalanceInProgress})
 	}
@@ -590,14 +681,6 @@ func (g *group) sync(req *pb.SyncGroupRequest) (*pb.SyncGroupResponse, chan *pb.
 	ch := m.syncWait
 	if m.id != g.leader {
 		return nil, ch
-	}
-	size := 0
-	for _, a := range req.Assignments {
-		size += len(a.Assignment)
-	}
-	if size+g.groupBytes() > maxGroupBytes {
-		m.syncWait = nil
-		return fail(codeGroupMaxSizeReached)
 	}
 	for _, o := range g.members {
 		o.assignment = nil
@@ -612,7 +695,10 @@ func (g *group) sync(req *pb.SyncGroupRequest) (*pb.SyncGroupResponse, chan *pb.
 		return nil, ch // dropped: answered NOT_COORDINATOR
 	}
 	for _, o := range g.members {
-		o.answerSync(&pb.SyncGroupResponse{ProtocolType: g.ptype, Protocol: g.proto, Assignment: o.assignment})
+		if o.syncWait != nil {
+			o.answerSync(&pb.SyncGroupResponse{ProtocolType: g.ptype, Protocol: g.proto, Assignment: o.assignment})
+			o.deadline = now.Add(o.session) // its session runs again from the answer
+		}
 	}
 	return nil, ch
 }
@@ -653,7 +739,7 @@ func (g *group) heartbeat(req *pb.HeartbeatRequest) int32 {
 
 func (g *group) leave(req *pb.LeaveGroupRequest) *pb.LeaveGroupResponse {
 	resp := &pb.LeaveGroupResponse{}
-	left := false
+	left, pendingLeft := false, false
 	for _, lm := range req.Members {
 		out := &pb.LeavingMember{MemberId: lm.MemberId, InstanceId: lm.InstanceId, Reason: lm.Reason}
 		resp.Members = append(resp.Members, out)
@@ -672,7 +758,7 @@ func (g *group) leave(req *pb.LeaveGroupRequest) *pb.LeaveGroupResponse {
 		}
 		if _, ok := g.pending[id]; ok {
 			delete(g.pending, id)
-			left = true
+			pendingLeft = true
 			continue
 		}
 		if _, ok := g.members[id]; !ok {
@@ -682,24 +768,30 @@ func (g *group) leave(req *pb.LeaveGroupRequest) *pb.LeaveGroupResponse {
 		g.remove(id)
 		left = true
 	}
-	if left {
+	switch {
+	case left:
 		g.removed(g.c.now())
+	case pendingLeft:
+		g.tryCompleteJoin(g.c.now()) // a join phase may have been waiting for it
 	}
 	return resp
 }
 
 func (g *group) checkCommit(generation int32, memberID string, instanceID *string) int32 {
-	if generation < 0 && len(g.members) == 0 {
+	switch {
+	case generation < 0 && len(g.members) == 0:
 		return codeNone // a simple consumer or an admin tool
-	}
-	if g.state == stateCompletingRebalance {
-		return codeRebalanceInProgress
+	case !g.exists():
+		return codeIllegalGeneration // as Kafka: a commit for a generation of no group
 	}
 	if code := g.checkMember(memberID, instanceID); code != codeNone {
 		return code
 	}
 	if generation != g.gen {
 		return codeIllegalGeneration
+	}
+	if g.state == stateCompletingRebalance {
+		return codeRebalanceInProgress // the member must learn its new assignment first
 	}
 	m := g.members[memberID]
 	m.deadline = g.c.now().Add(m.session)
@@ -745,15 +837,22 @@ func (g *group) describe(withMembers bool) *pb.GroupDescription {
 		d.ErrorCode = codeGroupIDNotFound
 		return d
 	}
+	stable := g.state == stateStable
+	if !stable {
+		d.Protocol = "" // as Kafka: the protocol, metadata and assignments only once Stable
+	}
 	if !withMembers {
 		return d
 	}
 	for _, m := range g.sorted() {
-		d.Members = append(d.Members, &pb.GroupMember{MemberId: m.id, InstanceId: m.instanceID, ClientId: m.clientID,
+		gm := &pb.GroupMember{MemberId: m.id, InstanceId: m.instanceID, ClientId: m.clientID,
 			ClientHost: m.clientHost, SessionTimeoutMs: int32(m.session / time.Millisecond),
-			RebalanceTimeoutMs: int32(m.rebalance / time.Millisecond),
-			Protocols:          []*pb.GroupProtocol{{Name: g.proto, Metadata: m.metadata(g.proto)}},
-			Assignment:         m.assignment})
+			RebalanceTimeoutMs: int32(m.rebalance / time.Millisecond)}
+		if stable {
+			gm.Protocols = []*pb.GroupProtocol{{Name: g.proto, Metadata: m.metadata(g.proto)}}
+			gm.Assignment = m.assignment
+		}
+		d.Members = append(d.Members, gm)
 	}
 	return d
 }

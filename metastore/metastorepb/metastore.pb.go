@@ -1975,9 +1975,13 @@ type GroupRecord struct {
 	// their assignments; false right after a join phase.
 	Assigned bool `protobuf:"varint,7,opt,name=assigned,proto3" json:"assigned,omitempty"`
 	// empty_since_ms: when the group last became empty (0 while it has members).
-	EmptySinceMs  int64 `protobuf:"varint,8,opt,name=empty_since_ms,json=emptySinceMs,proto3" json:"empty_since_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	EmptySinceMs int64 `protobuf:"varint,8,opt,name=empty_since_ms,json=emptySinceMs,proto3" json:"empty_since_ms,omitempty"`
+	// coordinator_term is the Raft term of the coordinator that saved the record: a
+	// record from an older term than the stored one is refused, so a coordinator
+	// that lost and regained leadership cannot overwrite its successor's decisions.
+	CoordinatorTerm uint64 `protobuf:"varint,9,opt,name=coordinator_term,json=coordinatorTerm,proto3" json:"coordinator_term,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GroupRecord) Reset() {
@@ -2062,6 +2066,13 @@ func (x *GroupRecord) GetAssigned() bool {
 func (x *GroupRecord) GetEmptySinceMs() int64 {
 	if x != nil {
 		return x.EmptySinceMs
+	}
+	return 0
+}
+
+func (x *GroupRecord) GetCoordinatorTerm() uint64 {
+	if x != nil {
+		return x.CoordinatorTerm
 	}
 	return 0
 }
@@ -6293,7 +6304,7 @@ const file_metastore_proto_rawDesc = "" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12!\n" +
 	"\fleader_epoch\x18\x04 \x01(\x05R\vleaderEpoch\x12\x1a\n" +
 	"\bmetadata\x18\x05 \x01(\tR\bmetadata\x12\x1b\n" +
-	"\tcommit_ms\x18\x06 \x01(\x03R\bcommitMs\"\x9a\x02\n" +
+	"\tcommit_ms\x18\x06 \x01(\x03R\bcommitMs\"\xc5\x02\n" +
 	"\vGroupRecord\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12#\n" +
 	"\rprotocol_type\x18\x02 \x01(\tR\fprotocolType\x12\x1a\n" +
@@ -6304,7 +6315,8 @@ const file_metastore_proto_rawDesc = "" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\x12:\n" +
 	"\amembers\x18\x06 \x03(\v2 .strata.metastore.v1.GroupMemberR\amembers\x12\x1a\n" +
 	"\bassigned\x18\a \x01(\bR\bassigned\x12$\n" +
-	"\x0eempty_since_ms\x18\b \x01(\x03R\femptySinceMs\"\xe0\x02\n" +
+	"\x0eempty_since_ms\x18\b \x01(\x03R\femptySinceMs\x12)\n" +
+	"\x10coordinator_term\x18\t \x01(\x04R\x0fcoordinatorTerm\"\xe0\x02\n" +
 	"\vGroupMember\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12$\n" +
 	"\vinstance_id\x18\x02 \x01(\tH\x00R\n" +

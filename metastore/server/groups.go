@@ -64,6 +64,7 @@ func (n *Node) groupLoop() {
 	defer t.Stop()
 	cfg := n.cfg.Groups
 	var lastExpiry time.Time
+	var loadedTerm uint64
 	for {
 		select {
 		case <-n.stopCh:
@@ -75,7 +76,15 @@ func (n *Node) groupLoop() {
 			n.groups.Reset()
 			continue
 		}
-		n.groups.Term(n.raft.CurrentTerm())
+		term := n.raft.CurrentTerm()
+		n.groups.Term(term)
+		if term != loadedTerm {
+			// A new term: load every group with members now, so sessions of members
+			// that never come back end here as they would have at the old leader.
+			if n.preloadGroups() {
+				loadedTerm = term
+			}
+		}
 		n.groups.Tick()
 		if cfg.OffsetsRetention > 0 && time.Since(lastExpiry) >= cfg.OffsetsRetentionCheck {
 			lastExpiry = time.Now()
@@ -87,6 +96,28 @@ func (n *Node) groupLoop() {
 			}
 		}
 	}
+}
+
+// preloadGroups loads the groups the state holds with members into the
+// coordinator; false if the state could not be read (tried again next tick).
+func (n *Node) preloadGroups() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	defer cancel()
+	if err := n.barrier(ctx); err != nil {
+		return false
+	}
+	names, recs, err := n.st.Groups()
+	if err != nil {
+		return false
+	}
+	var live []string
+	for i, r := range recs {
+		if r != nil && len(r.Members) > 0 {
+			live = append(live, names[i])
+		}
+	}
+	n.groups.Preload(ctx, live)
+	return true
 }
 
 // coordinator returns the group coordinator of this leader's current term.

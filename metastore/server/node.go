@@ -238,7 +238,7 @@ func Start(cfg Config) (n *Node, err error) {
 	n.verify = &verifier{n: n}
 	n.groups = groups.New(cfg.Groups, groupStore{n}, nil)
 	n.commits = newBatcher(n)
-	n.grpc = grpc.NewServer(grpc.WaitForHandlers(true))
+	n.grpc = grpc.NewServer(grpc.WaitForHandlers(true), grpc.MaxRecvMsgSize(metastore.MaxMessageBytes))
 	pb.RegisterMetastoreServer(n.grpc, &api{n: n})
 	n.goLoop(func() { n.grpc.Serve(apiLis) })
 	n.goLoop(n.commits.run)
@@ -385,7 +385,8 @@ func (n *Node) peer(addr string) (pb.MetastoreClient, error) {
 	cc, ok := n.peerConns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(metastore.MaxMessageBytes)))
 		if err != nil {
 			return nil, fmt.Errorf("metastore server: %s: %w", addr, err)
 		}

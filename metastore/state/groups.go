@@ -50,6 +50,9 @@ func (t *txn) saveGroup(rec *pb.GroupRecord, now int64) (*Result, error) {
 	if found && rec.Generation < old.Generation {
 		return &Result{Err: refuse(pb.ErrorCode_STALE_GROUP, "group %q is at generation %d, not %d", rec.Group, old.Generation, rec.Generation)}, nil
 	}
+	if found && rec.CoordinatorTerm < old.CoordinatorTerm {
+		return &Result{Err: refuse(pb.ErrorCode_STALE_GROUP, "group %q was saved by the coordinator of term %d, not %d", rec.Group, old.CoordinatorTerm, rec.CoordinatorTerm)}, nil
+	}
 	rec = proto.CloneOf(rec)
 	switch {
 	case len(rec.Members) > 0:

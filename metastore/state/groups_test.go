@@ -32,6 +32,14 @@ func TestSaveGroupGenerationsOnlyGrow(t *testing.T) {
 	if err != nil || rec == nil || rec.Generation != 2 || !rec.Assigned || rec.Members[0].MemberId != "m1" || rec.EmptySinceMs != 0 {
 		t.Fatalf("group: %v %v", rec, err)
 	}
+	// A coordinator of an older term cannot overwrite a newer one's record, even
+	// with a higher generation.
+	if r := a.apply(saveGroup(&pb.GroupRecord{Group: "t", Generation: 5, CoordinatorTerm: 7})); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r := a.apply(saveGroup(&pb.GroupRecord{Group: "t", Generation: 6, CoordinatorTerm: 6})); r.Err == nil || r.Err.Code != pb.ErrorCode_STALE_GROUP {
+		t.Fatalf("older term: %v, want STALE_GROUP", r.Err)
+	}
 	if r := a.apply(saveGroup(&pb.GroupRecord{Group: ""})); r.Err == nil || r.Err.Code != pb.ErrorCode_INVALID_REQUEST {
 		t.Fatalf("empty group id: %v", r.Err)
 	}
