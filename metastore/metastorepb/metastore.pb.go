@@ -1980,8 +1980,11 @@ type GroupRecord struct {
 	// record from an older term than the stored one is refused, so a coordinator
 	// that lost and regained leadership cannot overwrite its successor's decisions.
 	CoordinatorTerm uint64 `protobuf:"varint,9,opt,name=coordinator_term,json=coordinatorTerm,proto3" json:"coordinator_term,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// consumer is set for a KIP-848 consumer group (protocol_type "consumer", no
+	// classic members).
+	Consumer      *ConsumerGroupState `protobuf:"bytes,10,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GroupRecord) Reset() {
@@ -2077,6 +2080,301 @@ func (x *GroupRecord) GetCoordinatorTerm() uint64 {
 	return 0
 }
 
+func (x *GroupRecord) GetConsumer() *ConsumerGroupState {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+// ConsumerGroupState is a KIP-848 group: its epochs, and every member with its
+// subscription, its current assignment and its target.
+type ConsumerGroupState struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	GroupEpoch      int32                  `protobuf:"varint,1,opt,name=group_epoch,json=groupEpoch,proto3" json:"group_epoch,omitempty"`
+	AssignmentEpoch int32                  `protobuf:"varint,2,opt,name=assignment_epoch,json=assignmentEpoch,proto3" json:"assignment_epoch,omitempty"`
+	Members         []*ConsumerMember      `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	// metadata_hash identifies the subscribed topics' ids and partition counts the
+	// target assignment was computed for.
+	MetadataHash  uint64 `protobuf:"varint,4,opt,name=metadata_hash,json=metadataHash,proto3" json:"metadata_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerGroupState) Reset() {
+	*x = ConsumerGroupState{}
+	mi := &file_metastore_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerGroupState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerGroupState) ProtoMessage() {}
+
+func (x *ConsumerGroupState) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerGroupState.ProtoReflect.Descriptor instead.
+func (*ConsumerGroupState) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ConsumerGroupState) GetGroupEpoch() int32 {
+	if x != nil {
+		return x.GroupEpoch
+	}
+	return 0
+}
+
+func (x *ConsumerGroupState) GetAssignmentEpoch() int32 {
+	if x != nil {
+		return x.AssignmentEpoch
+	}
+	return 0
+}
+
+func (x *ConsumerGroupState) GetMembers() []*ConsumerMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ConsumerGroupState) GetMetadataHash() uint64 {
+	if x != nil {
+		return x.MetadataHash
+	}
+	return 0
+}
+
+type ConsumerMember struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	MemberId            string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	InstanceId          *string                `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3,oneof" json:"instance_id,omitempty"`
+	RackId              string                 `protobuf:"bytes,3,opt,name=rack_id,json=rackId,proto3" json:"rack_id,omitempty"`
+	ClientId            string                 `protobuf:"bytes,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientHost          string                 `protobuf:"bytes,5,opt,name=client_host,json=clientHost,proto3" json:"client_host,omitempty"`
+	SubscribedTopics    []string               `protobuf:"bytes,6,rep,name=subscribed_topics,json=subscribedTopics,proto3" json:"subscribed_topics,omitempty"`
+	SubscribedRegex     string                 `protobuf:"bytes,7,opt,name=subscribed_regex,json=subscribedRegex,proto3" json:"subscribed_regex,omitempty"`
+	ServerAssignor      string                 `protobuf:"bytes,8,opt,name=server_assignor,json=serverAssignor,proto3" json:"server_assignor,omitempty"`
+	RebalanceTimeoutMs  int32                  `protobuf:"varint,9,opt,name=rebalance_timeout_ms,json=rebalanceTimeoutMs,proto3" json:"rebalance_timeout_ms,omitempty"`
+	MemberEpoch         int32                  `protobuf:"varint,10,opt,name=member_epoch,json=memberEpoch,proto3" json:"member_epoch,omitempty"`
+	PreviousMemberEpoch int32                  `protobuf:"varint,11,opt,name=previous_member_epoch,json=previousMemberEpoch,proto3" json:"previous_member_epoch,omitempty"`
+	Assigned            []*TopicPartitions     `protobuf:"bytes,12,rep,name=assigned,proto3" json:"assigned,omitempty"`                                       // owned now
+	Revoking            []*TopicPartitions     `protobuf:"bytes,13,rep,name=revoking,proto3" json:"revoking,omitempty"`                                       // to give up before taking anything new
+	Target              []*TopicPartitions     `protobuf:"bytes,14,rep,name=target,proto3" json:"target,omitempty"`                                           // what the assignor decided at assignment_epoch
+	LeftTemporarily     bool                   `protobuf:"varint,15,opt,name=left_temporarily,json=leftTemporarily,proto3" json:"left_temporarily,omitempty"` // a static member that left with epoch -2
+	SessionTimeoutMs    int32                  `protobuf:"varint,16,opt,name=session_timeout_ms,json=sessionTimeoutMs,proto3" json:"session_timeout_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ConsumerMember) Reset() {
+	*x = ConsumerMember{}
+	mi := &file_metastore_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerMember) ProtoMessage() {}
+
+func (x *ConsumerMember) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerMember.ProtoReflect.Descriptor instead.
+func (*ConsumerMember) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ConsumerMember) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *ConsumerMember) GetInstanceId() string {
+	if x != nil && x.InstanceId != nil {
+		return *x.InstanceId
+	}
+	return ""
+}
+
+func (x *ConsumerMember) GetRackId() string {
+	if x != nil {
+		return x.RackId
+	}
+	return ""
+}
+
+func (x *ConsumerMember) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *ConsumerMember) GetClientHost() string {
+	if x != nil {
+		return x.ClientHost
+	}
+	return ""
+}
+
+func (x *ConsumerMember) GetSubscribedTopics() []string {
+	if x != nil {
+		return x.SubscribedTopics
+	}
+	return nil
+}
+
+func (x *ConsumerMember) GetSubscribedRegex() string {
+	if x != nil {
+		return x.SubscribedRegex
+	}
+	return ""
+}
+
+func (x *ConsumerMember) GetServerAssignor() string {
+	if x != nil {
+		return x.ServerAssignor
+	}
+	return ""
+}
+
+func (x *ConsumerMember) GetRebalanceTimeoutMs() int32 {
+	if x != nil {
+		return x.RebalanceTimeoutMs
+	}
+	return 0
+}
+
+func (x *ConsumerMember) GetMemberEpoch() int32 {
+	if x != nil {
+		return x.MemberEpoch
+	}
+	return 0
+}
+
+func (x *ConsumerMember) GetPreviousMemberEpoch() int32 {
+	if x != nil {
+		return x.PreviousMemberEpoch
+	}
+	return 0
+}
+
+func (x *ConsumerMember) GetAssigned() []*TopicPartitions {
+	if x != nil {
+		return x.Assigned
+	}
+	return nil
+}
+
+func (x *ConsumerMember) GetRevoking() []*TopicPartitions {
+	if x != nil {
+		return x.Revoking
+	}
+	return nil
+}
+
+func (x *ConsumerMember) GetTarget() []*TopicPartitions {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *ConsumerMember) GetLeftTemporarily() bool {
+	if x != nil {
+		return x.LeftTemporarily
+	}
+	return false
+}
+
+func (x *ConsumerMember) GetSessionTimeoutMs() int32 {
+	if x != nil {
+		return x.SessionTimeoutMs
+	}
+	return 0
+}
+
+type TopicPartitions struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TopicId       []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
+	Partitions    []int32                `protobuf:"varint,2,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicPartitions) Reset() {
+	*x = TopicPartitions{}
+	mi := &file_metastore_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicPartitions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicPartitions) ProtoMessage() {}
+
+func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicPartitions.ProtoReflect.Descriptor instead.
+func (*TopicPartitions) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *TopicPartitions) GetTopicId() []byte {
+	if x != nil {
+		return x.TopicId
+	}
+	return nil
+}
+
+func (x *TopicPartitions) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
 // GroupMember is a member of a classic group.
 type GroupMember struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
@@ -2094,7 +2392,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2404,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2417,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{28}
+	return file_metastore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GroupMember) GetMemberId() string {
@@ -2188,7 +2486,7 @@ type GroupProtocol struct {
 
 func (x *GroupProtocol) Reset() {
 	*x = GroupProtocol{}
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2498,7 @@ func (x *GroupProtocol) String() string {
 func (*GroupProtocol) ProtoMessage() {}
 
 func (x *GroupProtocol) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2511,7 @@ func (x *GroupProtocol) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupProtocol.ProtoReflect.Descriptor instead.
 func (*GroupProtocol) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{29}
+	return file_metastore_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GroupProtocol) GetName() string {
@@ -2242,7 +2540,7 @@ type CommitSegmentRequest struct {
 
 func (x *CommitSegmentRequest) Reset() {
 	*x = CommitSegmentRequest{}
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2254,7 +2552,7 @@ func (x *CommitSegmentRequest) String() string {
 func (*CommitSegmentRequest) ProtoMessage() {}
 
 func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2267,7 +2565,7 @@ func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentRequest.ProtoReflect.Descriptor instead.
 func (*CommitSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{30}
+	return file_metastore_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CommitSegmentRequest) GetSegmentId() []byte {
@@ -2315,7 +2613,7 @@ type ChunkCommit struct {
 
 func (x *ChunkCommit) Reset() {
 	*x = ChunkCommit{}
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2327,7 +2625,7 @@ func (x *ChunkCommit) String() string {
 func (*ChunkCommit) ProtoMessage() {}
 
 func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2340,7 +2638,7 @@ func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkCommit.ProtoReflect.Descriptor instead.
 func (*ChunkCommit) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{31}
+	return file_metastore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ChunkCommit) GetTopicId() []byte {
@@ -2416,7 +2714,7 @@ type BatchInfo struct {
 
 func (x *BatchInfo) Reset() {
 	*x = BatchInfo{}
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2428,7 +2726,7 @@ func (x *BatchInfo) String() string {
 func (*BatchInfo) ProtoMessage() {}
 
 func (x *BatchInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2441,7 +2739,7 @@ func (x *BatchInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchInfo.ProtoReflect.Descriptor instead.
 func (*BatchInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{32}
+	return file_metastore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BatchInfo) GetOffsetCount() int32 {
@@ -2502,7 +2800,7 @@ type CommitSegmentResponse struct {
 
 func (x *CommitSegmentResponse) Reset() {
 	*x = CommitSegmentResponse{}
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +2812,7 @@ func (x *CommitSegmentResponse) String() string {
 func (*CommitSegmentResponse) ProtoMessage() {}
 
 func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +2825,7 @@ func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentResponse.ProtoReflect.Descriptor instead.
 func (*CommitSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{33}
+	return file_metastore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CommitSegmentResponse) GetChunks() []*ChunkResult {
@@ -2551,7 +2849,7 @@ type ChunkResult struct {
 
 func (x *ChunkResult) Reset() {
 	*x = ChunkResult{}
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2861,7 @@ func (x *ChunkResult) String() string {
 func (*ChunkResult) ProtoMessage() {}
 
 func (x *ChunkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2874,7 @@ func (x *ChunkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkResult.ProtoReflect.Descriptor instead.
 func (*ChunkResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{34}
+	return file_metastore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ChunkResult) GetTopicId() []byte {
@@ -2641,7 +2939,7 @@ type IndexEntry struct {
 
 func (x *IndexEntry) Reset() {
 	*x = IndexEntry{}
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2951,7 @@ func (x *IndexEntry) String() string {
 func (*IndexEntry) ProtoMessage() {}
 
 func (x *IndexEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2964,7 @@ func (x *IndexEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexEntry.ProtoReflect.Descriptor instead.
 func (*IndexEntry) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{35}
+	return file_metastore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *IndexEntry) GetTopicId() []byte {
@@ -2756,7 +3054,7 @@ type CreateTopicsRequest struct {
 
 func (x *CreateTopicsRequest) Reset() {
 	*x = CreateTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2768,7 +3066,7 @@ func (x *CreateTopicsRequest) String() string {
 func (*CreateTopicsRequest) ProtoMessage() {}
 
 func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2781,7 +3079,7 @@ func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{36}
+	return file_metastore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateTopicsRequest) GetTopics() []*TopicSpec {
@@ -2811,7 +3109,7 @@ type TopicResult struct {
 
 func (x *TopicResult) Reset() {
 	*x = TopicResult{}
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +3121,7 @@ func (x *TopicResult) String() string {
 func (*TopicResult) ProtoMessage() {}
 
 func (x *TopicResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +3134,7 @@ func (x *TopicResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicResult.ProtoReflect.Descriptor instead.
 func (*TopicResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{37}
+	return file_metastore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TopicResult) GetName() string {
@@ -2883,7 +3181,7 @@ type CreateTopicsResponse struct {
 
 func (x *CreateTopicsResponse) Reset() {
 	*x = CreateTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +3193,7 @@ func (x *CreateTopicsResponse) String() string {
 func (*CreateTopicsResponse) ProtoMessage() {}
 
 func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +3206,7 @@ func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{38}
+	return file_metastore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateTopicsResponse) GetResults() []*TopicResult {
@@ -2927,7 +3225,7 @@ type DeleteTopicsRequest struct {
 
 func (x *DeleteTopicsRequest) Reset() {
 	*x = DeleteTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2939,7 +3237,7 @@ func (x *DeleteTopicsRequest) String() string {
 func (*DeleteTopicsRequest) ProtoMessage() {}
 
 func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2952,7 +3250,7 @@ func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{39}
+	return file_metastore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeleteTopicsRequest) GetTopics() []*TopicRef {
@@ -2971,7 +3269,7 @@ type DeleteTopicsResponse struct {
 
 func (x *DeleteTopicsResponse) Reset() {
 	*x = DeleteTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3281,7 @@ func (x *DeleteTopicsResponse) String() string {
 func (*DeleteTopicsResponse) ProtoMessage() {}
 
 func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3294,7 @@ func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{40}
+	return file_metastore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeleteTopicsResponse) GetResults() []*TopicResult {
@@ -3016,7 +3314,7 @@ type AlterConfigsRequest struct {
 
 func (x *AlterConfigsRequest) Reset() {
 	*x = AlterConfigsRequest{}
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3326,7 @@ func (x *AlterConfigsRequest) String() string {
 func (*AlterConfigsRequest) ProtoMessage() {}
 
 func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3339,7 @@ func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsRequest.ProtoReflect.Descriptor instead.
 func (*AlterConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{41}
+	return file_metastore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AlterConfigsRequest) GetAlterations() []*ConfigAlteration {
@@ -3067,7 +3365,7 @@ type AlterConfigsResponse struct {
 
 func (x *AlterConfigsResponse) Reset() {
 	*x = AlterConfigsResponse{}
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3079,7 +3377,7 @@ func (x *AlterConfigsResponse) String() string {
 func (*AlterConfigsResponse) ProtoMessage() {}
 
 func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3092,7 +3390,7 @@ func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsResponse.ProtoReflect.Descriptor instead.
 func (*AlterConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{42}
+	return file_metastore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AlterConfigsResponse) GetResults() []*TopicResult {
@@ -3112,7 +3410,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3124,7 +3422,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3137,7 +3435,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{43}
+	return file_metastore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreatePartitionsRequest) GetTopics() []*PartitionGrowth {
@@ -3163,7 +3461,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3175,7 +3473,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3188,7 +3486,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{44}
+	return file_metastore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreatePartitionsResponse) GetResults() []*TopicResult {
@@ -3208,7 +3506,7 @@ type DescribeTopicsRequest struct {
 
 func (x *DescribeTopicsRequest) Reset() {
 	*x = DescribeTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3220,7 +3518,7 @@ func (x *DescribeTopicsRequest) String() string {
 func (*DescribeTopicsRequest) ProtoMessage() {}
 
 func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3233,7 +3531,7 @@ func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{45}
+	return file_metastore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DescribeTopicsRequest) GetTopics() []*TopicRef {
@@ -3254,7 +3552,7 @@ type DescribeTopicsResponse struct {
 
 func (x *DescribeTopicsResponse) Reset() {
 	*x = DescribeTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3564,7 @@ func (x *DescribeTopicsResponse) String() string {
 func (*DescribeTopicsResponse) ProtoMessage() {}
 
 func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3577,7 @@ func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{46}
+	return file_metastore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DescribeTopicsResponse) GetResults() []*TopicResult {
@@ -3309,7 +3607,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3321,7 +3619,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3334,7 +3632,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{47}
+	return file_metastore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *LookupRequest) GetTopicId() []byte {
@@ -3377,7 +3675,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3389,7 +3687,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3402,7 +3700,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{48}
+	return file_metastore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *LookupResponse) GetError() ErrorCode {
@@ -3439,7 +3737,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3451,7 +3749,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3464,7 +3762,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{49}
+	return file_metastore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListOffsetsRequest) GetTopicId() []byte {
@@ -3502,7 +3800,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3514,7 +3812,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3527,7 +3825,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{50}
+	return file_metastore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListOffsetsResponse) GetError() ErrorCode {
@@ -3574,7 +3872,7 @@ type RegisterAgentRequest struct {
 
 func (x *RegisterAgentRequest) Reset() {
 	*x = RegisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3586,7 +3884,7 @@ func (x *RegisterAgentRequest) String() string {
 func (*RegisterAgentRequest) ProtoMessage() {}
 
 func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3599,7 +3897,7 @@ func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*RegisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{51}
+	return file_metastore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RegisterAgentRequest) GetAgent() *AgentInfo {
@@ -3618,7 +3916,7 @@ type RegisterAgentResponse struct {
 
 func (x *RegisterAgentResponse) Reset() {
 	*x = RegisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3630,7 +3928,7 @@ func (x *RegisterAgentResponse) String() string {
 func (*RegisterAgentResponse) ProtoMessage() {}
 
 func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3643,7 +3941,7 @@ func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*RegisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{52}
+	return file_metastore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RegisterAgentResponse) GetAgent() *AgentInfo {
@@ -3662,7 +3960,7 @@ type DeregisterAgentRequest struct {
 
 func (x *DeregisterAgentRequest) Reset() {
 	*x = DeregisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3674,7 +3972,7 @@ func (x *DeregisterAgentRequest) String() string {
 func (*DeregisterAgentRequest) ProtoMessage() {}
 
 func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3687,7 +3985,7 @@ func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{53}
+	return file_metastore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *DeregisterAgentRequest) GetAgentId() string {
@@ -3705,7 +4003,7 @@ type DeregisterAgentResponse struct {
 
 func (x *DeregisterAgentResponse) Reset() {
 	*x = DeregisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3717,7 +4015,7 @@ func (x *DeregisterAgentResponse) String() string {
 func (*DeregisterAgentResponse) ProtoMessage() {}
 
 func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3730,7 +4028,7 @@ func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{54}
+	return file_metastore_proto_rawDescGZIP(), []int{57}
 }
 
 type ListAgentsRequest struct {
@@ -3741,7 +4039,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3753,7 +4051,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3766,7 +4064,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{55}
+	return file_metastore_proto_rawDescGZIP(), []int{58}
 }
 
 type ListAgentsResponse struct {
@@ -3778,7 +4076,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3790,7 +4088,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3803,7 +4101,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{56}
+	return file_metastore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -3824,7 +4122,7 @@ type RecordIntentRequest struct {
 
 func (x *RecordIntentRequest) Reset() {
 	*x = RecordIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3836,7 +4134,7 @@ func (x *RecordIntentRequest) String() string {
 func (*RecordIntentRequest) ProtoMessage() {}
 
 func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3849,7 +4147,7 @@ func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentRequest.ProtoReflect.Descriptor instead.
 func (*RecordIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{57}
+	return file_metastore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RecordIntentRequest) GetSegmentId() []byte {
@@ -3882,7 +4180,7 @@ type RecordIntentResponse struct {
 
 func (x *RecordIntentResponse) Reset() {
 	*x = RecordIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3894,7 +4192,7 @@ func (x *RecordIntentResponse) String() string {
 func (*RecordIntentResponse) ProtoMessage() {}
 
 func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3907,7 +4205,7 @@ func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentResponse.ProtoReflect.Descriptor instead.
 func (*RecordIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{58}
+	return file_metastore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RecordIntentResponse) GetIntent() *UploadIntent {
@@ -3926,7 +4224,7 @@ type ResolveIntentRequest struct {
 
 func (x *ResolveIntentRequest) Reset() {
 	*x = ResolveIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3938,7 +4236,7 @@ func (x *ResolveIntentRequest) String() string {
 func (*ResolveIntentRequest) ProtoMessage() {}
 
 func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3951,7 +4249,7 @@ func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentRequest.ProtoReflect.Descriptor instead.
 func (*ResolveIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{59}
+	return file_metastore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ResolveIntentRequest) GetSegmentId() []byte {
@@ -3969,7 +4267,7 @@ type ResolveIntentResponse struct {
 
 func (x *ResolveIntentResponse) Reset() {
 	*x = ResolveIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3981,7 +4279,7 @@ func (x *ResolveIntentResponse) String() string {
 func (*ResolveIntentResponse) ProtoMessage() {}
 
 func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3994,7 +4292,7 @@ func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentResponse.ProtoReflect.Descriptor instead.
 func (*ResolveIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{60}
+	return file_metastore_proto_rawDescGZIP(), []int{63}
 }
 
 type ListExpiredIntentsRequest struct {
@@ -4006,7 +4304,7 @@ type ListExpiredIntentsRequest struct {
 
 func (x *ListExpiredIntentsRequest) Reset() {
 	*x = ListExpiredIntentsRequest{}
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4018,7 +4316,7 @@ func (x *ListExpiredIntentsRequest) String() string {
 func (*ListExpiredIntentsRequest) ProtoMessage() {}
 
 func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4031,7 +4329,7 @@ func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsRequest.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{61}
+	return file_metastore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListExpiredIntentsRequest) GetLimit() int32 {
@@ -4050,7 +4348,7 @@ type ListExpiredIntentsResponse struct {
 
 func (x *ListExpiredIntentsResponse) Reset() {
 	*x = ListExpiredIntentsResponse{}
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4062,7 +4360,7 @@ func (x *ListExpiredIntentsResponse) String() string {
 func (*ListExpiredIntentsResponse) ProtoMessage() {}
 
 func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4075,7 +4373,7 @@ func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsResponse.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{62}
+	return file_metastore_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListExpiredIntentsResponse) GetIntents() []*UploadIntent {
@@ -4096,7 +4394,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4108,7 +4406,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4121,7 +4419,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{63}
+	return file_metastore_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *WatchRequest) GetPartitions() []*PartitionRef {
@@ -4148,7 +4446,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4160,7 +4458,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4173,7 +4471,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{64}
+	return file_metastore_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *PartitionRef) GetTopicId() []byte {
@@ -4208,7 +4506,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4220,7 +4518,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4233,7 +4531,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{65}
+	return file_metastore_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *WatchEvent) GetAppliedIndex() uint64 {
@@ -4301,7 +4599,7 @@ type CommitOffsetsRequest struct {
 
 func (x *CommitOffsetsRequest) Reset() {
 	*x = CommitOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4313,7 +4611,7 @@ func (x *CommitOffsetsRequest) String() string {
 func (*CommitOffsetsRequest) ProtoMessage() {}
 
 func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4326,7 +4624,7 @@ func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{66}
+	return file_metastore_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CommitOffsetsRequest) GetGroup() string {
@@ -4376,7 +4674,7 @@ type OffsetResult struct {
 
 func (x *OffsetResult) Reset() {
 	*x = OffsetResult{}
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4388,7 +4686,7 @@ func (x *OffsetResult) String() string {
 func (*OffsetResult) ProtoMessage() {}
 
 func (x *OffsetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4401,7 +4699,7 @@ func (x *OffsetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetResult.ProtoReflect.Descriptor instead.
 func (*OffsetResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{67}
+	return file_metastore_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *OffsetResult) GetTopicId() []byte {
@@ -4437,7 +4735,7 @@ type CommitOffsetsResponse struct {
 
 func (x *CommitOffsetsResponse) Reset() {
 	*x = CommitOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4449,7 +4747,7 @@ func (x *CommitOffsetsResponse) String() string {
 func (*CommitOffsetsResponse) ProtoMessage() {}
 
 func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4462,7 +4760,7 @@ func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{68}
+	return file_metastore_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *CommitOffsetsResponse) GetResults() []*OffsetResult {
@@ -4490,7 +4788,7 @@ type FetchOffsetsRequest struct {
 
 func (x *FetchOffsetsRequest) Reset() {
 	*x = FetchOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4502,7 +4800,7 @@ func (x *FetchOffsetsRequest) String() string {
 func (*FetchOffsetsRequest) ProtoMessage() {}
 
 func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4515,7 +4813,7 @@ func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{69}
+	return file_metastore_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *FetchOffsetsRequest) GetGroup() string {
@@ -4542,7 +4840,7 @@ type FetchOffsetsResponse struct {
 
 func (x *FetchOffsetsResponse) Reset() {
 	*x = FetchOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4554,7 +4852,7 @@ func (x *FetchOffsetsResponse) String() string {
 func (*FetchOffsetsResponse) ProtoMessage() {}
 
 func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4567,7 +4865,7 @@ func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{70}
+	return file_metastore_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *FetchOffsetsResponse) GetOffsets() []*CommittedOffset {
@@ -4587,7 +4885,7 @@ type DeleteOffsetsRequest struct {
 
 func (x *DeleteOffsetsRequest) Reset() {
 	*x = DeleteOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4599,7 +4897,7 @@ func (x *DeleteOffsetsRequest) String() string {
 func (*DeleteOffsetsRequest) ProtoMessage() {}
 
 func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4612,7 +4910,7 @@ func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{71}
+	return file_metastore_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *DeleteOffsetsRequest) GetGroup() string {
@@ -4638,7 +4936,7 @@ type DeleteOffsetsResponse struct {
 
 func (x *DeleteOffsetsResponse) Reset() {
 	*x = DeleteOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4650,7 +4948,7 @@ func (x *DeleteOffsetsResponse) String() string {
 func (*DeleteOffsetsResponse) ProtoMessage() {}
 
 func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4663,7 +4961,7 @@ func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{72}
+	return file_metastore_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *DeleteOffsetsResponse) GetResults() []*OffsetResult {
@@ -4681,7 +4979,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[73]
+	mi := &file_metastore_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4693,7 +4991,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[73]
+	mi := &file_metastore_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4706,7 +5004,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{73}
+	return file_metastore_proto_rawDescGZIP(), []int{76}
 }
 
 type ListGroupsResponse struct {
@@ -4721,7 +5019,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[74]
+	mi := &file_metastore_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4733,7 +5031,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[74]
+	mi := &file_metastore_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4746,7 +5044,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{74}
+	return file_metastore_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ListGroupsResponse) GetGroups() []string {
@@ -4772,7 +5070,7 @@ type DeleteGroupsRequest struct {
 
 func (x *DeleteGroupsRequest) Reset() {
 	*x = DeleteGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4784,7 +5082,7 @@ func (x *DeleteGroupsRequest) String() string {
 func (*DeleteGroupsRequest) ProtoMessage() {}
 
 func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4797,7 +5095,7 @@ func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{75}
+	return file_metastore_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DeleteGroupsRequest) GetGroups() []string {
@@ -4817,7 +5115,7 @@ type GroupResult struct {
 
 func (x *GroupResult) Reset() {
 	*x = GroupResult{}
-	mi := &file_metastore_proto_msgTypes[76]
+	mi := &file_metastore_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4829,7 +5127,7 @@ func (x *GroupResult) String() string {
 func (*GroupResult) ProtoMessage() {}
 
 func (x *GroupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[76]
+	mi := &file_metastore_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4842,7 +5140,7 @@ func (x *GroupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
 func (*GroupResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{76}
+	return file_metastore_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *GroupResult) GetGroup() string {
@@ -4868,7 +5166,7 @@ type DeleteGroupsResponse struct {
 
 func (x *DeleteGroupsResponse) Reset() {
 	*x = DeleteGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[77]
+	mi := &file_metastore_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4880,7 +5178,7 @@ func (x *DeleteGroupsResponse) String() string {
 func (*DeleteGroupsResponse) ProtoMessage() {}
 
 func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[77]
+	mi := &file_metastore_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4893,7 +5191,7 @@ func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{77}
+	return file_metastore_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *DeleteGroupsResponse) GetResults() []*GroupResult {
@@ -4923,7 +5221,7 @@ type JoinGroupRequest struct {
 
 func (x *JoinGroupRequest) Reset() {
 	*x = JoinGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[78]
+	mi := &file_metastore_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4935,7 +5233,7 @@ func (x *JoinGroupRequest) String() string {
 func (*JoinGroupRequest) ProtoMessage() {}
 
 func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[78]
+	mi := &file_metastore_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4948,7 +5246,7 @@ func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupRequest.ProtoReflect.Descriptor instead.
 func (*JoinGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{78}
+	return file_metastore_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *JoinGroupRequest) GetGroup() string {
@@ -5053,7 +5351,7 @@ type JoinGroupResponse struct {
 
 func (x *JoinGroupResponse) Reset() {
 	*x = JoinGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[79]
+	mi := &file_metastore_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5065,7 +5363,7 @@ func (x *JoinGroupResponse) String() string {
 func (*JoinGroupResponse) ProtoMessage() {}
 
 func (x *JoinGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[79]
+	mi := &file_metastore_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5078,7 +5376,7 @@ func (x *JoinGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupResponse.ProtoReflect.Descriptor instead.
 func (*JoinGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{79}
+	return file_metastore_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *JoinGroupResponse) GetErrorCode() int32 {
@@ -5152,7 +5450,7 @@ type SyncGroupRequest struct {
 
 func (x *SyncGroupRequest) Reset() {
 	*x = SyncGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[80]
+	mi := &file_metastore_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5164,7 +5462,7 @@ func (x *SyncGroupRequest) String() string {
 func (*SyncGroupRequest) ProtoMessage() {}
 
 func (x *SyncGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[80]
+	mi := &file_metastore_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5177,7 +5475,7 @@ func (x *SyncGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncGroupRequest.ProtoReflect.Descriptor instead.
 func (*SyncGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{80}
+	return file_metastore_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SyncGroupRequest) GetGroup() string {
@@ -5239,7 +5537,7 @@ type GroupAssignment struct {
 
 func (x *GroupAssignment) Reset() {
 	*x = GroupAssignment{}
-	mi := &file_metastore_proto_msgTypes[81]
+	mi := &file_metastore_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5251,7 +5549,7 @@ func (x *GroupAssignment) String() string {
 func (*GroupAssignment) ProtoMessage() {}
 
 func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[81]
+	mi := &file_metastore_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5264,7 +5562,7 @@ func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupAssignment.ProtoReflect.Descriptor instead.
 func (*GroupAssignment) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{81}
+	return file_metastore_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *GroupAssignment) GetMemberId() string {
@@ -5293,7 +5591,7 @@ type SyncGroupResponse struct {
 
 func (x *SyncGroupResponse) Reset() {
 	*x = SyncGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[82]
+	mi := &file_metastore_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5305,7 +5603,7 @@ func (x *SyncGroupResponse) String() string {
 func (*SyncGroupResponse) ProtoMessage() {}
 
 func (x *SyncGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[82]
+	mi := &file_metastore_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5318,7 +5616,7 @@ func (x *SyncGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncGroupResponse.ProtoReflect.Descriptor instead.
 func (*SyncGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{82}
+	return file_metastore_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *SyncGroupResponse) GetErrorCode() int32 {
@@ -5361,7 +5659,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_metastore_proto_msgTypes[83]
+	mi := &file_metastore_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5373,7 +5671,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[83]
+	mi := &file_metastore_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5386,7 +5684,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{83}
+	return file_metastore_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *HeartbeatRequest) GetGroup() string {
@@ -5426,7 +5724,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_metastore_proto_msgTypes[84]
+	mi := &file_metastore_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5438,7 +5736,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[84]
+	mi := &file_metastore_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5451,7 +5749,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{84}
+	return file_metastore_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *HeartbeatResponse) GetErrorCode() int32 {
@@ -5471,7 +5769,7 @@ type LeaveGroupRequest struct {
 
 func (x *LeaveGroupRequest) Reset() {
 	*x = LeaveGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[85]
+	mi := &file_metastore_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5483,7 +5781,7 @@ func (x *LeaveGroupRequest) String() string {
 func (*LeaveGroupRequest) ProtoMessage() {}
 
 func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[85]
+	mi := &file_metastore_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5496,7 +5794,7 @@ func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
 func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{85}
+	return file_metastore_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *LeaveGroupRequest) GetGroup() string {
@@ -5525,7 +5823,7 @@ type LeavingMember struct {
 
 func (x *LeavingMember) Reset() {
 	*x = LeavingMember{}
-	mi := &file_metastore_proto_msgTypes[86]
+	mi := &file_metastore_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5537,7 +5835,7 @@ func (x *LeavingMember) String() string {
 func (*LeavingMember) ProtoMessage() {}
 
 func (x *LeavingMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[86]
+	mi := &file_metastore_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5550,7 +5848,7 @@ func (x *LeavingMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavingMember.ProtoReflect.Descriptor instead.
 func (*LeavingMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{86}
+	return file_metastore_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *LeavingMember) GetMemberId() string {
@@ -5591,7 +5889,7 @@ type LeaveGroupResponse struct {
 
 func (x *LeaveGroupResponse) Reset() {
 	*x = LeaveGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[87]
+	mi := &file_metastore_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5603,7 +5901,7 @@ func (x *LeaveGroupResponse) String() string {
 func (*LeaveGroupResponse) ProtoMessage() {}
 
 func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[87]
+	mi := &file_metastore_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5616,7 +5914,7 @@ func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupResponse.ProtoReflect.Descriptor instead.
 func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{87}
+	return file_metastore_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *LeaveGroupResponse) GetErrorCode() int32 {
@@ -5642,7 +5940,7 @@ type DescribeGroupsRequest struct {
 
 func (x *DescribeGroupsRequest) Reset() {
 	*x = DescribeGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[88]
+	mi := &file_metastore_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5654,7 +5952,7 @@ func (x *DescribeGroupsRequest) String() string {
 func (*DescribeGroupsRequest) ProtoMessage() {}
 
 func (x *DescribeGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[88]
+	mi := &file_metastore_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5667,7 +5965,7 @@ func (x *DescribeGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{88}
+	return file_metastore_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *DescribeGroupsRequest) GetGroups() []string {
@@ -5687,13 +5985,14 @@ type GroupDescription struct {
 	// Members with the selected protocol's metadata as their one protocol.
 	Members       []*GroupMember `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
 	Generation    int32          `protobuf:"varint,7,opt,name=generation,proto3" json:"generation,omitempty"`
+	GroupType     string         `protobuf:"bytes,8,opt,name=group_type,json=groupType,proto3" json:"group_type,omitempty"` // "classic" or "consumer" (KIP-848), as ListGroups v5 shows it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GroupDescription) Reset() {
 	*x = GroupDescription{}
-	mi := &file_metastore_proto_msgTypes[89]
+	mi := &file_metastore_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5705,7 +6004,7 @@ func (x *GroupDescription) String() string {
 func (*GroupDescription) ProtoMessage() {}
 
 func (x *GroupDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[89]
+	mi := &file_metastore_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5718,7 +6017,7 @@ func (x *GroupDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupDescription.ProtoReflect.Descriptor instead.
 func (*GroupDescription) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{89}
+	return file_metastore_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *GroupDescription) GetGroup() string {
@@ -5770,6 +6069,13 @@ func (x *GroupDescription) GetGeneration() int32 {
 	return 0
 }
 
+func (x *GroupDescription) GetGroupType() string {
+	if x != nil {
+		return x.GroupType
+	}
+	return ""
+}
+
 type DescribeGroupsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Groups        []*GroupDescription    `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
@@ -5779,7 +6085,7 @@ type DescribeGroupsResponse struct {
 
 func (x *DescribeGroupsResponse) Reset() {
 	*x = DescribeGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[90]
+	mi := &file_metastore_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5791,7 +6097,7 @@ func (x *DescribeGroupsResponse) String() string {
 func (*DescribeGroupsResponse) ProtoMessage() {}
 
 func (x *DescribeGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[90]
+	mi := &file_metastore_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5804,10 +6110,446 @@ func (x *DescribeGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{90}
+	return file_metastore_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *DescribeGroupsResponse) GetGroups() []*GroupDescription {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type ConsumerHeartbeatRequest struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Group              string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	MemberId           string                 `protobuf:"bytes,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	MemberEpoch        int32                  `protobuf:"varint,3,opt,name=member_epoch,json=memberEpoch,proto3" json:"member_epoch,omitempty"`
+	InstanceId         *string                `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3,oneof" json:"instance_id,omitempty"`
+	RackId             *string                `protobuf:"bytes,5,opt,name=rack_id,json=rackId,proto3,oneof" json:"rack_id,omitempty"`
+	RebalanceTimeoutMs int32                  `protobuf:"varint,6,opt,name=rebalance_timeout_ms,json=rebalanceTimeoutMs,proto3" json:"rebalance_timeout_ms,omitempty"` // -1: unchanged
+	SubscriptionSet    bool                   `protobuf:"varint,7,opt,name=subscription_set,json=subscriptionSet,proto3" json:"subscription_set,omitempty"`            // false: subscribed_topics unchanged
+	SubscribedTopics   []string               `protobuf:"bytes,8,rep,name=subscribed_topics,json=subscribedTopics,proto3" json:"subscribed_topics,omitempty"`
+	SubscribedRegex    *string                `protobuf:"bytes,9,opt,name=subscribed_regex,json=subscribedRegex,proto3,oneof" json:"subscribed_regex,omitempty"`
+	ServerAssignor     *string                `protobuf:"bytes,10,opt,name=server_assignor,json=serverAssignor,proto3,oneof" json:"server_assignor,omitempty"`
+	OwnedSet           bool                   `protobuf:"varint,11,opt,name=owned_set,json=ownedSet,proto3" json:"owned_set,omitempty"` // false: owned unchanged since the last heartbeat
+	Owned              []*TopicPartitions     `protobuf:"bytes,12,rep,name=owned,proto3" json:"owned,omitempty"`
+	ClientId           string                 `protobuf:"bytes,13,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientHost         string                 `protobuf:"bytes,14,opt,name=client_host,json=clientHost,proto3" json:"client_host,omitempty"`
+	GenerateMemberId   bool                   `protobuf:"varint,15,opt,name=generate_member_id,json=generateMemberId,proto3" json:"generate_member_id,omitempty"` // v0: the coordinator picks the member id
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ConsumerHeartbeatRequest) Reset() {
+	*x = ConsumerHeartbeatRequest{}
+	mi := &file_metastore_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerHeartbeatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerHeartbeatRequest) ProtoMessage() {}
+
+func (x *ConsumerHeartbeatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerHeartbeatRequest.ProtoReflect.Descriptor instead.
+func (*ConsumerHeartbeatRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *ConsumerHeartbeatRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ConsumerHeartbeatRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *ConsumerHeartbeatRequest) GetMemberEpoch() int32 {
+	if x != nil {
+		return x.MemberEpoch
+	}
+	return 0
+}
+
+func (x *ConsumerHeartbeatRequest) GetInstanceId() string {
+	if x != nil && x.InstanceId != nil {
+		return *x.InstanceId
+	}
+	return ""
+}
+
+func (x *ConsumerHeartbeatRequest) GetRackId() string {
+	if x != nil && x.RackId != nil {
+		return *x.RackId
+	}
+	return ""
+}
+
+func (x *ConsumerHeartbeatRequest) GetRebalanceTimeoutMs() int32 {
+	if x != nil {
+		return x.RebalanceTimeoutMs
+	}
+	return 0
+}
+
+func (x *ConsumerHeartbeatRequest) GetSubscriptionSet() bool {
+	if x != nil {
+		return x.SubscriptionSet
+	}
+	return false
+}
+
+func (x *ConsumerHeartbeatRequest) GetSubscribedTopics() []string {
+	if x != nil {
+		return x.SubscribedTopics
+	}
+	return nil
+}
+
+func (x *ConsumerHeartbeatRequest) GetSubscribedRegex() string {
+	if x != nil && x.SubscribedRegex != nil {
+		return *x.SubscribedRegex
+	}
+	return ""
+}
+
+func (x *ConsumerHeartbeatRequest) GetServerAssignor() string {
+	if x != nil && x.ServerAssignor != nil {
+		return *x.ServerAssignor
+	}
+	return ""
+}
+
+func (x *ConsumerHeartbeatRequest) GetOwnedSet() bool {
+	if x != nil {
+		return x.OwnedSet
+	}
+	return false
+}
+
+func (x *ConsumerHeartbeatRequest) GetOwned() []*TopicPartitions {
+	if x != nil {
+		return x.Owned
+	}
+	return nil
+}
+
+func (x *ConsumerHeartbeatRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *ConsumerHeartbeatRequest) GetClientHost() string {
+	if x != nil {
+		return x.ClientHost
+	}
+	return ""
+}
+
+func (x *ConsumerHeartbeatRequest) GetGenerateMemberId() bool {
+	if x != nil {
+		return x.GenerateMemberId
+	}
+	return false
+}
+
+type ConsumerHeartbeatResponse struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	ErrorCode           int32                  `protobuf:"varint,1,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage        string                 `protobuf:"bytes,2,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	MemberId            string                 `protobuf:"bytes,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	MemberEpoch         int32                  `protobuf:"varint,4,opt,name=member_epoch,json=memberEpoch,proto3" json:"member_epoch,omitempty"`
+	HeartbeatIntervalMs int32                  `protobuf:"varint,5,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
+	HasAssignment       bool                   `protobuf:"varint,6,opt,name=has_assignment,json=hasAssignment,proto3" json:"has_assignment,omitempty"`
+	Assignment          []*TopicPartitions     `protobuf:"bytes,7,rep,name=assignment,proto3" json:"assignment,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ConsumerHeartbeatResponse) Reset() {
+	*x = ConsumerHeartbeatResponse{}
+	mi := &file_metastore_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerHeartbeatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerHeartbeatResponse) ProtoMessage() {}
+
+func (x *ConsumerHeartbeatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerHeartbeatResponse.ProtoReflect.Descriptor instead.
+func (*ConsumerHeartbeatResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{95}
+}
+
+func (x *ConsumerHeartbeatResponse) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *ConsumerHeartbeatResponse) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *ConsumerHeartbeatResponse) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *ConsumerHeartbeatResponse) GetMemberEpoch() int32 {
+	if x != nil {
+		return x.MemberEpoch
+	}
+	return 0
+}
+
+func (x *ConsumerHeartbeatResponse) GetHeartbeatIntervalMs() int32 {
+	if x != nil {
+		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
+func (x *ConsumerHeartbeatResponse) GetHasAssignment() bool {
+	if x != nil {
+		return x.HasAssignment
+	}
+	return false
+}
+
+func (x *ConsumerHeartbeatResponse) GetAssignment() []*TopicPartitions {
+	if x != nil {
+		return x.Assignment
+	}
+	return nil
+}
+
+type ConsumerGroupDescribeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []string               `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerGroupDescribeRequest) Reset() {
+	*x = ConsumerGroupDescribeRequest{}
+	mi := &file_metastore_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerGroupDescribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerGroupDescribeRequest) ProtoMessage() {}
+
+func (x *ConsumerGroupDescribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerGroupDescribeRequest.ProtoReflect.Descriptor instead.
+func (*ConsumerGroupDescribeRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *ConsumerGroupDescribeRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type ConsumerGroupDescription struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Group           string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	ErrorCode       int32                  `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage    string                 `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	State           string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // Empty, Assigning, Reconciling, Stable, Dead
+	GroupEpoch      int32                  `protobuf:"varint,5,opt,name=group_epoch,json=groupEpoch,proto3" json:"group_epoch,omitempty"`
+	AssignmentEpoch int32                  `protobuf:"varint,6,opt,name=assignment_epoch,json=assignmentEpoch,proto3" json:"assignment_epoch,omitempty"`
+	Assignor        string                 `protobuf:"bytes,7,opt,name=assignor,proto3" json:"assignor,omitempty"`
+	Members         []*ConsumerMember      `protobuf:"bytes,8,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ConsumerGroupDescription) Reset() {
+	*x = ConsumerGroupDescription{}
+	mi := &file_metastore_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerGroupDescription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerGroupDescription) ProtoMessage() {}
+
+func (x *ConsumerGroupDescription) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerGroupDescription.ProtoReflect.Descriptor instead.
+func (*ConsumerGroupDescription) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *ConsumerGroupDescription) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ConsumerGroupDescription) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *ConsumerGroupDescription) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *ConsumerGroupDescription) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ConsumerGroupDescription) GetGroupEpoch() int32 {
+	if x != nil {
+		return x.GroupEpoch
+	}
+	return 0
+}
+
+func (x *ConsumerGroupDescription) GetAssignmentEpoch() int32 {
+	if x != nil {
+		return x.AssignmentEpoch
+	}
+	return 0
+}
+
+func (x *ConsumerGroupDescription) GetAssignor() string {
+	if x != nil {
+		return x.Assignor
+	}
+	return ""
+}
+
+func (x *ConsumerGroupDescription) GetMembers() []*ConsumerMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type ConsumerGroupDescribeResponse struct {
+	state         protoimpl.MessageState      `protogen:"open.v1"`
+	Groups        []*ConsumerGroupDescription `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerGroupDescribeResponse) Reset() {
+	*x = ConsumerGroupDescribeResponse{}
+	mi := &file_metastore_proto_msgTypes[98]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerGroupDescribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerGroupDescribeResponse) ProtoMessage() {}
+
+func (x *ConsumerGroupDescribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[98]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerGroupDescribeResponse.ProtoReflect.Descriptor instead.
+func (*ConsumerGroupDescribeResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{98}
+}
+
+func (x *ConsumerGroupDescribeResponse) GetGroups() []*ConsumerGroupDescription {
 	if x != nil {
 		return x.Groups
 	}
@@ -5822,7 +6564,7 @@ type ClusterRequest struct {
 
 func (x *ClusterRequest) Reset() {
 	*x = ClusterRequest{}
-	mi := &file_metastore_proto_msgTypes[91]
+	mi := &file_metastore_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5834,7 +6576,7 @@ func (x *ClusterRequest) String() string {
 func (*ClusterRequest) ProtoMessage() {}
 
 func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[91]
+	mi := &file_metastore_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5847,7 +6589,7 @@ func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRequest.ProtoReflect.Descriptor instead.
 func (*ClusterRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{91}
+	return file_metastore_proto_rawDescGZIP(), []int{99}
 }
 
 type ClusterResponse struct {
@@ -5861,7 +6603,7 @@ type ClusterResponse struct {
 
 func (x *ClusterResponse) Reset() {
 	*x = ClusterResponse{}
-	mi := &file_metastore_proto_msgTypes[92]
+	mi := &file_metastore_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5873,7 +6615,7 @@ func (x *ClusterResponse) String() string {
 func (*ClusterResponse) ProtoMessage() {}
 
 func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[92]
+	mi := &file_metastore_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5886,7 +6628,7 @@ func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse.ProtoReflect.Descriptor instead.
 func (*ClusterResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{92}
+	return file_metastore_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ClusterResponse) GetMembers() []*ClusterResponse_Member {
@@ -5921,7 +6663,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_metastore_proto_msgTypes[93]
+	mi := &file_metastore_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5933,7 +6675,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[93]
+	mi := &file_metastore_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5946,7 +6688,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{93}
+	return file_metastore_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -5978,7 +6720,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_metastore_proto_msgTypes[94]
+	mi := &file_metastore_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5990,7 +6732,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[94]
+	mi := &file_metastore_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6003,7 +6745,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{94}
+	return file_metastore_proto_rawDescGZIP(), []int{102}
 }
 
 type LeaveRequest struct {
@@ -6015,7 +6757,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_metastore_proto_msgTypes[95]
+	mi := &file_metastore_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6027,7 +6769,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[95]
+	mi := &file_metastore_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6040,7 +6782,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{95}
+	return file_metastore_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -6058,7 +6800,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_metastore_proto_msgTypes[96]
+	mi := &file_metastore_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6070,7 +6812,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[96]
+	mi := &file_metastore_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6083,7 +6825,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{96}
+	return file_metastore_proto_rawDescGZIP(), []int{104}
 }
 
 type ClusterResponse_Member struct {
@@ -6099,7 +6841,7 @@ type ClusterResponse_Member struct {
 
 func (x *ClusterResponse_Member) Reset() {
 	*x = ClusterResponse_Member{}
-	mi := &file_metastore_proto_msgTypes[99]
+	mi := &file_metastore_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6111,7 +6853,7 @@ func (x *ClusterResponse_Member) String() string {
 func (*ClusterResponse_Member) ProtoMessage() {}
 
 func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[99]
+	mi := &file_metastore_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6124,7 +6866,7 @@ func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse_Member.ProtoReflect.Descriptor instead.
 func (*ClusterResponse_Member) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{92, 0}
+	return file_metastore_proto_rawDescGZIP(), []int{100, 0}
 }
 
 func (x *ClusterResponse_Member) GetId() string {
@@ -6304,7 +7046,7 @@ const file_metastore_proto_rawDesc = "" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12!\n" +
 	"\fleader_epoch\x18\x04 \x01(\x05R\vleaderEpoch\x12\x1a\n" +
 	"\bmetadata\x18\x05 \x01(\tR\bmetadata\x12\x1b\n" +
-	"\tcommit_ms\x18\x06 \x01(\x03R\bcommitMs\"\xc5\x02\n" +
+	"\tcommit_ms\x18\x06 \x01(\x03R\bcommitMs\"\x8a\x03\n" +
 	"\vGroupRecord\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12#\n" +
 	"\rprotocol_type\x18\x02 \x01(\tR\fprotocolType\x12\x1a\n" +
@@ -6316,7 +7058,41 @@ const file_metastore_proto_rawDesc = "" +
 	"\amembers\x18\x06 \x03(\v2 .strata.metastore.v1.GroupMemberR\amembers\x12\x1a\n" +
 	"\bassigned\x18\a \x01(\bR\bassigned\x12$\n" +
 	"\x0eempty_since_ms\x18\b \x01(\x03R\femptySinceMs\x12)\n" +
-	"\x10coordinator_term\x18\t \x01(\x04R\x0fcoordinatorTerm\"\xe0\x02\n" +
+	"\x10coordinator_term\x18\t \x01(\x04R\x0fcoordinatorTerm\x12C\n" +
+	"\bconsumer\x18\n" +
+	" \x01(\v2'.strata.metastore.v1.ConsumerGroupStateR\bconsumer\"\xc4\x01\n" +
+	"\x12ConsumerGroupState\x12\x1f\n" +
+	"\vgroup_epoch\x18\x01 \x01(\x05R\n" +
+	"groupEpoch\x12)\n" +
+	"\x10assignment_epoch\x18\x02 \x01(\x05R\x0fassignmentEpoch\x12=\n" +
+	"\amembers\x18\x03 \x03(\v2#.strata.metastore.v1.ConsumerMemberR\amembers\x12#\n" +
+	"\rmetadata_hash\x18\x04 \x01(\x04R\fmetadataHash\"\xdf\x05\n" +
+	"\x0eConsumerMember\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12$\n" +
+	"\vinstance_id\x18\x02 \x01(\tH\x00R\n" +
+	"instanceId\x88\x01\x01\x12\x17\n" +
+	"\arack_id\x18\x03 \x01(\tR\x06rackId\x12\x1b\n" +
+	"\tclient_id\x18\x04 \x01(\tR\bclientId\x12\x1f\n" +
+	"\vclient_host\x18\x05 \x01(\tR\n" +
+	"clientHost\x12+\n" +
+	"\x11subscribed_topics\x18\x06 \x03(\tR\x10subscribedTopics\x12)\n" +
+	"\x10subscribed_regex\x18\a \x01(\tR\x0fsubscribedRegex\x12'\n" +
+	"\x0fserver_assignor\x18\b \x01(\tR\x0eserverAssignor\x120\n" +
+	"\x14rebalance_timeout_ms\x18\t \x01(\x05R\x12rebalanceTimeoutMs\x12!\n" +
+	"\fmember_epoch\x18\n" +
+	" \x01(\x05R\vmemberEpoch\x122\n" +
+	"\x15previous_member_epoch\x18\v \x01(\x05R\x13previousMemberEpoch\x12@\n" +
+	"\bassigned\x18\f \x03(\v2$.strata.metastore.v1.TopicPartitionsR\bassigned\x12@\n" +
+	"\brevoking\x18\r \x03(\v2$.strata.metastore.v1.TopicPartitionsR\brevoking\x12<\n" +
+	"\x06target\x18\x0e \x03(\v2$.strata.metastore.v1.TopicPartitionsR\x06target\x12)\n" +
+	"\x10left_temporarily\x18\x0f \x01(\bR\x0fleftTemporarily\x12,\n" +
+	"\x12session_timeout_ms\x18\x10 \x01(\x05R\x10sessionTimeoutMsB\x0e\n" +
+	"\f_instance_id\"L\n" +
+	"\x0fTopicPartitions\x12\x19\n" +
+	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\x05R\n" +
+	"partitions\"\xe0\x02\n" +
 	"\vGroupMember\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12$\n" +
 	"\vinstance_id\x18\x02 \x01(\tH\x00R\n" +
@@ -6605,7 +7381,7 @@ const file_metastore_proto_rawDesc = "" +
 	"error_code\x18\x01 \x01(\x05R\terrorCode\x12<\n" +
 	"\amembers\x18\x02 \x03(\v2\".strata.metastore.v1.LeavingMemberR\amembers\"/\n" +
 	"\x15DescribeGroupsRequest\x12\x16\n" +
-	"\x06groups\x18\x01 \x03(\tR\x06groups\"\xfa\x01\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\"\x99\x02\n" +
 	"\x10GroupDescription\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1d\n" +
 	"\n" +
@@ -6616,9 +7392,61 @@ const file_metastore_proto_rawDesc = "" +
 	"\amembers\x18\x06 \x03(\v2 .strata.metastore.v1.GroupMemberR\amembers\x12\x1e\n" +
 	"\n" +
 	"generation\x18\a \x01(\x05R\n" +
-	"generation\"W\n" +
+	"generation\x12\x1d\n" +
+	"\n" +
+	"group_type\x18\b \x01(\tR\tgroupType\"W\n" +
 	"\x16DescribeGroupsResponse\x12=\n" +
-	"\x06groups\x18\x01 \x03(\v2%.strata.metastore.v1.GroupDescriptionR\x06groups\"\x10\n" +
+	"\x06groups\x18\x01 \x03(\v2%.strata.metastore.v1.GroupDescriptionR\x06groups\"\xa6\x05\n" +
+	"\x18ConsumerHeartbeatRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1b\n" +
+	"\tmember_id\x18\x02 \x01(\tR\bmemberId\x12!\n" +
+	"\fmember_epoch\x18\x03 \x01(\x05R\vmemberEpoch\x12$\n" +
+	"\vinstance_id\x18\x04 \x01(\tH\x00R\n" +
+	"instanceId\x88\x01\x01\x12\x1c\n" +
+	"\arack_id\x18\x05 \x01(\tH\x01R\x06rackId\x88\x01\x01\x120\n" +
+	"\x14rebalance_timeout_ms\x18\x06 \x01(\x05R\x12rebalanceTimeoutMs\x12)\n" +
+	"\x10subscription_set\x18\a \x01(\bR\x0fsubscriptionSet\x12+\n" +
+	"\x11subscribed_topics\x18\b \x03(\tR\x10subscribedTopics\x12.\n" +
+	"\x10subscribed_regex\x18\t \x01(\tH\x02R\x0fsubscribedRegex\x88\x01\x01\x12,\n" +
+	"\x0fserver_assignor\x18\n" +
+	" \x01(\tH\x03R\x0eserverAssignor\x88\x01\x01\x12\x1b\n" +
+	"\towned_set\x18\v \x01(\bR\bownedSet\x12:\n" +
+	"\x05owned\x18\f \x03(\v2$.strata.metastore.v1.TopicPartitionsR\x05owned\x12\x1b\n" +
+	"\tclient_id\x18\r \x01(\tR\bclientId\x12\x1f\n" +
+	"\vclient_host\x18\x0e \x01(\tR\n" +
+	"clientHost\x12,\n" +
+	"\x12generate_member_id\x18\x0f \x01(\bR\x10generateMemberIdB\x0e\n" +
+	"\f_instance_idB\n" +
+	"\n" +
+	"\b_rack_idB\x13\n" +
+	"\x11_subscribed_regexB\x12\n" +
+	"\x10_server_assignor\"\xc0\x02\n" +
+	"\x19ConsumerHeartbeatResponse\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x01 \x01(\x05R\terrorCode\x12#\n" +
+	"\rerror_message\x18\x02 \x01(\tR\ferrorMessage\x12\x1b\n" +
+	"\tmember_id\x18\x03 \x01(\tR\bmemberId\x12!\n" +
+	"\fmember_epoch\x18\x04 \x01(\x05R\vmemberEpoch\x122\n" +
+	"\x15heartbeat_interval_ms\x18\x05 \x01(\x05R\x13heartbeatIntervalMs\x12%\n" +
+	"\x0ehas_assignment\x18\x06 \x01(\bR\rhasAssignment\x12D\n" +
+	"\n" +
+	"assignment\x18\a \x03(\v2$.strata.metastore.v1.TopicPartitionsR\n" +
+	"assignment\"6\n" +
+	"\x1cConsumerGroupDescribeRequest\x12\x16\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\"\xb1\x02\n" +
+	"\x18ConsumerGroupDescription\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\x05R\terrorCode\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1f\n" +
+	"\vgroup_epoch\x18\x05 \x01(\x05R\n" +
+	"groupEpoch\x12)\n" +
+	"\x10assignment_epoch\x18\x06 \x01(\x05R\x0fassignmentEpoch\x12\x1a\n" +
+	"\bassignor\x18\a \x01(\tR\bassignor\x12=\n" +
+	"\amembers\x18\b \x03(\v2#.strata.metastore.v1.ConsumerMemberR\amembers\"f\n" +
+	"\x1dConsumerGroupDescribeResponse\x12E\n" +
+	"\x06groups\x18\x01 \x03(\v2-.strata.metastore.v1.ConsumerGroupDescriptionR\x06groups\"\x10\n" +
 	"\x0eClusterRequest\"\x9e\x02\n" +
 	"\x0fClusterResponse\x12E\n" +
 	"\amembers\x18\x01 \x03(\v2+.strata.metastore.v1.ClusterResponse.MemberR\amembers\x12\x12\n" +
@@ -6657,7 +7485,7 @@ const file_metastore_proto_rawDesc = "" +
 	"\x0fINVALID_SEGMENT\x10\v\x12\x13\n" +
 	"\x0fGROUP_NOT_FOUND\x10\f\x12\x13\n" +
 	"\x0fNON_EMPTY_GROUP\x10\r\x12\x0f\n" +
-	"\vSTALE_GROUP\x10\x0e2\xc5\x15\n" +
+	"\vSTALE_GROUP\x10\x0e2\xb9\x17\n" +
 	"\tMetastore\x12c\n" +
 	"\fCreateTopics\x12(.strata.metastore.v1.CreateTopicsRequest\x1a).strata.metastore.v1.CreateTopicsResponse\x12c\n" +
 	"\fDeleteTopics\x12(.strata.metastore.v1.DeleteTopicsRequest\x1a).strata.metastore.v1.DeleteTopicsResponse\x12c\n" +
@@ -6686,7 +7514,9 @@ const file_metastore_proto_rawDesc = "" +
 	"\tSyncGroup\x12%.strata.metastore.v1.SyncGroupRequest\x1a&.strata.metastore.v1.SyncGroupResponse\x12Z\n" +
 	"\tHeartbeat\x12%.strata.metastore.v1.HeartbeatRequest\x1a&.strata.metastore.v1.HeartbeatResponse\x12]\n" +
 	"\n" +
-	"LeaveGroup\x12&.strata.metastore.v1.LeaveGroupRequest\x1a'.strata.metastore.v1.LeaveGroupResponse\x12T\n" +
+	"LeaveGroup\x12&.strata.metastore.v1.LeaveGroupRequest\x1a'.strata.metastore.v1.LeaveGroupResponse\x12r\n" +
+	"\x11ConsumerHeartbeat\x12-.strata.metastore.v1.ConsumerHeartbeatRequest\x1a..strata.metastore.v1.ConsumerHeartbeatResponse\x12~\n" +
+	"\x15ConsumerGroupDescribe\x121.strata.metastore.v1.ConsumerGroupDescribeRequest\x1a2.strata.metastore.v1.ConsumerGroupDescribeResponse\x12T\n" +
 	"\aCluster\x12#.strata.metastore.v1.ClusterRequest\x1a$.strata.metastore.v1.ClusterResponse\x12K\n" +
 	"\x04Join\x12 .strata.metastore.v1.JoinRequest\x1a!.strata.metastore.v1.JoinResponse\x12N\n" +
 	"\x05Leave\x12!.strata.metastore.v1.LeaveRequest\x1a\".strata.metastore.v1.LeaveResponseB3Z1github.com/stratalog/strata/metastore/metastorepbb\x06proto3"
@@ -6704,110 +7534,118 @@ func file_metastore_proto_rawDescGZIP() []byte {
 }
 
 var file_metastore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 100)
+var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 108)
 var file_metastore_proto_goTypes = []any{
-	(ErrorCode)(0),                     // 0: strata.metastore.v1.ErrorCode
-	(ConfigOp_Kind)(0),                 // 1: strata.metastore.v1.ConfigOp.Kind
-	(*Command)(nil),                    // 2: strata.metastore.v1.Command
-	(*CreateTopicsCommand)(nil),        // 3: strata.metastore.v1.CreateTopicsCommand
-	(*TopicSpec)(nil),                  // 4: strata.metastore.v1.TopicSpec
-	(*DeleteTopicsCommand)(nil),        // 5: strata.metastore.v1.DeleteTopicsCommand
-	(*TopicRef)(nil),                   // 6: strata.metastore.v1.TopicRef
-	(*AlterConfigsCommand)(nil),        // 7: strata.metastore.v1.AlterConfigsCommand
-	(*ConfigAlteration)(nil),           // 8: strata.metastore.v1.ConfigAlteration
-	(*ConfigOp)(nil),                   // 9: strata.metastore.v1.ConfigOp
-	(*CreatePartitionsCommand)(nil),    // 10: strata.metastore.v1.CreatePartitionsCommand
-	(*PartitionGrowth)(nil),            // 11: strata.metastore.v1.PartitionGrowth
-	(*CommitSegmentsCommand)(nil),      // 12: strata.metastore.v1.CommitSegmentsCommand
-	(*RegisterAgentCommand)(nil),       // 13: strata.metastore.v1.RegisterAgentCommand
-	(*DeregisterAgentCommand)(nil),     // 14: strata.metastore.v1.DeregisterAgentCommand
-	(*ExpireAgentsCommand)(nil),        // 15: strata.metastore.v1.ExpireAgentsCommand
-	(*RecordIntentCommand)(nil),        // 16: strata.metastore.v1.RecordIntentCommand
-	(*ResolveIntentCommand)(nil),       // 17: strata.metastore.v1.ResolveIntentCommand
-	(*CommitOffsetsCommand)(nil),       // 18: strata.metastore.v1.CommitOffsetsCommand
-	(*DeleteOffsetsCommand)(nil),       // 19: strata.metastore.v1.DeleteOffsetsCommand
-	(*DeleteGroupsCommand)(nil),        // 20: strata.metastore.v1.DeleteGroupsCommand
-	(*SaveGroupCommand)(nil),           // 21: strata.metastore.v1.SaveGroupCommand
-	(*ExpireOffsetsCommand)(nil),       // 22: strata.metastore.v1.ExpireOffsetsCommand
-	(*Topic)(nil),                      // 23: strata.metastore.v1.Topic
-	(*PartitionHead)(nil),              // 24: strata.metastore.v1.PartitionHead
-	(*AgentInfo)(nil),                  // 25: strata.metastore.v1.AgentInfo
-	(*UploadIntent)(nil),               // 26: strata.metastore.v1.UploadIntent
-	(*SegmentRecord)(nil),              // 27: strata.metastore.v1.SegmentRecord
-	(*CommittedOffset)(nil),            // 28: strata.metastore.v1.CommittedOffset
-	(*GroupRecord)(nil),                // 29: strata.metastore.v1.GroupRecord
-	(*GroupMember)(nil),                // 30: strata.metastore.v1.GroupMember
-	(*GroupProtocol)(nil),              // 31: strata.metastore.v1.GroupProtocol
-	(*CommitSegmentRequest)(nil),       // 32: strata.metastore.v1.CommitSegmentRequest
-	(*ChunkCommit)(nil),                // 33: strata.metastore.v1.ChunkCommit
-	(*BatchInfo)(nil),                  // 34: strata.metastore.v1.BatchInfo
-	(*CommitSegmentResponse)(nil),      // 35: strata.metastore.v1.CommitSegmentResponse
-	(*ChunkResult)(nil),                // 36: strata.metastore.v1.ChunkResult
-	(*IndexEntry)(nil),                 // 37: strata.metastore.v1.IndexEntry
-	(*CreateTopicsRequest)(nil),        // 38: strata.metastore.v1.CreateTopicsRequest
-	(*TopicResult)(nil),                // 39: strata.metastore.v1.TopicResult
-	(*CreateTopicsResponse)(nil),       // 40: strata.metastore.v1.CreateTopicsResponse
-	(*DeleteTopicsRequest)(nil),        // 41: strata.metastore.v1.DeleteTopicsRequest
-	(*DeleteTopicsResponse)(nil),       // 42: strata.metastore.v1.DeleteTopicsResponse
-	(*AlterConfigsRequest)(nil),        // 43: strata.metastore.v1.AlterConfigsRequest
-	(*AlterConfigsResponse)(nil),       // 44: strata.metastore.v1.AlterConfigsResponse
-	(*CreatePartitionsRequest)(nil),    // 45: strata.metastore.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),   // 46: strata.metastore.v1.CreatePartitionsResponse
-	(*DescribeTopicsRequest)(nil),      // 47: strata.metastore.v1.DescribeTopicsRequest
-	(*DescribeTopicsResponse)(nil),     // 48: strata.metastore.v1.DescribeTopicsResponse
-	(*LookupRequest)(nil),              // 49: strata.metastore.v1.LookupRequest
-	(*LookupResponse)(nil),             // 50: strata.metastore.v1.LookupResponse
-	(*ListOffsetsRequest)(nil),         // 51: strata.metastore.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),        // 52: strata.metastore.v1.ListOffsetsResponse
-	(*RegisterAgentRequest)(nil),       // 53: strata.metastore.v1.RegisterAgentRequest
-	(*RegisterAgentResponse)(nil),      // 54: strata.metastore.v1.RegisterAgentResponse
-	(*DeregisterAgentRequest)(nil),     // 55: strata.metastore.v1.DeregisterAgentRequest
-	(*DeregisterAgentResponse)(nil),    // 56: strata.metastore.v1.DeregisterAgentResponse
-	(*ListAgentsRequest)(nil),          // 57: strata.metastore.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 58: strata.metastore.v1.ListAgentsResponse
-	(*RecordIntentRequest)(nil),        // 59: strata.metastore.v1.RecordIntentRequest
-	(*RecordIntentResponse)(nil),       // 60: strata.metastore.v1.RecordIntentResponse
-	(*ResolveIntentRequest)(nil),       // 61: strata.metastore.v1.ResolveIntentRequest
-	(*ResolveIntentResponse)(nil),      // 62: strata.metastore.v1.ResolveIntentResponse
-	(*ListExpiredIntentsRequest)(nil),  // 63: strata.metastore.v1.ListExpiredIntentsRequest
-	(*ListExpiredIntentsResponse)(nil), // 64: strata.metastore.v1.ListExpiredIntentsResponse
-	(*WatchRequest)(nil),               // 65: strata.metastore.v1.WatchRequest
-	(*PartitionRef)(nil),               // 66: strata.metastore.v1.PartitionRef
-	(*WatchEvent)(nil),                 // 67: strata.metastore.v1.WatchEvent
-	(*CommitOffsetsRequest)(nil),       // 68: strata.metastore.v1.CommitOffsetsRequest
-	(*OffsetResult)(nil),               // 69: strata.metastore.v1.OffsetResult
-	(*CommitOffsetsResponse)(nil),      // 70: strata.metastore.v1.CommitOffsetsResponse
-	(*FetchOffsetsRequest)(nil),        // 71: strata.metastore.v1.FetchOffsetsRequest
-	(*FetchOffsetsResponse)(nil),       // 72: strata.metastore.v1.FetchOffsetsResponse
-	(*DeleteOffsetsRequest)(nil),       // 73: strata.metastore.v1.DeleteOffsetsRequest
-	(*DeleteOffsetsResponse)(nil),      // 74: strata.metastore.v1.DeleteOffsetsResponse
-	(*ListGroupsRequest)(nil),          // 75: strata.metastore.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),         // 76: strata.metastore.v1.ListGroupsResponse
-	(*DeleteGroupsRequest)(nil),        // 77: strata.metastore.v1.DeleteGroupsRequest
-	(*GroupResult)(nil),                // 78: strata.metastore.v1.GroupResult
-	(*DeleteGroupsResponse)(nil),       // 79: strata.metastore.v1.DeleteGroupsResponse
-	(*JoinGroupRequest)(nil),           // 80: strata.metastore.v1.JoinGroupRequest
-	(*JoinGroupResponse)(nil),          // 81: strata.metastore.v1.JoinGroupResponse
-	(*SyncGroupRequest)(nil),           // 82: strata.metastore.v1.SyncGroupRequest
-	(*GroupAssignment)(nil),            // 83: strata.metastore.v1.GroupAssignment
-	(*SyncGroupResponse)(nil),          // 84: strata.metastore.v1.SyncGroupResponse
-	(*HeartbeatRequest)(nil),           // 85: strata.metastore.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),          // 86: strata.metastore.v1.HeartbeatResponse
-	(*LeaveGroupRequest)(nil),          // 87: strata.metastore.v1.LeaveGroupRequest
-	(*LeavingMember)(nil),              // 88: strata.metastore.v1.LeavingMember
-	(*LeaveGroupResponse)(nil),         // 89: strata.metastore.v1.LeaveGroupResponse
-	(*DescribeGroupsRequest)(nil),      // 90: strata.metastore.v1.DescribeGroupsRequest
-	(*GroupDescription)(nil),           // 91: strata.metastore.v1.GroupDescription
-	(*DescribeGroupsResponse)(nil),     // 92: strata.metastore.v1.DescribeGroupsResponse
-	(*ClusterRequest)(nil),             // 93: strata.metastore.v1.ClusterRequest
-	(*ClusterResponse)(nil),            // 94: strata.metastore.v1.ClusterResponse
-	(*JoinRequest)(nil),                // 95: strata.metastore.v1.JoinRequest
-	(*JoinResponse)(nil),               // 96: strata.metastore.v1.JoinResponse
-	(*LeaveRequest)(nil),               // 97: strata.metastore.v1.LeaveRequest
-	(*LeaveResponse)(nil),              // 98: strata.metastore.v1.LeaveResponse
-	nil,                                // 99: strata.metastore.v1.TopicSpec.ConfigsEntry
-	nil,                                // 100: strata.metastore.v1.Topic.ConfigsEntry
-	(*ClusterResponse_Member)(nil),     // 101: strata.metastore.v1.ClusterResponse.Member
+	(ErrorCode)(0),                        // 0: strata.metastore.v1.ErrorCode
+	(ConfigOp_Kind)(0),                    // 1: strata.metastore.v1.ConfigOp.Kind
+	(*Command)(nil),                       // 2: strata.metastore.v1.Command
+	(*CreateTopicsCommand)(nil),           // 3: strata.metastore.v1.CreateTopicsCommand
+	(*TopicSpec)(nil),                     // 4: strata.metastore.v1.TopicSpec
+	(*DeleteTopicsCommand)(nil),           // 5: strata.metastore.v1.DeleteTopicsCommand
+	(*TopicRef)(nil),                      // 6: strata.metastore.v1.TopicRef
+	(*AlterConfigsCommand)(nil),           // 7: strata.metastore.v1.AlterConfigsCommand
+	(*ConfigAlteration)(nil),              // 8: strata.metastore.v1.ConfigAlteration
+	(*ConfigOp)(nil),                      // 9: strata.metastore.v1.ConfigOp
+	(*CreatePartitionsCommand)(nil),       // 10: strata.metastore.v1.CreatePartitionsCommand
+	(*PartitionGrowth)(nil),               // 11: strata.metastore.v1.PartitionGrowth
+	(*CommitSegmentsCommand)(nil),         // 12: strata.metastore.v1.CommitSegmentsCommand
+	(*RegisterAgentCommand)(nil),          // 13: strata.metastore.v1.RegisterAgentCommand
+	(*DeregisterAgentCommand)(nil),        // 14: strata.metastore.v1.DeregisterAgentCommand
+	(*ExpireAgentsCommand)(nil),           // 15: strata.metastore.v1.ExpireAgentsCommand
+	(*RecordIntentCommand)(nil),           // 16: strata.metastore.v1.RecordIntentCommand
+	(*ResolveIntentCommand)(nil),          // 17: strata.metastore.v1.ResolveIntentCommand
+	(*CommitOffsetsCommand)(nil),          // 18: strata.metastore.v1.CommitOffsetsCommand
+	(*DeleteOffsetsCommand)(nil),          // 19: strata.metastore.v1.DeleteOffsetsCommand
+	(*DeleteGroupsCommand)(nil),           // 20: strata.metastore.v1.DeleteGroupsCommand
+	(*SaveGroupCommand)(nil),              // 21: strata.metastore.v1.SaveGroupCommand
+	(*ExpireOffsetsCommand)(nil),          // 22: strata.metastore.v1.ExpireOffsetsCommand
+	(*Topic)(nil),                         // 23: strata.metastore.v1.Topic
+	(*PartitionHead)(nil),                 // 24: strata.metastore.v1.PartitionHead
+	(*AgentInfo)(nil),                     // 25: strata.metastore.v1.AgentInfo
+	(*UploadIntent)(nil),                  // 26: strata.metastore.v1.UploadIntent
+	(*SegmentRecord)(nil),                 // 27: strata.metastore.v1.SegmentRecord
+	(*CommittedOffset)(nil),               // 28: strata.metastore.v1.CommittedOffset
+	(*GroupRecord)(nil),                   // 29: strata.metastore.v1.GroupRecord
+	(*ConsumerGroupState)(nil),            // 30: strata.metastore.v1.ConsumerGroupState
+	(*ConsumerMember)(nil),                // 31: strata.metastore.v1.ConsumerMember
+	(*TopicPartitions)(nil),               // 32: strata.metastore.v1.TopicPartitions
+	(*GroupMember)(nil),                   // 33: strata.metastore.v1.GroupMember
+	(*GroupProtocol)(nil),                 // 34: strata.metastore.v1.GroupProtocol
+	(*CommitSegmentRequest)(nil),          // 35: strata.metastore.v1.CommitSegmentRequest
+	(*ChunkCommit)(nil),                   // 36: strata.metastore.v1.ChunkCommit
+	(*BatchInfo)(nil),                     // 37: strata.metastore.v1.BatchInfo
+	(*CommitSegmentResponse)(nil),         // 38: strata.metastore.v1.CommitSegmentResponse
+	(*ChunkResult)(nil),                   // 39: strata.metastore.v1.ChunkResult
+	(*IndexEntry)(nil),                    // 40: strata.metastore.v1.IndexEntry
+	(*CreateTopicsRequest)(nil),           // 41: strata.metastore.v1.CreateTopicsRequest
+	(*TopicResult)(nil),                   // 42: strata.metastore.v1.TopicResult
+	(*CreateTopicsResponse)(nil),          // 43: strata.metastore.v1.CreateTopicsResponse
+	(*DeleteTopicsRequest)(nil),           // 44: strata.metastore.v1.DeleteTopicsRequest
+	(*DeleteTopicsResponse)(nil),          // 45: strata.metastore.v1.DeleteTopicsResponse
+	(*AlterConfigsRequest)(nil),           // 46: strata.metastore.v1.AlterConfigsRequest
+	(*AlterConfigsResponse)(nil),          // 47: strata.metastore.v1.AlterConfigsResponse
+	(*CreatePartitionsRequest)(nil),       // 48: strata.metastore.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),      // 49: strata.metastore.v1.CreatePartitionsResponse
+	(*DescribeTopicsRequest)(nil),         // 50: strata.metastore.v1.DescribeTopicsRequest
+	(*DescribeTopicsResponse)(nil),        // 51: strata.metastore.v1.DescribeTopicsResponse
+	(*LookupRequest)(nil),                 // 52: strata.metastore.v1.LookupRequest
+	(*LookupResponse)(nil),                // 53: strata.metastore.v1.LookupResponse
+	(*ListOffsetsRequest)(nil),            // 54: strata.metastore.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),           // 55: strata.metastore.v1.ListOffsetsResponse
+	(*RegisterAgentRequest)(nil),          // 56: strata.metastore.v1.RegisterAgentRequest
+	(*RegisterAgentResponse)(nil),         // 57: strata.metastore.v1.RegisterAgentResponse
+	(*DeregisterAgentRequest)(nil),        // 58: strata.metastore.v1.DeregisterAgentRequest
+	(*DeregisterAgentResponse)(nil),       // 59: strata.metastore.v1.DeregisterAgentResponse
+	(*ListAgentsRequest)(nil),             // 60: strata.metastore.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),            // 61: strata.metastore.v1.ListAgentsResponse
+	(*RecordIntentRequest)(nil),           // 62: strata.metastore.v1.RecordIntentRequest
+	(*RecordIntentResponse)(nil),          // 63: strata.metastore.v1.RecordIntentResponse
+	(*ResolveIntentRequest)(nil),          // 64: strata.metastore.v1.ResolveIntentRequest
+	(*ResolveIntentResponse)(nil),         // 65: strata.metastore.v1.ResolveIntentResponse
+	(*ListExpiredIntentsRequest)(nil),     // 66: strata.metastore.v1.ListExpiredIntentsRequest
+	(*ListExpiredIntentsResponse)(nil),    // 67: strata.metastore.v1.ListExpiredIntentsResponse
+	(*WatchRequest)(nil),                  // 68: strata.metastore.v1.WatchRequest
+	(*PartitionRef)(nil),                  // 69: strata.metastore.v1.PartitionRef
+	(*WatchEvent)(nil),                    // 70: strata.metastore.v1.WatchEvent
+	(*CommitOffsetsRequest)(nil),          // 71: strata.metastore.v1.CommitOffsetsRequest
+	(*OffsetResult)(nil),                  // 72: strata.metastore.v1.OffsetResult
+	(*CommitOffsetsResponse)(nil),         // 73: strata.metastore.v1.CommitOffsetsResponse
+	(*FetchOffsetsRequest)(nil),           // 74: strata.metastore.v1.FetchOffsetsRequest
+	(*FetchOffsetsResponse)(nil),          // 75: strata.metastore.v1.FetchOffsetsResponse
+	(*DeleteOffsetsRequest)(nil),          // 76: strata.metastore.v1.DeleteOffsetsRequest
+	(*DeleteOffsetsResponse)(nil),         // 77: strata.metastore.v1.DeleteOffsetsResponse
+	(*ListGroupsRequest)(nil),             // 78: strata.metastore.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),            // 79: strata.metastore.v1.ListGroupsResponse
+	(*DeleteGroupsRequest)(nil),           // 80: strata.metastore.v1.DeleteGroupsRequest
+	(*GroupResult)(nil),                   // 81: strata.metastore.v1.GroupResult
+	(*DeleteGroupsResponse)(nil),          // 82: strata.metastore.v1.DeleteGroupsResponse
+	(*JoinGroupRequest)(nil),              // 83: strata.metastore.v1.JoinGroupRequest
+	(*JoinGroupResponse)(nil),             // 84: strata.metastore.v1.JoinGroupResponse
+	(*SyncGroupRequest)(nil),              // 85: strata.metastore.v1.SyncGroupRequest
+	(*GroupAssignment)(nil),               // 86: strata.metastore.v1.GroupAssignment
+	(*SyncGroupResponse)(nil),             // 87: strata.metastore.v1.SyncGroupResponse
+	(*HeartbeatRequest)(nil),              // 88: strata.metastore.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 89: strata.metastore.v1.HeartbeatResponse
+	(*LeaveGroupRequest)(nil),             // 90: strata.metastore.v1.LeaveGroupRequest
+	(*LeavingMember)(nil),                 // 91: strata.metastore.v1.LeavingMember
+	(*LeaveGroupResponse)(nil),            // 92: strata.metastore.v1.LeaveGroupResponse
+	(*DescribeGroupsRequest)(nil),         // 93: strata.metastore.v1.DescribeGroupsRequest
+	(*GroupDescription)(nil),              // 94: strata.metastore.v1.GroupDescription
+	(*DescribeGroupsResponse)(nil),        // 95: strata.metastore.v1.DescribeGroupsResponse
+	(*ConsumerHeartbeatRequest)(nil),      // 96: strata.metastore.v1.ConsumerHeartbeatRequest
+	(*ConsumerHeartbeatResponse)(nil),     // 97: strata.metastore.v1.ConsumerHeartbeatResponse
+	(*ConsumerGroupDescribeRequest)(nil),  // 98: strata.metastore.v1.ConsumerGroupDescribeRequest
+	(*ConsumerGroupDescription)(nil),      // 99: strata.metastore.v1.ConsumerGroupDescription
+	(*ConsumerGroupDescribeResponse)(nil), // 100: strata.metastore.v1.ConsumerGroupDescribeResponse
+	(*ClusterRequest)(nil),                // 101: strata.metastore.v1.ClusterRequest
+	(*ClusterResponse)(nil),               // 102: strata.metastore.v1.ClusterResponse
+	(*JoinRequest)(nil),                   // 103: strata.metastore.v1.JoinRequest
+	(*JoinResponse)(nil),                  // 104: strata.metastore.v1.JoinResponse
+	(*LeaveRequest)(nil),                  // 105: strata.metastore.v1.LeaveRequest
+	(*LeaveResponse)(nil),                 // 106: strata.metastore.v1.LeaveResponse
+	nil,                                   // 107: strata.metastore.v1.TopicSpec.ConfigsEntry
+	nil,                                   // 108: strata.metastore.v1.Topic.ConfigsEntry
+	(*ClusterResponse_Member)(nil),        // 109: strata.metastore.v1.ClusterResponse.Member
 }
 var file_metastore_proto_depIdxs = []int32{
 	3,   // 0: strata.metastore.v1.Command.create_topics:type_name -> strata.metastore.v1.CreateTopicsCommand
@@ -6826,7 +7664,7 @@ var file_metastore_proto_depIdxs = []int32{
 	21,  // 13: strata.metastore.v1.Command.save_group:type_name -> strata.metastore.v1.SaveGroupCommand
 	22,  // 14: strata.metastore.v1.Command.expire_offsets:type_name -> strata.metastore.v1.ExpireOffsetsCommand
 	4,   // 15: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
-	99,  // 16: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
+	107, // 16: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
 	6,   // 17: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
 	8,   // 18: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
 	6,   // 19: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
@@ -6834,126 +7672,139 @@ var file_metastore_proto_depIdxs = []int32{
 	1,   // 21: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
 	11,  // 22: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
 	6,   // 23: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
-	32,  // 24: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
+	35,  // 24: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
 	25,  // 25: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
 	26,  // 26: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
 	28,  // 27: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	66,  // 28: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
+	69,  // 28: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
 	29,  // 29: strata.metastore.v1.SaveGroupCommand.group:type_name -> strata.metastore.v1.GroupRecord
-	100, // 30: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
-	35,  // 31: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
-	30,  // 32: strata.metastore.v1.GroupRecord.members:type_name -> strata.metastore.v1.GroupMember
-	31,  // 33: strata.metastore.v1.GroupMember.protocols:type_name -> strata.metastore.v1.GroupProtocol
-	33,  // 34: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
-	34,  // 35: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
-	36,  // 36: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
-	0,   // 37: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
-	4,   // 38: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
-	0,   // 39: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
-	23,  // 40: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
-	39,  // 41: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	6,   // 42: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	39,  // 43: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	8,   // 44: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	39,  // 45: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	11,  // 46: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	39,  // 47: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	6,   // 48: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	39,  // 49: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	0,   // 50: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	24,  // 51: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	37,  // 52: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
-	0,   // 53: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	24,  // 54: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	37,  // 55: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
-	25,  // 56: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
-	25,  // 57: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
-	25,  // 58: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
-	26,  // 59: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
-	26,  // 60: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
-	66,  // 61: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	37,  // 62: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
-	23,  // 63: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
-	25,  // 64: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
-	28,  // 65: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	0,   // 66: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
-	69,  // 67: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	66,  // 68: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	28,  // 69: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	66,  // 70: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	69,  // 71: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	91,  // 72: strata.metastore.v1.ListGroupsResponse.listed:type_name -> strata.metastore.v1.GroupDescription
-	0,   // 73: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
-	78,  // 74: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
-	31,  // 75: strata.metastore.v1.JoinGroupRequest.protocols:type_name -> strata.metastore.v1.GroupProtocol
-	30,  // 76: strata.metastore.v1.JoinGroupResponse.members:type_name -> strata.metastore.v1.GroupMember
-	83,  // 77: strata.metastore.v1.SyncGroupRequest.assignments:type_name -> strata.metastore.v1.GroupAssignment
-	88,  // 78: strata.metastore.v1.LeaveGroupRequest.members:type_name -> strata.metastore.v1.LeavingMember
-	88,  // 79: strata.metastore.v1.LeaveGroupResponse.members:type_name -> strata.metastore.v1.LeavingMember
-	30,  // 80: strata.metastore.v1.GroupDescription.members:type_name -> strata.metastore.v1.GroupMember
-	91,  // 81: strata.metastore.v1.DescribeGroupsResponse.groups:type_name -> strata.metastore.v1.GroupDescription
-	101, // 82: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
-	38,  // 83: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
-	41,  // 84: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
-	43,  // 85: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
-	45,  // 86: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
-	47,  // 87: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
-	32,  // 88: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
-	49,  // 89: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
-	51,  // 90: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
-	53,  // 91: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
-	55,  // 92: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
-	57,  // 93: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
-	59,  // 94: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
-	61,  // 95: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
-	63,  // 96: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
-	65,  // 97: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
-	68,  // 98: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
-	71,  // 99: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
-	73,  // 100: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
-	75,  // 101: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
-	77,  // 102: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
-	90,  // 103: strata.metastore.v1.Metastore.DescribeGroups:input_type -> strata.metastore.v1.DescribeGroupsRequest
-	80,  // 104: strata.metastore.v1.Metastore.JoinGroup:input_type -> strata.metastore.v1.JoinGroupRequest
-	82,  // 105: strata.metastore.v1.Metastore.SyncGroup:input_type -> strata.metastore.v1.SyncGroupRequest
-	85,  // 106: strata.metastore.v1.Metastore.Heartbeat:input_type -> strata.metastore.v1.HeartbeatRequest
-	87,  // 107: strata.metastore.v1.Metastore.LeaveGroup:input_type -> strata.metastore.v1.LeaveGroupRequest
-	93,  // 108: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
-	95,  // 109: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
-	97,  // 110: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
-	40,  // 111: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
-	42,  // 112: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
-	44,  // 113: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
-	46,  // 114: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
-	48,  // 115: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
-	35,  // 116: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
-	50,  // 117: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
-	52,  // 118: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
-	54,  // 119: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
-	56,  // 120: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
-	58,  // 121: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
-	60,  // 122: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
-	62,  // 123: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
-	64,  // 124: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
-	67,  // 125: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
-	70,  // 126: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
-	72,  // 127: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
-	74,  // 128: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
-	76,  // 129: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
-	79,  // 130: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
-	92,  // 131: strata.metastore.v1.Metastore.DescribeGroups:output_type -> strata.metastore.v1.DescribeGroupsResponse
-	81,  // 132: strata.metastore.v1.Metastore.JoinGroup:output_type -> strata.metastore.v1.JoinGroupResponse
-	84,  // 133: strata.metastore.v1.Metastore.SyncGroup:output_type -> strata.metastore.v1.SyncGroupResponse
-	86,  // 134: strata.metastore.v1.Metastore.Heartbeat:output_type -> strata.metastore.v1.HeartbeatResponse
-	89,  // 135: strata.metastore.v1.Metastore.LeaveGroup:output_type -> strata.metastore.v1.LeaveGroupResponse
-	94,  // 136: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
-	96,  // 137: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
-	98,  // 138: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
-	111, // [111:139] is the sub-list for method output_type
-	83,  // [83:111] is the sub-list for method input_type
-	83,  // [83:83] is the sub-list for extension type_name
-	83,  // [83:83] is the sub-list for extension extendee
-	0,   // [0:83] is the sub-list for field type_name
+	108, // 30: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
+	38,  // 31: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
+	33,  // 32: strata.metastore.v1.GroupRecord.members:type_name -> strata.metastore.v1.GroupMember
+	30,  // 33: strata.metastore.v1.GroupRecord.consumer:type_name -> strata.metastore.v1.ConsumerGroupState
+	31,  // 34: strata.metastore.v1.ConsumerGroupState.members:type_name -> strata.metastore.v1.ConsumerMember
+	32,  // 35: strata.metastore.v1.ConsumerMember.assigned:type_name -> strata.metastore.v1.TopicPartitions
+	32,  // 36: strata.metastore.v1.ConsumerMember.revoking:type_name -> strata.metastore.v1.TopicPartitions
+	32,  // 37: strata.metastore.v1.ConsumerMember.target:type_name -> strata.metastore.v1.TopicPartitions
+	34,  // 38: strata.metastore.v1.GroupMember.protocols:type_name -> strata.metastore.v1.GroupProtocol
+	36,  // 39: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
+	37,  // 40: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
+	39,  // 41: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
+	0,   // 42: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
+	4,   // 43: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
+	0,   // 44: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
+	23,  // 45: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
+	42,  // 46: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	6,   // 47: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	42,  // 48: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	8,   // 49: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	42,  // 50: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	11,  // 51: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	42,  // 52: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	6,   // 53: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	42,  // 54: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	0,   // 55: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	24,  // 56: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	40,  // 57: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
+	0,   // 58: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	24,  // 59: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	40,  // 60: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
+	25,  // 61: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
+	25,  // 62: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
+	25,  // 63: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
+	26,  // 64: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
+	26,  // 65: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
+	69,  // 66: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	40,  // 67: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
+	23,  // 68: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
+	25,  // 69: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
+	28,  // 70: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	0,   // 71: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
+	72,  // 72: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	69,  // 73: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	28,  // 74: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	69,  // 75: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	72,  // 76: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	94,  // 77: strata.metastore.v1.ListGroupsResponse.listed:type_name -> strata.metastore.v1.GroupDescription
+	0,   // 78: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
+	81,  // 79: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
+	34,  // 80: strata.metastore.v1.JoinGroupRequest.protocols:type_name -> strata.metastore.v1.GroupProtocol
+	33,  // 81: strata.metastore.v1.JoinGroupResponse.members:type_name -> strata.metastore.v1.GroupMember
+	86,  // 82: strata.metastore.v1.SyncGroupRequest.assignments:type_name -> strata.metastore.v1.GroupAssignment
+	91,  // 83: strata.metastore.v1.LeaveGroupRequest.members:type_name -> strata.metastore.v1.LeavingMember
+	91,  // 84: strata.metastore.v1.LeaveGroupResponse.members:type_name -> strata.metastore.v1.LeavingMember
+	33,  // 85: strata.metastore.v1.GroupDescription.members:type_name -> strata.metastore.v1.GroupMember
+	94,  // 86: strata.metastore.v1.DescribeGroupsResponse.groups:type_name -> strata.metastore.v1.GroupDescription
+	32,  // 87: strata.metastore.v1.ConsumerHeartbeatRequest.owned:type_name -> strata.metastore.v1.TopicPartitions
+	32,  // 88: strata.metastore.v1.ConsumerHeartbeatResponse.assignment:type_name -> strata.metastore.v1.TopicPartitions
+	31,  // 89: strata.metastore.v1.ConsumerGroupDescription.members:type_name -> strata.metastore.v1.ConsumerMember
+	99,  // 90: strata.metastore.v1.ConsumerGroupDescribeResponse.groups:type_name -> strata.metastore.v1.ConsumerGroupDescription
+	109, // 91: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
+	41,  // 92: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
+	44,  // 93: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
+	46,  // 94: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
+	48,  // 95: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
+	50,  // 96: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
+	35,  // 97: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
+	52,  // 98: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
+	54,  // 99: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
+	56,  // 100: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
+	58,  // 101: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
+	60,  // 102: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
+	62,  // 103: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
+	64,  // 104: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
+	66,  // 105: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
+	68,  // 106: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
+	71,  // 107: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
+	74,  // 108: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
+	76,  // 109: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
+	78,  // 110: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
+	80,  // 111: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
+	93,  // 112: strata.metastore.v1.Metastore.DescribeGroups:input_type -> strata.metastore.v1.DescribeGroupsRequest
+	83,  // 113: strata.metastore.v1.Metastore.JoinGroup:input_type -> strata.metastore.v1.JoinGroupRequest
+	85,  // 114: strata.metastore.v1.Metastore.SyncGroup:input_type -> strata.metastore.v1.SyncGroupRequest
+	88,  // 115: strata.metastore.v1.Metastore.Heartbeat:input_type -> strata.metastore.v1.HeartbeatRequest
+	90,  // 116: strata.metastore.v1.Metastore.LeaveGroup:input_type -> strata.metastore.v1.LeaveGroupRequest
+	96,  // 117: strata.metastore.v1.Metastore.ConsumerHeartbeat:input_type -> strata.metastore.v1.ConsumerHeartbeatRequest
+	98,  // 118: strata.metastore.v1.Metastore.ConsumerGroupDescribe:input_type -> strata.metastore.v1.ConsumerGroupDescribeRequest
+	101, // 119: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
+	103, // 120: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
+	105, // 121: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
+	43,  // 122: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
+	45,  // 123: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
+	47,  // 124: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
+	49,  // 125: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
+	51,  // 126: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
+	38,  // 127: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
+	53,  // 128: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
+	55,  // 129: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
+	57,  // 130: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
+	59,  // 131: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
+	61,  // 132: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
+	63,  // 133: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
+	65,  // 134: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
+	67,  // 135: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
+	70,  // 136: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
+	73,  // 137: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
+	75,  // 138: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
+	77,  // 139: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
+	79,  // 140: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
+	82,  // 141: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
+	95,  // 142: strata.metastore.v1.Metastore.DescribeGroups:output_type -> strata.metastore.v1.DescribeGroupsResponse
+	84,  // 143: strata.metastore.v1.Metastore.JoinGroup:output_type -> strata.metastore.v1.JoinGroupResponse
+	87,  // 144: strata.metastore.v1.Metastore.SyncGroup:output_type -> strata.metastore.v1.SyncGroupResponse
+	89,  // 145: strata.metastore.v1.Metastore.Heartbeat:output_type -> strata.metastore.v1.HeartbeatResponse
+	92,  // 146: strata.metastore.v1.Metastore.LeaveGroup:output_type -> strata.metastore.v1.LeaveGroupResponse
+	97,  // 147: strata.metastore.v1.Metastore.ConsumerHeartbeat:output_type -> strata.metastore.v1.ConsumerHeartbeatResponse
+	100, // 148: strata.metastore.v1.Metastore.ConsumerGroupDescribe:output_type -> strata.metastore.v1.ConsumerGroupDescribeResponse
+	102, // 149: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
+	104, // 150: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
+	106, // 151: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
+	122, // [122:152] is the sub-list for method output_type
+	92,  // [92:122] is the sub-list for method input_type
+	92,  // [92:92] is the sub-list for extension type_name
+	92,  // [92:92] is the sub-list for extension extendee
+	0,   // [0:92] is the sub-list for field type_name
 }
 
 func init() { file_metastore_proto_init() }
@@ -6978,19 +7829,21 @@ func file_metastore_proto_init() {
 		(*Command_SaveGroup)(nil),
 		(*Command_ExpireOffsets)(nil),
 	}
-	file_metastore_proto_msgTypes[28].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[66].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[78].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[80].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[29].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[31].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[69].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[81].OneofWrappers = []any{}
 	file_metastore_proto_msgTypes[83].OneofWrappers = []any{}
 	file_metastore_proto_msgTypes[86].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[89].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[94].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metastore_proto_rawDesc), len(file_metastore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   100,
+			NumMessages:   108,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,34 +27,36 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Metastore_CreateTopics_FullMethodName       = "/strata.metastore.v1.Metastore/CreateTopics"
-	Metastore_DeleteTopics_FullMethodName       = "/strata.metastore.v1.Metastore/DeleteTopics"
-	Metastore_AlterConfigs_FullMethodName       = "/strata.metastore.v1.Metastore/AlterConfigs"
-	Metastore_CreatePartitions_FullMethodName   = "/strata.metastore.v1.Metastore/CreatePartitions"
-	Metastore_DescribeTopics_FullMethodName     = "/strata.metastore.v1.Metastore/DescribeTopics"
-	Metastore_CommitSegment_FullMethodName      = "/strata.metastore.v1.Metastore/CommitSegment"
-	Metastore_Lookup_FullMethodName             = "/strata.metastore.v1.Metastore/Lookup"
-	Metastore_ListOffsets_FullMethodName        = "/strata.metastore.v1.Metastore/ListOffsets"
-	Metastore_RegisterAgent_FullMethodName      = "/strata.metastore.v1.Metastore/RegisterAgent"
-	Metastore_DeregisterAgent_FullMethodName    = "/strata.metastore.v1.Metastore/DeregisterAgent"
-	Metastore_ListAgents_FullMethodName         = "/strata.metastore.v1.Metastore/ListAgents"
-	Metastore_RecordIntent_FullMethodName       = "/strata.metastore.v1.Metastore/RecordIntent"
-	Metastore_ResolveIntent_FullMethodName      = "/strata.metastore.v1.Metastore/ResolveIntent"
-	Metastore_ListExpiredIntents_FullMethodName = "/strata.metastore.v1.Metastore/ListExpiredIntents"
-	Metastore_Watch_FullMethodName              = "/strata.metastore.v1.Metastore/Watch"
-	Metastore_CommitOffsets_FullMethodName      = "/strata.metastore.v1.Metastore/CommitOffsets"
-	Metastore_FetchOffsets_FullMethodName       = "/strata.metastore.v1.Metastore/FetchOffsets"
-	Metastore_DeleteOffsets_FullMethodName      = "/strata.metastore.v1.Metastore/DeleteOffsets"
-	Metastore_ListGroups_FullMethodName         = "/strata.metastore.v1.Metastore/ListGroups"
-	Metastore_DeleteGroups_FullMethodName       = "/strata.metastore.v1.Metastore/DeleteGroups"
-	Metastore_DescribeGroups_FullMethodName     = "/strata.metastore.v1.Metastore/DescribeGroups"
-	Metastore_JoinGroup_FullMethodName          = "/strata.metastore.v1.Metastore/JoinGroup"
-	Metastore_SyncGroup_FullMethodName          = "/strata.metastore.v1.Metastore/SyncGroup"
-	Metastore_Heartbeat_FullMethodName          = "/strata.metastore.v1.Metastore/Heartbeat"
-	Metastore_LeaveGroup_FullMethodName         = "/strata.metastore.v1.Metastore/LeaveGroup"
-	Metastore_Cluster_FullMethodName            = "/strata.metastore.v1.Metastore/Cluster"
-	Metastore_Join_FullMethodName               = "/strata.metastore.v1.Metastore/Join"
-	Metastore_Leave_FullMethodName              = "/strata.metastore.v1.Metastore/Leave"
+	Metastore_CreateTopics_FullMethodName          = "/strata.metastore.v1.Metastore/CreateTopics"
+	Metastore_DeleteTopics_FullMethodName          = "/strata.metastore.v1.Metastore/DeleteTopics"
+	Metastore_AlterConfigs_FullMethodName          = "/strata.metastore.v1.Metastore/AlterConfigs"
+	Metastore_CreatePartitions_FullMethodName      = "/strata.metastore.v1.Metastore/CreatePartitions"
+	Metastore_DescribeTopics_FullMethodName        = "/strata.metastore.v1.Metastore/DescribeTopics"
+	Metastore_CommitSegment_FullMethodName         = "/strata.metastore.v1.Metastore/CommitSegment"
+	Metastore_Lookup_FullMethodName                = "/strata.metastore.v1.Metastore/Lookup"
+	Metastore_ListOffsets_FullMethodName           = "/strata.metastore.v1.Metastore/ListOffsets"
+	Metastore_RegisterAgent_FullMethodName         = "/strata.metastore.v1.Metastore/RegisterAgent"
+	Metastore_DeregisterAgent_FullMethodName       = "/strata.metastore.v1.Metastore/DeregisterAgent"
+	Metastore_ListAgents_FullMethodName            = "/strata.metastore.v1.Metastore/ListAgents"
+	Metastore_RecordIntent_FullMethodName          = "/strata.metastore.v1.Metastore/RecordIntent"
+	Metastore_ResolveIntent_FullMethodName         = "/strata.metastore.v1.Metastore/ResolveIntent"
+	Metastore_ListExpiredIntents_FullMethodName    = "/strata.metastore.v1.Metastore/ListExpiredIntents"
+	Metastore_Watch_FullMethodName                 = "/strata.metastore.v1.Metastore/Watch"
+	Metastore_CommitOffsets_FullMethodName         = "/strata.metastore.v1.Metastore/CommitOffsets"
+	Metastore_FetchOffsets_FullMethodName          = "/strata.metastore.v1.Metastore/FetchOffsets"
+	Metastore_DeleteOffsets_FullMethodName         = "/strata.metastore.v1.Metastore/DeleteOffsets"
+	Metastore_ListGroups_FullMethodName            = "/strata.metastore.v1.Metastore/ListGroups"
+	Metastore_DeleteGroups_FullMethodName          = "/strata.metastore.v1.Metastore/DeleteGroups"
+	Metastore_DescribeGroups_FullMethodName        = "/strata.metastore.v1.Metastore/DescribeGroups"
+	Metastore_JoinGroup_FullMethodName             = "/strata.metastore.v1.Metastore/JoinGroup"
+	Metastore_SyncGroup_FullMethodName             = "/strata.metastore.v1.Metastore/SyncGroup"
+	Metastore_Heartbeat_FullMethodName             = "/strata.metastore.v1.Metastore/Heartbeat"
+	Metastore_LeaveGroup_FullMethodName            = "/strata.metastore.v1.Metastore/LeaveGroup"
+	Metastore_ConsumerHeartbeat_FullMethodName     = "/strata.metastore.v1.Metastore/ConsumerHeartbeat"
+	Metastore_ConsumerGroupDescribe_FullMethodName = "/strata.metastore.v1.Metastore/ConsumerGroupDescribe"
+	Metastore_Cluster_FullMethodName               = "/strata.metastore.v1.Metastore/Cluster"
+	Metastore_Join_FullMethodName                  = "/strata.metastore.v1.Metastore/Join"
+	Metastore_Leave_FullMethodName                 = "/strata.metastore.v1.Metastore/Leave"
 )
 
 // MetastoreClient is the client API for Metastore service.
@@ -86,6 +88,8 @@ type MetastoreClient interface {
 	SyncGroup(ctx context.Context, in *SyncGroupRequest, opts ...grpc.CallOption) (*SyncGroupResponse, error)
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	LeaveGroup(ctx context.Context, in *LeaveGroupRequest, opts ...grpc.CallOption) (*LeaveGroupResponse, error)
+	ConsumerHeartbeat(ctx context.Context, in *ConsumerHeartbeatRequest, opts ...grpc.CallOption) (*ConsumerHeartbeatResponse, error)
+	ConsumerGroupDescribe(ctx context.Context, in *ConsumerGroupDescribeRequest, opts ...grpc.CallOption) (*ConsumerGroupDescribeResponse, error)
 	Cluster(ctx context.Context, in *ClusterRequest, opts ...grpc.CallOption) (*ClusterResponse, error)
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
@@ -358,6 +362,26 @@ func (c *metastoreClient) LeaveGroup(ctx context.Context, in *LeaveGroupRequest,
 	return out, nil
 }
 
+func (c *metastoreClient) ConsumerHeartbeat(ctx context.Context, in *ConsumerHeartbeatRequest, opts ...grpc.CallOption) (*ConsumerHeartbeatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConsumerHeartbeatResponse)
+	err := c.cc.Invoke(ctx, Metastore_ConsumerHeartbeat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) ConsumerGroupDescribe(ctx context.Context, in *ConsumerGroupDescribeRequest, opts ...grpc.CallOption) (*ConsumerGroupDescribeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConsumerGroupDescribeResponse)
+	err := c.cc.Invoke(ctx, Metastore_ConsumerGroupDescribe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *metastoreClient) Cluster(ctx context.Context, in *ClusterRequest, opts ...grpc.CallOption) (*ClusterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ClusterResponse)
@@ -417,6 +441,8 @@ type MetastoreServer interface {
 	SyncGroup(context.Context, *SyncGroupRequest) (*SyncGroupResponse, error)
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	LeaveGroup(context.Context, *LeaveGroupRequest) (*LeaveGroupResponse, error)
+	ConsumerHeartbeat(context.Context, *ConsumerHeartbeatRequest) (*ConsumerHeartbeatResponse, error)
+	ConsumerGroupDescribe(context.Context, *ConsumerGroupDescribeRequest) (*ConsumerGroupDescribeResponse, error)
 	Cluster(context.Context, *ClusterRequest) (*ClusterResponse, error)
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
@@ -504,6 +530,12 @@ func (UnimplementedMetastoreServer) Heartbeat(context.Context, *HeartbeatRequest
 }
 func (UnimplementedMetastoreServer) LeaveGroup(context.Context, *LeaveGroupRequest) (*LeaveGroupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LeaveGroup not implemented")
+}
+func (UnimplementedMetastoreServer) ConsumerHeartbeat(context.Context, *ConsumerHeartbeatRequest) (*ConsumerHeartbeatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConsumerHeartbeat not implemented")
+}
+func (UnimplementedMetastoreServer) ConsumerGroupDescribe(context.Context, *ConsumerGroupDescribeRequest) (*ConsumerGroupDescribeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConsumerGroupDescribe not implemented")
 }
 func (UnimplementedMetastoreServer) Cluster(context.Context, *ClusterRequest) (*ClusterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cluster not implemented")
@@ -978,6 +1010,42 @@ func _Metastore_LeaveGroup_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Metastore_ConsumerHeartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConsumerHeartbeatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).ConsumerHeartbeat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_ConsumerHeartbeat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).ConsumerHeartbeat(ctx, req.(*ConsumerHeartbeatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_ConsumerGroupDescribe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConsumerGroupDescribeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).ConsumerGroupDescribe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_ConsumerGroupDescribe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).ConsumerGroupDescribe(ctx, req.(*ConsumerGroupDescribeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Metastore_Cluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ClusterRequest)
 	if err := dec(in); err != nil {
@@ -1134,6 +1202,14 @@ var Metastore_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LeaveGroup",
 			Handler:    _Metastore_LeaveGroup_Handler,
+		},
+		{
+			MethodName: "ConsumerHeartbeat",
+			Handler:    _Metastore_ConsumerHeartbeat_Handler,
+		},
+		{
+			MethodName: "ConsumerGroupDescribe",
+			Handler:    _Metastore_ConsumerGroupDescribe_Handler,
 		},
 		{
 			MethodName: "Cluster",
