@@ -193,5 +193,7 @@ func registerGroupFlags(fs *flag.FlagSet, c *groups.Config) {
 	fs.DurationVar(&c.MaxSessionTimeout, "group-max-session-timeout", c.MaxSessionTimeout, "longest session timeout a member may ask for (group.max.session.timeout.ms)")
 	fs.IntVar(&c.MaxSize, "group-max-size", c.MaxSize, "most members in one group, 0 for no limit (group.max.size)")
 	fs.DurationVar(&c.OffsetsRetention, "offsets-retention", c.OffsetsRetention, "how long an empty group's committed offsets are kept, 0 for ever (offsets.retention.minutes)")
+	fs.DurationVar(&c.ConsumerSessionTimeout, "group-consumer-session-timeout", c.ConsumerSessionTimeout, "session timeout of KIP-848 consumer group members (group.consumer.session.timeout.ms)")
+	fs.DurationVar(&c.ConsumerHeartbeatInterval, "group-consumer-heartbeat-interval", c.ConsumerHeartbeatInterval, "heartbeat interval KIP-848 members are given (group.consumer.heartbeat.interval.ms)")
 	fs.DurationVar(&c.OffsetsRetentionCheck, "offsets-retention-check-interval", c.OffsetsRetentionCheck, "how often expired offsets are looked for (offsets.retention.check.interval.ms)")
 }

@@ -24,6 +24,10 @@ type Config struct {
 	OffsetsRetention time.Duration
 	// OffsetsRetentionCheck is offsets.retention.check.interval.ms.
 	OffsetsRetentionCheck time.Duration
+	// ConsumerSessionTimeout and ConsumerHeartbeatInterval are
+	// group.consumer.session.timeout.ms and group.consumer.heartbeat.interval.ms:
+	// KIP-848 members' sessions are the coordinator's to set.
+	ConsumerSessionTimeout, ConsumerHeartbeatInterval time.Duration
 }
 
 // DefaultConfig is Kafka's defaults.
@@ -34,6 +38,9 @@ func DefaultConfig() Config {
 		MaxSessionTimeout:     30 * time.Minute,
 		OffsetsRetention:      7 * 24 * time.Hour,
 		OffsetsRetentionCheck: 10 * time.Minute,
+
+		ConsumerSessionTimeout:    45 * time.Second,
+		ConsumerHeartbeatInterval: 5 * time.Second,
 	}
 }
 
@@ -48,6 +55,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("groups: max size %d is negative", c.MaxSize)
 	case c.OffsetsRetention < 0:
 		return fmt.Errorf("groups: offsets retention %v is negative", c.OffsetsRetention)
+	case c.ConsumerHeartbeatInterval <= 0 || c.ConsumerSessionTimeout <= c.ConsumerHeartbeatInterval:
+		return fmt.Errorf("groups: consumer heartbeat interval (%v) must be positive and below the session timeout (%v)", c.ConsumerHeartbeatInterval, c.ConsumerSessionTimeout)
 	case c.OffsetsRetention > 0 && c.OffsetsRetentionCheck <= 0:
 		return fmt.Errorf("groups: offsets retention check interval must be positive")
 	}

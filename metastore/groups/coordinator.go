@@ -67,6 +67,8 @@ type Store interface {
 	Save(ctx context.Context, rec *pb.GroupRecord) error
 	// Delete removes a group without members: its record and offsets.
 	Delete(ctx context.Context, group string) (pb.ErrorCode, error)
+	// Topics lists every topic, for the KIP-848 assignors.
+	Topics(ctx context.Context) ([]TopicMeta, error)
 }
 
 // Coordinator runs every group of one leader term. It is safe for concurrent use.
@@ -78,6 +80,10 @@ type Coordinator struct {
 	mu     sync.Mutex
 	term   uint64
 	groups map[string]*group
+
+	topicMu    sync.Mutex
+	topicCache map[string]TopicMeta
+	topicAt    time.Time
 }
 
 // New returns a coordinator over store with clock now (time.Now if nil).
@@ -160,7 +166,8 @@ func (c *Coordinator) Tick() {
 		if !g.gone && g.loaded {
 			now := c.now()
 			g.tick(now)
-			if g.state == stateEmpty && len(g.pending) == 0 && now.Sub(g.lastUsed) >= idleUnload {
+			g.tickConsumer(now)
+			if g.state == stateEmpty && len(g.pending) == 0 && g.consumerMembers() == 0 && now.Sub(g.lastUsed) >= idleUnload {
 				g.drop()
 			}
 		}
@@ -352,7 +359,7 @@ func (c *Coordinator) Delete(ctx context.Context, names []string) []*pb.GroupRes
 			r.Error = pb.ErrorCode_NOT_LEADER
 			continue
 		}
-		if len(g.members) > 0 || len(g.pending) > 0 {
+		if len(g.members) > 0 || len(g.pending) > 0 || g.consumerMembers() > 0 {
 			r.Error = pb.ErrorCode_NON_EMPTY_GROUP
 			g.mu.Unlock()
 			continue

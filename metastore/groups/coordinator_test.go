@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,10 +16,11 @@ import (
 
 // memStore is a Store in memory; fail makes every Save fail.
 type memStore struct {
-	mu    sync.Mutex
-	recs  map[string]*pb.GroupRecord
-	saves []*pb.GroupRecord
-	fail  bool
+	mu     sync.Mutex
+	recs   map[string]*pb.GroupRecord
+	saves  []*pb.GroupRecord
+	fail   bool
+	topics []TopicMeta
 }
 
 func newMemStore() *memStore { return &memStore{recs: map[string]*pb.GroupRecord{}} }
@@ -55,6 +57,12 @@ func (s *memStore) Delete(_ context.Context, g string) (pb.ErrorCode, error) {
 	}
 	delete(s.recs, g)
 	return pb.ErrorCode_NONE, nil
+}
+
+func (s *memStore) Topics(context.Context) ([]TopicMeta, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.topics), nil
 }
 
 func (s *memStore) get(g string) *pb.GroupRecord {

@@ -69,6 +69,9 @@ type group struct {
 	static   map[string]string    // instance id -> member id
 	pending  map[string]time.Time // member ids handed out with MEMBER_ID_REQUIRED -> expiry
 
+	cg            *consumerGroup // a KIP-848 group (then members is empty)
+	consumerDirty bool           // cg changed since it was last saved
+
 	joinDeadline time.Time // a join phase ends by then even if members are missing
 	initialUntil time.Time // the first join phase of an empty group waits till then
 	initialLimit time.Time // ... but not past this
@@ -83,6 +86,9 @@ func (g *group) load(rec *pb.GroupRecord, exists bool, now time.Time) {
 	}
 	g.gen = rec.Generation
 	g.ptype = rec.ProtocolType
+	if rec.Consumer != nil {
+		g.loadConsumer(rec.Consumer, now)
+	}
 	g.proto = rec.Protocol
 	g.leader = rec.Leader
 	for _, rm := range rec.Members {
@@ -113,7 +119,7 @@ func ms(v int32) time.Duration { return time.Duration(v) * time.Millisecond }
 
 // exists reports whether the group is more than a name: saved, or with members.
 func (g *group) exists() bool {
-	return g.known || len(g.members) > 0 || len(g.pending) > 0 || g.gen > 0
+	return g.known || len(g.members) > 0 || len(g.pending) > 0 || g.gen > 0 || g.cg != nil
 }
 
 // forgetIfAbsent drops a group that turned out not to exist, so requests naming
@@ -191,6 +197,11 @@ func (g *group) save() bool {
 func (g *group) record() *pb.GroupRecord {
 	rec := &pb.GroupRecord{Group: g.name, ProtocolType: g.ptype, Protocol: g.proto, Generation: g.gen,
 		Leader: g.leader, Assigned: g.state == stateStable, CoordinatorTerm: g.term}
+	if g.cg != nil {
+		rec.ProtocolType = consumerProtocolType
+		rec.Consumer = g.consumerRecord()
+		return rec
+	}
 	for _, m := range g.sorted() {
 		rec.Members = append(rec.Members, &pb.GroupMember{MemberId: m.id, InstanceId: m.instanceID,
 			ClientId: m.clientID, ClientHost: m.clientHost, SessionTimeoutMs: int32(m.session / time.Millisecond),
@@ -305,6 +316,16 @@ func (g *group) join(req *pb.JoinGroupRequest) (*pb.JoinGroupResponse, chan *pb.
 	now := g.c.now()
 	fail := func(code int32) (*pb.JoinGroupResponse, chan *pb.JoinGroupResponse) {
 		return &pb.JoinGroupResponse{ErrorCode: code, MemberId: req.MemberId, Generation: -1}, nil
+	}
+	if g.consumerMembers() > 0 {
+		return fail(codeInconsistentGroupProtocol) // a KIP-848 group
+	}
+	if g.cg != nil {
+		// An empty consumer group becomes a classic one, its epochs going on as
+		// generations.
+		g.gen = max(g.gen, g.cg.epoch)
+		g.cg = nil
+		g.ptype = ""
 	}
 	if req.MemberId == "" {
 		if !g.supports("", req.ProtocolType, req.Protocols) {
@@ -778,6 +799,18 @@ func (g *group) leave(req *pb.LeaveGroupRequest) *pb.LeaveGroupResponse {
 }
 
 func (g *group) checkCommit(generation int32, memberID string, instanceID *string) int32 {
+	if n := g.consumerMembers(); n > 0 {
+		m := g.cg.members[memberID]
+		switch {
+		case m == nil:
+			return codeUnknownMemberID
+		case instanceID != nil && g.cg.static[*instanceID] != memberID:
+			return codeFencedInstanceID
+		case generation != m.epoch && generation != m.prevEpoch:
+			return codeStaleMemberEpoch
+		}
+		return codeNone
+	}
 	switch {
 	case generation < 0 && len(g.members) == 0:
 		return codeNone // a simple consumer or an admin tool
@@ -831,7 +864,17 @@ func (g *group) tick(now time.Time) {
 }
 
 func (g *group) describe(withMembers bool) *pb.GroupDescription {
-	d := &pb.GroupDescription{Group: g.name, State: g.state.String(), ProtocolType: g.ptype, Protocol: g.proto, Generation: g.gen}
+	d := &pb.GroupDescription{Group: g.name, State: g.state.String(), ProtocolType: g.ptype, Protocol: g.proto, Generation: g.gen, GroupType: "classic"}
+	if g.cg != nil {
+		d.GroupType, d.State, d.ProtocolType, d.Protocol, d.Generation = "consumer", g.consumerState(), consumerProtocolType, "", g.cg.epoch
+		if withMembers {
+			for _, m := range g.consumerRecord().Members {
+				d.Members = append(d.Members, &pb.GroupMember{MemberId: m.MemberId, InstanceId: m.InstanceId,
+					ClientId: m.ClientId, ClientHost: m.ClientHost})
+			}
+		}
+		return d
+	}
 	if !g.exists() {
 		d.State = "Dead"
 		d.ErrorCode = codeGroupIDNotFound

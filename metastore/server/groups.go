@@ -8,6 +8,7 @@ import (
 	"github.com/stratalog/strata/metastore"
 	"github.com/stratalog/strata/metastore/groups"
 	pb "github.com/stratalog/strata/metastore/metastorepb"
+	"github.com/stratalog/strata/metastore/state"
 )
 
 // groupTick is how often the leader enforces group deadlines (sessions, join
@@ -44,6 +45,18 @@ func (s groupStore) Save(ctx context.Context, rec *pb.GroupRecord) error {
 		return refusal(res.Err)
 	}
 	return nil
+}
+
+func (s groupStore) Topics(ctx context.Context) ([]groups.TopicMeta, error) {
+	ts, _, err := s.n.st.Topics(nil)
+	if err != nil {
+		return nil, readError(err)
+	}
+	out := make([]groups.TopicMeta, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, groups.TopicMeta{Name: t.Name, ID: string(t.TopicId), Partitions: t.GetTopic().GetPartitions()})
+	}
+	return out, nil
 }
 
 func (s groupStore) Delete(ctx context.Context, group string) (pb.ErrorCode, error) {
@@ -112,7 +125,7 @@ func (n *Node) preloadGroups() bool {
 	}
 	var live []string
 	for i, r := range recs {
-		if r != nil && len(r.Members) > 0 {
+		if state.HasMembers(r) {
 			live = append(live, names[i])
 		}
 	}
@@ -201,10 +214,15 @@ func (a *api) ListGroups(ctx context.Context, req *pb.ListGroupsRequest) (*pb.Li
 				listed[name] = d
 				continue
 			}
-			d := &pb.GroupDescription{Group: name, State: "Empty"}
+			d := &pb.GroupDescription{Group: name, State: "Empty", GroupType: "classic"}
 			if r := recs[i]; r != nil {
 				d.ProtocolType, d.Protocol, d.Generation = r.ProtocolType, r.Protocol, r.Generation
 				switch {
+				case r.Consumer != nil:
+					d.GroupType, d.Generation = "consumer", r.Consumer.GroupEpoch
+					if len(r.Consumer.Members) > 0 {
+						d.State = "Reconciling" // what a new coordinator reports until members heartbeat
+					}
 				case len(r.Members) > 0 && r.Assigned:
 					d.State = "Stable"
 				case len(r.Members) > 0:
@@ -263,5 +281,25 @@ func (a *api) CommitOffsets(ctx context.Context, req *pb.CommitOffsetsRequest) (
 		}
 		a.n.groups.Committed(req.Group)
 		return &pb.CommitOffsetsResponse{Results: res.Offsets}, nil
+	})
+}
+
+func (a *api) ConsumerHeartbeat(ctx context.Context, req *pb.ConsumerHeartbeatRequest) (*pb.ConsumerHeartbeatResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.ConsumerHeartbeat, func() (*pb.ConsumerHeartbeatResponse, error) {
+		c, err := a.coordinator(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.ConsumerHeartbeat(ctx, req), nil
+	})
+}
+
+func (a *api) ConsumerGroupDescribe(ctx context.Context, req *pb.ConsumerGroupDescribeRequest) (*pb.ConsumerGroupDescribeResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.ConsumerGroupDescribe, func() (*pb.ConsumerGroupDescribeResponse, error) {
+		c, err := a.coordinator(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.ConsumerGroupDescribeResponse{Groups: c.ConsumerDescribe(ctx, req.Groups)}, nil
 	})
 }

@@ -20,6 +20,14 @@ import (
 // under the API's message size.
 const maxGroupRecord = 3 << 20
 
+// hasMembers reports whether a saved group has members, classic or KIP-848.
+func hasMembers(rec *pb.GroupRecord) bool {
+	return len(rec.Members) > 0 || len(rec.GetConsumer().GetMembers()) > 0
+}
+
+// HasMembers is hasMembers for callers outside the state machine.
+func HasMembers(rec *pb.GroupRecord) bool { return rec != nil && hasMembers(rec) }
+
 func groupKey(group string) []byte {
 	k := make([]byte, 0, 3+len(group))
 	k = append(k, prefixGroup)
@@ -55,9 +63,9 @@ func (t *txn) saveGroup(rec *pb.GroupRecord, now int64) (*Result, error) {
 	}
 	rec = proto.CloneOf(rec)
 	switch {
-	case len(rec.Members) > 0:
+	case hasMembers(rec):
 		rec.EmptySinceMs = 0
-	case found && len(old.Members) == 0 && old.EmptySinceMs != 0:
+	case found && !hasMembers(&old) && old.EmptySinceMs != 0:
 		rec.EmptySinceMs = old.EmptySinceMs
 	default:
 		rec.EmptySinceMs = now
@@ -87,7 +95,7 @@ func (t *txn) deleteGroups(groups []string) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(rec.Members) > 0 {
+		if hasMembers(&rec) {
 			r.Error = pb.ErrorCode_NON_EMPTY_GROUP
 			continue
 		}
@@ -154,7 +162,7 @@ func (t *txn) expireOffsets(retentionMs, now int64) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(rec.Members) > 0 {
+		if hasMembers(&rec) {
 			continue
 		}
 		wholeGroup := hasRecord && rec.ProtocolType != ""
