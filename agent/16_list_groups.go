@@ -3,11 +3,11 @@ package agent
 // ListGroups (key 16), versions 0-5.
 //
 // Every group the metastore holds state for (committed offsets or a coordinator's
-// record), with its protocol type and state (v4+) as the coordinator sees it; a group
-// with only committed offsets is Empty with no protocol type, as Kafka lists it. All
-// groups are classic (v5+ type): Strata does not speak the KIP-848 consumer protocol,
-// so a "consumer" type filter lists nothing. The state (v4+, KIP-518) and type (v5+)
-// filters apply, case-insensitively.
+// record), with its protocol type, state (v4+) and type (v5+: "classic", or
+// "consumer" for a KIP-848 group) as the coordinator sees it; a group with only
+// committed offsets is a classic group, Empty with no protocol type, as Kafka lists
+// it. The state (v4+, KIP-518) and type (v5+, KIP-848) filters apply,
+// case-insensitively.
 
 import (
 	"strings"
@@ -27,9 +27,6 @@ func serveListGroups(c *conn, r *request) reply {
 			resp.ErrorCode = kafkaCode(err)
 			return resp
 		}
-		if !matchesFilter(req.TypesFilter, "classic") {
-			return resp
-		}
 		for i, g := range mresp.Groups {
 			lg := kmsg.NewListGroupsResponseGroup()
 			lg.Group, lg.GroupState, lg.GroupType = g, "Empty", "classic"
@@ -39,8 +36,11 @@ func serveListGroups(c *conn, r *request) reply {
 				if l.State != "" {
 					lg.GroupState = l.State
 				}
+				if l.GroupType != "" {
+					lg.GroupType = l.GroupType
+				}
 			}
-			if matchesFilter(req.StatesFilter, lg.GroupState) {
+			if matchesFilter(req.StatesFilter, lg.GroupState) && matchesFilter(req.TypesFilter, lg.GroupType) {
 				resp.Groups = append(resp.Groups, lg)
 			}
 		}

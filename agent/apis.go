@@ -43,6 +43,8 @@ func init() {
 		44: {0, 1, serveIncrementalAlterConfigs},
 		47: {0, 0, serveOffsetDelete},
 		60: {0, 2, serveDescribeCluster},
+		68: {0, 1, serveConsumerGroupHeartbeat},
+		69: {0, 1, serveConsumerGroupDescribe},
 	}
 }
 

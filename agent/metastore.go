@@ -43,6 +43,12 @@ type Metastore interface {
 	LeaveGroup(context.Context, *pb.LeaveGroupRequest) (*pb.LeaveGroupResponse, error)
 	DescribeGroups(context.Context, *pb.DescribeGroupsRequest) (*pb.DescribeGroupsResponse, error)
 
+	// The KIP-848 consumer group coordinator, on the same leader. ConsumerHeartbeat
+	// is never retried after the request may have been sent (ErrAmbiguous): the
+	// Kafka client retries with a full heartbeat. ConsumerGroupDescribe is a read.
+	ConsumerHeartbeat(context.Context, *pb.ConsumerHeartbeatRequest) (*pb.ConsumerHeartbeatResponse, error)
+	ConsumerGroupDescribe(context.Context, *pb.ConsumerGroupDescribeRequest) (*pb.ConsumerGroupDescribeResponse, error)
+
 	// Watch streams changes until ctx ends; the first event after every
 	// (re)connection has Resync set.
 	Watch(context.Context, *pb.WatchRequest) <-chan *pb.WatchEvent

@@ -84,7 +84,20 @@ func startLocal(t *testing.T, opts localOptions) *localServer {
 			"--s3-secret-key", s.MinIO.SecretKey)
 	}
 	s.args = append(s.args, opts.Args...)
-	s.start(t, bin)
+	// The port was free when freePort closed it, but any process (another test's
+	// server, a client's outgoing connection) may take it before ours binds: try
+	// another one then.
+	for attempt := 1; ; attempt++ {
+		err := s.startOnce(bin)
+		if err == nil {
+			break
+		}
+		if attempt == 5 || !strings.Contains(s.out.String(), "address already in use") {
+			t.Fatalf("strata local on %s: %v\noutput:\n%s", s.Addr, err, s.out.String())
+		}
+		s.Addr = freePort(t)
+		s.args[4] = s.Addr // after "local", "--data", dir, "--kafka-addr"
+	}
 	t.Cleanup(func() {
 		s.stop(t)
 		if t.Failed() {
@@ -108,12 +121,28 @@ func (s *localServer) restart(t *testing.T) {
 
 func (s *localServer) start(t *testing.T, bin string) {
 	t.Helper()
+	// A restart keeps its port, which another process may hold for a moment.
+	var err error
+	for attempt := 1; attempt <= 5; attempt++ {
+		if err = s.startOnce(bin); err == nil || !strings.Contains(s.out.String(), "address already in use") {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("strata local on %s: %v\noutput:\n%s", s.Addr, err, s.out.String())
+	}
+}
+
+// startOnce starts the process and waits until it serves; on failure the process
+// is gone.
+func (s *localServer) startOnce(bin string) error {
 	s.cmd = exec.Command(bin, s.args...)
 	s.cmd.Env = s.env
 	s.out = &syncBuffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start strata local: %v", err)
+		return fmt.Errorf("start: %w", err)
 	}
 	s.exited = make(chan struct{})
 	s.err = nil
@@ -123,8 +152,9 @@ func (s *localServer) start(t *testing.T, bin string) {
 	}(s.cmd, s.exited)
 	if err := s.waitReady(); err != nil {
 		s.kill()
-		t.Fatalf("strata local on %s: %v\noutput:\n%s", s.Addr, err, s.out.String())
+		return err
 	}
+	return nil
 }
 
 // waitReady polls until the Kafka port answers ApiVersions and Metadata with at least

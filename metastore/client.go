@@ -602,3 +602,19 @@ func (c *Client) LeaveGroup(ctx context.Context, req *pb.LeaveGroupRequest) (*pb
 func (c *Client) DescribeGroups(ctx context.Context, req *pb.DescribeGroupsRequest) (*pb.DescribeGroupsResponse, error) {
 	return call(ctx, c, retryRead, req, pb.MetastoreClient.DescribeGroups)
 }
+
+// ConsumerHeartbeat is a KIP-848 consumer group heartbeat: it joins, renews, reconciles
+// or leaves a member, and answers its epoch and assignment. Not retried after the
+// request may have been sent (ErrAmbiguous): the coordinator may have moved the member
+// to a new epoch that only the lost answer told, so the retry must come from the Kafka
+// client as a full heartbeat, which restates what the member owns. Kafka's refusals
+// are in ErrorCode.
+func (c *Client) ConsumerHeartbeat(ctx context.Context, req *pb.ConsumerHeartbeatRequest) (*pb.ConsumerHeartbeatResponse, error) {
+	return call(ctx, c, retryUntilAmb, req, pb.MetastoreClient.ConsumerHeartbeat)
+}
+
+// ConsumerGroupDescribe describes KIP-848 consumer groups as their coordinator sees
+// them.
+func (c *Client) ConsumerGroupDescribe(ctx context.Context, req *pb.ConsumerGroupDescribeRequest) (*pb.ConsumerGroupDescribeResponse, error) {
+	return call(ctx, c, retryRead, req, pb.MetastoreClient.ConsumerGroupDescribe)
+}

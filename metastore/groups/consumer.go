@@ -328,7 +328,15 @@ func (g *group) consumerHeartbeat(ctx context.Context, req *pb.ConsumerHeartbeat
 	if !g.consumerRebalance(ctx, now, bump) {
 		return fail(codeNotCoordinator, "")
 	}
-	owned := m.assigned
+	// No owned list means "as before": the member still owns what it is revoking
+	// (franz-go sends such heartbeats while its revoke callback commits).
+	owned := partSet{}
+	for k := range m.assigned {
+		owned[k] = true
+	}
+	for k := range m.revoking {
+		owned[k] = true
+	}
 	if req.OwnedSet {
 		owned = toSet(req.Owned)
 	}
