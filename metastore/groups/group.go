@@ -257,10 +257,6 @@ func (g *group) supports(self string, ptype string, protocols []*pb.GroupProtoco
 	return false
 }
 
-func hasProtocol(ps []*pb.GroupProtocol, name string) bool {
-	return slices.ContainsFunc(ps, func(p *pb.GroupProtocol) bool { return p.Name == name })
-}
-
 // full reports whether extra more members would exceed group.max.size, counting
 // the member ids handed out and not yet used, as Kafka does; without a configured
 // size only members count against the built-in bound.
