@@ -13,11 +13,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -226,25 +223,9 @@ func TestConsumerGroupMemberProcess(t *testing.T) {
 // "lost", "processed"), until stdin reaches EOF; then it closes the client, which
 // leaves the group. It commits nothing.
 func runConsumerChild(spec childSpec, stdin io.Reader, stdout io.Writer) error {
-	var mu sync.Mutex
-	say := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(stdout, childLinePrefix+format+"\n", args...)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), childLifetime)
+	say := childReporter(stdout)
+	ctx, cancel := childContext(stdin)
 	defer cancel()
-	go func() {
-		io.Copy(io.Discard, stdin)
-		cancel()
-	}()
-	csv := func(ps []int32) string {
-		var s []string
-		for _, p := range ps {
-			s = append(s, strconv.Itoa(int(p)))
-		}
-		return strings.Join(s, ",")
-	}
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(spec.Addr),
 		kgo.ClientID(spec.ClientID),
@@ -254,13 +235,13 @@ func runConsumerChild(spec childSpec, stdin io.Reader, stdout io.Writer) error {
 		kgo.FetchMaxWait(100 * time.Millisecond),
 		kgo.DisableAutoCommit(),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
-			say("assigned %s", csv(a[spec.Topic]))
+			say("assigned %s", joinPartitions(a[spec.Topic]))
 		}),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, r map[string][]int32) {
-			say("revoked %s", csv(r[spec.Topic]))
+			say("revoked %s", joinPartitions(r[spec.Topic]))
 		}),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, l map[string][]int32) {
-			say("lost %s", csv(l[spec.Topic]))
+			say("lost %s", joinPartitions(l[spec.Topic]))
 		}),
 	}, consumerProtocol...)
 	cl, err := kgo.NewClient(opts...)
@@ -284,44 +265,5 @@ func runConsumerChild(spec childSpec, stdin io.Reader, stdout io.Writer) error {
 // does for classic members. The child is stopped when the test ends.
 func startConsumerChild(t *testing.T, f *groupFleet, spec childSpec) *childMember {
 	t.Helper()
-	raw, err := json.Marshal(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &childMember{name: spec.ClientID, out: &syncBuffer{}, f: f, exited: make(chan struct{})}
-	c.cmd = exec.Command(os.Args[0], "-test.run=^TestConsumerGroupMemberProcess$", "-test.timeout="+(childLifetime+time.Minute).String())
-	c.cmd.Env = append(os.Environ(), consumerMemberEnv+"="+string(raw))
-	c.cmd.Stderr = c.out
-	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start consumer group member %s: %v", c.name, err)
-	}
-	go func() {
-		c.read(stdout)
-		c.err = c.cmd.Wait()
-		close(c.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-c.exited:
-		default:
-			c.stdin.Close()
-			select {
-			case <-c.exited:
-			case <-time.After(10 * time.Second):
-				c.cmd.Process.Kill()
-				<-c.exited
-			}
-		}
-		if t.Failed() {
-			t.Logf("consumer group member %s (child process, %v) other output:\n%s", c.name, c.err, c.out.String())
-		}
-	})
-	return c
+	return startChildProcess(t, f, spec, "TestConsumerGroupMemberProcess", consumerMemberEnv)
 }

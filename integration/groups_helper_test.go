@@ -858,31 +858,46 @@ func TestGroupMemberProcess(t *testing.T) {
 	}
 }
 
+// childReporter is how a child member reports to its parent: a line each, safe
+// for concurrent use.
+func childReporter(stdout io.Writer) func(format string, args ...any) {
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(stdout, childLinePrefix+format+"\n", args...)
+	}
+}
+
+// childContext ends when stdin does (the parent closed it or died) or after
+// childLifetime.
+func childContext(stdin io.Reader) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), childLifetime)
+	go func() {
+		io.Copy(io.Discard, stdin)
+		cancel()
+	}()
+	return ctx, cancel
+}
+
+// joinPartitions is partitions as a child reports them: "0,3,5".
+func joinPartitions(ps []int32) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, strconv.Itoa(int(p)))
+	}
+	return strings.Join(s, ",")
+}
+
 // childLifetime bounds a child member's life if its parent never stops it.
 const childLifetime = 3 * time.Minute
 
 // runChildMember consumes as spec says until stdin reaches EOF (the parent closed it
 // or died), then closes the client, which leaves the group.
 func runChildMember(spec childSpec, stdin io.Reader, stdout io.Writer) error {
-	var mu sync.Mutex
-	say := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(stdout, childLinePrefix+format+"\n", args...)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), childLifetime)
+	say := childReporter(stdout)
+	ctx, cancel := childContext(stdin)
 	defer cancel()
-	go func() {
-		io.Copy(io.Discard, stdin)
-		cancel()
-	}()
-	csv := func(ps []int32) string {
-		var s []string
-		for _, p := range ps {
-			s = append(s, strconv.Itoa(int(p)))
-		}
-		return strings.Join(s, ",")
-	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(spec.Addr),
 		kgo.ClientID(spec.ClientID),
@@ -894,13 +909,13 @@ func runChildMember(spec childSpec, stdin io.Reader, stdout io.Writer) error {
 		kgo.FetchMaxWait(100 * time.Millisecond),
 		kgo.DisableAutoCommit(),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
-			say("assigned %s", csv(a[spec.Topic]))
+			say("assigned %s", joinPartitions(a[spec.Topic]))
 		}),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, r map[string][]int32) {
-			say("revoked %s", csv(r[spec.Topic]))
+			say("revoked %s", joinPartitions(r[spec.Topic]))
 		}),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, l map[string][]int32) {
-			say("lost %s", csv(l[spec.Topic]))
+			say("lost %s", joinPartitions(l[spec.Topic]))
 		}),
 	}
 	if spec.Commit {
@@ -958,13 +973,20 @@ type childMember struct {
 // test ends.
 func startChildMember(t *testing.T, f *groupFleet, spec childSpec) *childMember {
 	t.Helper()
+	return startChildProcess(t, f, spec, "TestGroupMemberProcess", groupMemberEnv)
+}
+
+// startChildProcess runs the test named run in a child process with spec in the
+// environment variable env, and feeds its reports to f under spec.ClientID.
+func startChildProcess(t *testing.T, f *groupFleet, spec childSpec, run, env string) *childMember {
+	t.Helper()
 	raw, err := json.Marshal(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &childMember{name: spec.ClientID, out: &syncBuffer{}, f: f, exited: make(chan struct{})}
-	c.cmd = exec.Command(os.Args[0], "-test.run=^TestGroupMemberProcess$", "-test.timeout="+(childLifetime+time.Minute).String())
-	c.cmd.Env = append(os.Environ(), groupMemberEnv+"="+string(raw))
+	c.cmd = exec.Command(os.Args[0], "-test.run=^"+run+"$", "-test.timeout="+(childLifetime+time.Minute).String())
+	c.cmd.Env = append(os.Environ(), env+"="+string(raw))
 	c.cmd.Stderr = c.out
 	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	pb "github.com/stratalog/strata/metastore/metastorepb"
@@ -226,30 +227,56 @@ func (g *group) consumerHeartbeat(ctx context.Context, req *pb.ConsumerHeartbeat
 	if len(g.members) > 0 || len(g.pending) > 0 {
 		return fail(codeInconsistentGroupProtocol, "the group uses the classic protocol")
 	}
-	if g.cg == nil {
+	if g.cg == nil && req.MemberEpoch != consumerJoinEpoch {
+		return fail(codeGroupIDNotFound, "no consumer group "+g.name)
+	}
+	// Topics first: nothing below may fail after memory changed.
+	topics, err := g.c.topics(ctx)
+	if err != nil {
+		return fail(codeNotCoordinator, "")
+	}
+	created := g.cg == nil
+	if created {
 		g.cg = newConsumerGroup()
 		g.cg.epoch = max(g.gen, 0)
 		g.cg.assignEpoch = g.cg.epoch
-		g.ptype, g.proto, g.leader = consumerProtocolType, "", ""
 	}
 	cg := g.cg
+	admitted := false
+	defer func() {
+		if created && !admitted {
+			g.cg = nil // a refused first member leaves no group behind
+		}
+	}()
+	if req.InstanceId != nil {
+		// A static member speaks for its instance only while it holds it.
+		if owner, ok := cg.static[*req.InstanceId]; ok && owner != req.MemberId && req.MemberEpoch != consumerJoinEpoch {
+			return fail(codeFencedInstanceID, "instance "+*req.InstanceId+" is held by another member")
+		}
+	}
 	changed, bump := false, false
 
 	switch req.MemberEpoch {
 	case consumerLeaveEpoch, consumerStaticLeaveEpoch:
-		m := g.consumerMemberFor(req)
+		m := cg.members[req.MemberId]
 		if m == nil {
 			return fail(codeUnknownMemberID, "")
 		}
 		if req.MemberEpoch == consumerStaticLeaveEpoch && m.instanceID != nil {
-			// A static member restarting: it keeps its assignment for its session.
+			// A static member restarting keeps its assignment for its session;
+			// this member id is done (its epoch fences later heartbeats).
 			m.leftTemp = true
+			m.prevEpoch, m.epoch = m.epoch, consumerStaticLeaveEpoch
+			g.consumerDirty = true
 		} else {
 			g.removeConsumer(m.id)
 		}
-		if !g.consumerRebalance(ctx, now, false) || !g.save() {
+		admitted = true
+		g.consumerRebalance(topics, false)
+		if !g.save() {
 			return fail(codeNotCoordinator, "")
 		}
+		g.consumerDirty = false
 		return &pb.ConsumerHeartbeatResponse{MemberId: m.id, MemberEpoch: req.MemberEpoch}
 	}
 
@@ -259,29 +286,44 @@ func (g *group) consumerHeartbeat(ctx context.Context, req *pb.ConsumerHeartbeat
 		if id == "" {
 			id = newMemberID(req.ClientId)
 		}
-		if req.InstanceId != nil {
-			if owner, ok := cg.static[*req.InstanceId]; ok && owner != id {
+		m = cg.members[id]
+		if m != nil && req.InstanceId != nil && (m.instanceID == nil || *m.instanceID != *req.InstanceId) {
+			return fail(codeFencedInstanceID, "member "+id+" is another instance")
+		}
+		if req.InstanceId != nil && m == nil {
+			if owner, ok := cg.static[*req.InstanceId]; ok {
 				old := cg.members[owner]
-				if !old.leftTemp {
+				if old != nil && !old.leftTemp {
 					return fail(codeUnreleasedInstanceID, "instance "+*req.InstanceId+" is held by a live member")
 				}
-				// The restarted instance takes the old member's place and
-				// assignment.
-				delete(cg.members, owner)
-				nm := *old
-				nm.id, nm.leftTemp = id, false
-				cg.members[id] = &nm
-				cg.static[*req.InstanceId] = id
-				changed = true
+				if old != nil {
+					// The restarted instance takes the old member's place,
+					// assignment and epoch.
+					if g.consumerBytes()-consumerMemberBytes(old)+consumerRequestBytes(id, req) > maxGroupBytes {
+						return fail(codeGroupMaxSizeReached, "")
+					}
+					delete(cg.members, owner)
+					nm := *old
+					nm.id, nm.leftTemp = id, false
+					if nm.epoch == consumerStaticLeaveEpoch {
+						nm.epoch, nm.prevEpoch = nm.prevEpoch, 0
+					}
+					m = &nm
+					cg.members[id] = m
+					cg.static[*req.InstanceId] = id
+					changed = true
+				}
 			}
 		}
-		m = cg.members[id]
 		switch {
 		case m == nil:
 			if !req.SubscriptionSet && req.SubscribedRegex == nil {
 				return fail(codeInvalidRequest, "a joining member must subscribe")
 			}
 			if limit := g.c.cfg.MaxSize; (limit > 0 && len(cg.members) >= limit) || len(cg.members) >= maxMembers {
+				return fail(codeGroupMaxSizeReached, "")
+			}
+			if g.consumerBytes()+consumerRequestBytes(id, req) > maxGroupBytes {
 				return fail(codeGroupMaxSizeReached, "")
 			}
 			m = &cmember{id: id, instanceID: req.InstanceId, assigned: partSet{}, revoking: partSet{}, target: partSet{},
@@ -295,8 +337,8 @@ func (g *group) consumerHeartbeat(ctx context.Context, req *pb.ConsumerHeartbeat
 		case !changed:
 			// A member that lost its state (fenced, or its answer was lost)
 			// rejoins: it owns nothing now.
-			if len(m.assigned) > 0 || len(m.revoking) > 0 || m.epoch != 0 {
-				m.assigned, m.revoking = partSet{}, partSet{}
+			if len(m.assigned) > 0 || len(m.revoking) > 0 || m.epoch != 0 || m.leftTemp {
+				m.assigned, m.revoking, m.leftTemp = partSet{}, partSet{}, false
 				m.prevEpoch, m.epoch = m.epoch, 0
 				changed = true
 			}
@@ -306,15 +348,20 @@ func (g *group) consumerHeartbeat(ctx context.Context, req *pb.ConsumerHeartbeat
 		switch {
 		case m == nil:
 			return fail(codeUnknownMemberID, "")
-		case req.InstanceId != nil && cg.static[*req.InstanceId] != m.id:
-			return fail(codeFencedInstanceID, "")
+		case m.leftTemp:
+			return fail(codeFencedMemberEpoch, "the member left; its instance rejoins with epoch 0")
 		case req.MemberEpoch == m.epoch:
 		case req.MemberEpoch == m.prevEpoch && req.OwnedSet && subset(toSet(req.Owned), m.assigned):
 			// Its last answer was lost: it still acts on the previous epoch.
 		default:
 			return fail(codeFencedMemberEpoch, "the member epoch is stale")
 		}
+		if (req.SubscriptionSet || req.SubscribedRegex != nil) &&
+			g.consumerBytes()-consumerMemberBytes(m)+consumerRequestBytes(m.id, req) > maxGroupBytes {
+			return fail(codeGroupMaxSizeReached, "")
+		}
 	}
+	admitted = true
 	m.deadline = now.Add(m.session)
 	if g.updateConsumerMember(m, req) {
 		bump = true
@@ -325,9 +372,7 @@ func (g *group) consumerHeartbeat(ctx context.Context, req *pb.ConsumerHeartbeat
 	}
 	before := fromSet(m.assigned)
 	beforeEpoch := m.epoch
-	if !g.consumerRebalance(ctx, now, bump) {
-		return fail(codeNotCoordinator, "")
-	}
+	g.consumerRebalance(topics, bump)
 	// No owned list means "as before": the member still owns what it is revoking
 	// (franz-go sends such heartbeats while its revoke callback commits).
 	owned := partSet{}
@@ -352,21 +397,43 @@ func (g *group) consumerHeartbeat(ctx context.Context, req *pb.ConsumerHeartbeat
 	}
 	resp := &pb.ConsumerHeartbeatResponse{MemberId: m.id, MemberEpoch: m.epoch,
 		HeartbeatIntervalMs: int32(g.c.cfg.ConsumerHeartbeatInterval / time.Millisecond)}
-	if moved || req.MemberEpoch == consumerJoinEpoch || (req.OwnedSet && !sameSet(owned, m.assigned)) {
+	// As Kafka: a full request (everything set) always gets the assignment back.
+	full := req.RebalanceTimeoutMs != -1 && (req.SubscriptionSet || req.SubscribedRegex != nil) && req.OwnedSet
+	if moved || full || req.MemberEpoch == consumerJoinEpoch || (req.OwnedSet && !sameSet(owned, m.assigned)) {
 		resp.HasAssignment = true
 		resp.Assignment = fromSet(m.assigned)
 	}
 	return resp
 }
 
-func (g *group) consumerMemberFor(req *pb.ConsumerHeartbeatRequest) *cmember {
-	if m := g.cg.members[req.MemberId]; m != nil {
-		return m
+// consumerMemberBytes is what a member adds to the saved group.
+func consumerMemberBytes(m *cmember) int {
+	n := 64 + len(m.id) + len(m.rack) + len(m.clientID) + len(m.clientHost) + len(m.regex) + len(m.assignor)
+	if m.instanceID != nil {
+		n += len(*m.instanceID)
 	}
-	if req.InstanceId != nil {
-		return g.cg.members[g.cg.static[*req.InstanceId]]
+	for _, t := range m.topics {
+		n += len(t) + 2
 	}
-	return nil
+	return n + 24*(len(m.assigned)+len(m.revoking)+len(m.target))
+}
+
+// consumerRequestBytes is consumerMemberBytes of the member a heartbeat describes
+// (its assignment not counted: the group's partitions are counted once already).
+func consumerRequestBytes(id string, req *pb.ConsumerHeartbeatRequest) int {
+	m := &cmember{id: id, instanceID: req.InstanceId, clientID: req.ClientId, clientHost: req.ClientHost, topics: req.SubscribedTopics}
+	if req.SubscribedRegex != nil {
+		m.regex = *req.SubscribedRegex
+	}
+	return consumerMemberBytes(m)
+}
+
+func (g *group) consumerBytes() int {
+	n := 0
+	for _, m := range g.cg.members {
+		n += consumerMemberBytes(m)
+	}
+	return n
 }
 
 // updateConsumerMember takes the fields a heartbeat sets; true if the
@@ -415,14 +482,9 @@ func (g *group) removeConsumer(id string) {
 
 // consumerRebalance brings the target assignment up to the group epoch, after
 // noticing changes of the subscribed topics; bump asks for a new group epoch (the
-// membership or a subscription changed). One new epoch at most per call. False if
-// topics could not be read.
-func (g *group) consumerRebalance(ctx context.Context, now time.Time, bump bool) bool {
+// membership or a subscription changed). One new epoch at most per call.
+func (g *group) consumerRebalance(topics *topicView, bump bool) {
 	cg := g.cg
-	topics, err := g.c.topics(ctx)
-	if err != nil {
-		return false
-	}
 	subscribed := g.subscribedTopics(topics)
 	if h := metadataHash(subscribed); h != cg.metaHash {
 		cg.metaHash = h
@@ -433,30 +495,33 @@ func (g *group) consumerRebalance(ctx context.Context, now time.Time, bump bool)
 		g.consumerDirty = true
 	}
 	if cg.assignEpoch >= cg.epoch {
-		return true
+		return
 	}
 	g.assignTargets(subscribed)
 	cg.assignEpoch = cg.epoch
 	g.consumerDirty = true
-	return true
 }
 
-// subscribedTopics resolves every member's subscription: by name, and by regex.
-func (g *group) subscribedTopics(all map[string]TopicMeta) map[string][]TopicMeta {
+// subscribedTopics resolves every member's subscription, by name and by regex
+// (matching whole topic names, as Kafka does). A regex is matched against all
+// topics once per topic listing (the listing is cached for a second), not on every
+// heartbeat.
+func (g *group) subscribedTopics(all *topicView) map[string][]TopicMeta {
 	out := map[string][]TopicMeta{}
 	for id, m := range g.cg.members {
 		var ts []TopicMeta
+		seen := map[string]bool{}
 		for _, name := range m.topics {
-			if t, ok := all[name]; ok {
+			if t, ok := all.byName[name]; ok && !seen[name] {
+				seen[name] = true
 				ts = append(ts, t)
 			}
 		}
 		if m.regex != "" {
-			if re, err := regexp.Compile(m.regex); err == nil {
-				for name, t := range all {
-					if re.MatchString(name) && !slices.Contains(m.topics, name) {
-						ts = append(ts, t)
-					}
+			for _, t := range all.matching(m.regex) {
+				if !seen[t.Name] {
+					seen[t.Name] = true
+					ts = append(ts, t)
 				}
 			}
 		}
@@ -489,19 +554,22 @@ func metadataHash(subscribed map[string][]TopicMeta) uint64 {
 	return h.Sum64()
 }
 
-// assignTargets runs the group's assignor: the most common preference among
-// members, "uniform" by default.
-func (g *group) assignTargets(subscribed map[string][]TopicMeta) {
+// assignor is the group's assignor: the most common preference among members,
+// "uniform" by default and on a tie.
+func (cg *consumerGroup) assignor() string {
 	votes := map[string]int{}
-	for _, m := range g.cg.members {
-		if m.assignor != "" {
-			votes[m.assignor]++
-		}
+	for _, m := range cg.members {
+		votes[m.assignor]++
 	}
-	assignor := defaultAssignor
 	if votes["range"] > votes["uniform"] {
-		assignor = "range"
+		return "range"
 	}
+	return defaultAssignor
+}
+
+// assignTargets runs the group's assignor.
+func (g *group) assignTargets(subscribed map[string][]TopicMeta) {
+	assignor := g.cg.assignor()
 	ids := make([]string, 0, len(g.cg.members))
 	for id := range g.cg.members {
 		ids = append(ids, id)
@@ -733,7 +801,12 @@ func (g *group) tickConsumer(now time.Time) {
 	if g.consumerDirty {
 		ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
 		defer cancel()
-		if g.consumerRebalance(ctx, now, false) && g.save() {
+		topics, err := g.c.topics(ctx)
+		if err != nil {
+			return // tried again next tick
+		}
+		g.consumerRebalance(topics, false)
+		if g.save() {
 			g.consumerDirty = false
 		}
 	}
@@ -759,52 +832,79 @@ func (g *group) consumerState() string {
 func (c *Coordinator) ConsumerDescribe(ctx context.Context, names []string) []*pb.ConsumerGroupDescription {
 	out := make([]*pb.ConsumerGroupDescription, 0, len(names))
 	for _, name := range names {
-		if name == "" || len(name) > maxGroupIDLen {
-			out = append(out, &pb.ConsumerGroupDescription{Group: name, ErrorCode: codeInvalidGroupID, State: "Dead"})
-			continue
+		var d *pb.ConsumerGroupDescription
+		if code := c.withGroup(ctx, name, func(g *group) { d = g.consumerDescription() }); code != codeNone {
+			d = &pb.ConsumerGroupDescription{Group: name, ErrorCode: code, State: "Dead"}
 		}
-		g, code := c.acquire(ctx, name)
-		if code != codeNone {
-			out = append(out, &pb.ConsumerGroupDescription{Group: name, ErrorCode: code, State: "Dead"})
-			continue
-		}
-		switch {
-		case g.cg == nil && g.exists():
-			out = append(out, &pb.ConsumerGroupDescription{Group: name, ErrorCode: codeGroupIDNotFound,
-				ErrorMessage: "a classic group", State: "Dead"})
-		case g.cg == nil:
-			out = append(out, &pb.ConsumerGroupDescription{Group: name, ErrorCode: codeGroupIDNotFound, State: "Dead"})
-		default:
-			d := &pb.ConsumerGroupDescription{Group: name, State: g.consumerState(), GroupEpoch: g.cg.epoch,
-				AssignmentEpoch: g.cg.assignEpoch, Assignor: defaultAssignor, Members: g.consumerRecord().Members}
-			for _, m := range g.cg.members {
-				if m.assignor == "range" {
-					d.Assignor = "range"
-				}
-			}
-			out = append(out, d)
-		}
-		g.forgetIfAbsent()
-		g.mu.Unlock()
+		out = append(out, d)
 	}
 	return out
 }
 
-// topics returns every topic by name, cached for a second.
-func (c *Coordinator) topics(ctx context.Context) (map[string]TopicMeta, error) {
+func (g *group) consumerDescription() *pb.ConsumerGroupDescription {
+	if g.cg == nil {
+		d := &pb.ConsumerGroupDescription{Group: g.name, ErrorCode: codeGroupIDNotFound, State: "Dead"}
+		if g.exists() {
+			d.ErrorMessage = "a classic group"
+		}
+		return d
+	}
+	return &pb.ConsumerGroupDescription{Group: g.name, State: g.consumerState(), GroupEpoch: g.cg.epoch,
+		AssignmentEpoch: g.cg.assignEpoch, Assignor: g.cg.assignor(), Members: g.consumerRecord().Members}
+}
+
+// topicView is one listing of every topic, with the regex matches computed on
+// it so far (a regex is matched against all topics once per listing).
+type topicView struct {
+	byName map[string]TopicMeta
+	sorted []TopicMeta
+
+	mu      sync.Mutex
+	matches map[string][]TopicMeta
+}
+
+// maxRegexesPerView bounds the regexes remembered per listing.
+const maxRegexesPerView = 1024
+
+func (v *topicView) matching(expr string) []TopicMeta {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if ts, ok := v.matches[expr]; ok {
+		return ts
+	}
+	re, err := regexp.Compile("^(?:" + expr + ")$")
+	if err != nil {
+		return nil
+	}
+	var ts []TopicMeta
+	for _, t := range v.sorted {
+		if re.MatchString(t.Name) {
+			ts = append(ts, t)
+		}
+	}
+	if len(v.matches) < maxRegexesPerView {
+		v.matches[expr] = ts
+	}
+	return ts
+}
+
+// topics returns every topic, the listing cached for a second.
+func (c *Coordinator) topics(ctx context.Context) (*topicView, error) {
 	c.topicMu.Lock()
 	defer c.topicMu.Unlock()
-	if c.topicCache != nil && c.now().Sub(c.topicAt) < topicCacheFor && c.now().After(c.topicAt.Add(-time.Second)) {
+	if c.topicCache != nil && c.now().Sub(c.topicAt) < topicCacheFor && !c.now().Before(c.topicAt) {
 		return c.topicCache, nil
 	}
 	ts, err := c.store.Topics(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m := make(map[string]TopicMeta, len(ts))
+	v := &topicView{byName: make(map[string]TopicMeta, len(ts)), matches: map[string][]TopicMeta{}}
 	for _, t := range ts {
-		m[t.Name] = t
+		v.byName[t.Name] = t
 	}
-	c.topicCache, c.topicAt = m, c.now()
-	return m, nil
+	v.sorted = slices.Clone(ts)
+	slices.SortFunc(v.sorted, func(a, b TopicMeta) int { return strings.Compare(a.Name, b.Name) })
+	c.topicCache, c.topicAt = v, c.now()
+	return v, nil
 }

@@ -273,3 +273,90 @@ func TestAssignors(t *testing.T) {
 		t.Fatalf("uniform after a join kept %d of 9, d has %d", kept, len(u2["d"]))
 	}
 }
+
+func TestConsumerStaticFencing(t *testing.T) {
+	f := consumerFixture(t, 4)
+	i1, i2 := "i1", "i2"
+	hb := func(id string, epoch int32, inst *string) *pb.ConsumerHeartbeatResponse {
+		return f.c.ConsumerHeartbeat(context.Background(), &pb.ConsumerHeartbeatRequest{Group: "g", MemberId: id, MemberEpoch: epoch,
+			InstanceId: inst, SubscriptionSet: true, SubscribedTopics: []string{"a"}, RebalanceTimeoutMs: 30_000})
+	}
+	first := hb("first", 0, &i1)
+	hb("first", -2, &i1)
+	// The old incarnation is done: its heartbeats are fenced.
+	if r := hb("first", first.MemberEpoch, &i1); r.ErrorCode != codeFencedMemberEpoch {
+		t.Fatalf("heartbeat after -2: %v", r)
+	}
+	second := hb("second", 0, &i1)
+	if second.ErrorCode != 0 || len(second.Assignment) != 1 {
+		t.Fatalf("takeover: %v", second)
+	}
+	// A late leave of the old incarnation cannot remove the new one.
+	if r := hb("first", -1, &i1); r.ErrorCode != codeFencedInstanceID {
+		t.Fatalf("late leave of the old incarnation: %v", r)
+	}
+	// A join reusing a live member's id under another instance is refused (and
+	// does not crash anything later).
+	d := hb("d", 0, &i2)
+	if r := hb("second", 0, &i2); r.ErrorCode != codeFencedInstanceID {
+		t.Fatalf("join with a live member's id: %v", r)
+	}
+	if r := hb("d", d.MemberEpoch, &i2); r.ErrorCode != 0 {
+		t.Fatalf("d after the refused join: %v", r)
+	}
+}
+
+func TestConsumerCommitNeedsCurrentEpoch(t *testing.T) {
+	f := consumerFixture(t, 4)
+	a, b := &cmem{f: f, id: "a"}, &cmem{f: f, id: "b"}
+	a.beat()
+	b.beat()
+	old := a.epoch
+	a.beat() // revoke
+	a.beat() // acknowledged: a moves on
+	if a.epoch == old {
+		t.Fatal("a did not move to the new epoch")
+	}
+	if code := f.c.CheckCommit(context.Background(), "g", old, "a", nil); code != codeStaleMemberEpoch {
+		t.Fatalf("commit with the previous epoch: %d, want STALE_MEMBER_EPOCH", code)
+	}
+}
+
+func TestConsumerFullRequestGetsAssignment(t *testing.T) {
+	f := consumerFixture(t, 2)
+	a := &cmem{f: f, id: "a"}
+	a.beat()
+	r := f.c.ConsumerHeartbeat(context.Background(), &pb.ConsumerHeartbeatRequest{Group: "g", MemberId: "a", MemberEpoch: a.epoch,
+		RebalanceTimeoutMs: 30_000, SubscriptionSet: true, SubscribedTopics: []string{"a"},
+		OwnedSet: true, Owned: []*pb.TopicPartitions{{TopicId: []byte(topicA), Partitions: a.owned}}})
+	if !r.HasAssignment {
+		t.Fatalf("full heartbeat without a change: %v, want the assignment", r)
+	}
+	keepalive := f.c.ConsumerHeartbeat(context.Background(), &pb.ConsumerHeartbeatRequest{Group: "g", MemberId: "a", MemberEpoch: a.epoch, RebalanceTimeoutMs: -1})
+	if keepalive.HasAssignment || keepalive.ErrorCode != 0 {
+		t.Fatalf("keepalive: %v", keepalive)
+	}
+}
+
+func TestConsumerRefusalsLeaveNoGroup(t *testing.T) {
+	f := consumerFixture(t, 2)
+	if r := f.c.ConsumerHeartbeat(context.Background(), &pb.ConsumerHeartbeatRequest{Group: "nope", MemberId: "m", MemberEpoch: 5}); r.ErrorCode != codeGroupIDNotFound {
+		t.Fatalf("heartbeat to no group: %v", r)
+	}
+	if r := f.c.ConsumerHeartbeat(context.Background(), &pb.ConsumerHeartbeatRequest{Group: "nope2", MemberId: "m", MemberEpoch: 0}); r.ErrorCode != codeInvalidRequest {
+		t.Fatalf("join without a subscription: %v", r)
+	}
+	if n := len(f.c.Loaded()); n != 0 {
+		t.Fatalf("%d groups left in memory by refused heartbeats", n)
+	}
+}
+
+func TestConsumerRegexMatchesWholeNames(t *testing.T) {
+	f := newFixture(t)
+	f.store.topics = []TopicMeta{{Name: "orders", ID: "oooooooooooooooo", Partitions: 1}, {Name: "orders-dlq", ID: "dddddddddddddddd", Partitions: 1}}
+	re := "orders"
+	r := f.c.ConsumerHeartbeat(context.Background(), &pb.ConsumerHeartbeatRequest{Group: "g", MemberId: "m", SubscribedRegex: &re, RebalanceTimeoutMs: 30_000})
+	if r.ErrorCode != 0 || len(r.Assignment) != 1 || string(r.Assignment[0].TopicId) != "oooooooooooooooo" {
+		t.Fatalf("regex %q assigned %v", re, r.Assignment)
+	}
+}

@@ -82,7 +82,7 @@ type Coordinator struct {
 	groups map[string]*group
 
 	topicMu    sync.Mutex
-	topicCache map[string]TopicMeta
+	topicCache *topicView
 	topicAt    time.Time
 }
 
@@ -245,33 +245,40 @@ func (c *Coordinator) Sync(ctx context.Context, req *pb.SyncGroupRequest) *pb.Sy
 	}
 }
 
-// Heartbeat is Heartbeat.
-func (c *Coordinator) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) *pb.HeartbeatResponse {
-	if req.Group == "" || len(req.Group) > maxGroupIDLen {
-		return &pb.HeartbeatResponse{ErrorCode: codeInvalidGroupID}
+// withGroup runs f on the named group, loaded and locked, and then forgets the
+// group if it turned out not to exist. The code says why f did not run: a bad
+// name, or the group could not be loaded.
+func (c *Coordinator) withGroup(ctx context.Context, name string, f func(*group)) int32 {
+	if name == "" || len(name) > maxGroupIDLen {
+		return codeInvalidGroupID
 	}
-	g, code := c.acquire(ctx, req.Group)
+	g, code := c.acquire(ctx, name)
 	if code != codeNone {
-		return &pb.HeartbeatResponse{ErrorCode: code}
+		return code
 	}
 	defer g.mu.Unlock()
 	defer g.forgetIfAbsent()
-	return &pb.HeartbeatResponse{ErrorCode: g.heartbeat(req)}
+	f(g)
+	return codeNone
+}
+
+// Heartbeat is Heartbeat.
+func (c *Coordinator) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) *pb.HeartbeatResponse {
+	resp := &pb.HeartbeatResponse{}
+	if code := c.withGroup(ctx, req.Group, func(g *group) { resp.ErrorCode = g.heartbeat(req) }); code != codeNone {
+		resp.ErrorCode = code
+	}
+	return resp
 }
 
 // Leave is LeaveGroup: each member (by member id, or by instance id for a static
 // member) leaves, and the group rebalances once.
 func (c *Coordinator) Leave(ctx context.Context, req *pb.LeaveGroupRequest) *pb.LeaveGroupResponse {
-	if req.Group == "" || len(req.Group) > maxGroupIDLen {
-		return &pb.LeaveGroupResponse{ErrorCode: codeInvalidGroupID}
-	}
-	g, code := c.acquire(ctx, req.Group)
-	if code != codeNone {
+	var resp *pb.LeaveGroupResponse
+	if code := c.withGroup(ctx, req.Group, func(g *group) { resp = g.leave(req) }); code != codeNone {
 		return &pb.LeaveGroupResponse{ErrorCode: code}
 	}
-	defer g.mu.Unlock()
-	defer g.forgetIfAbsent()
-	return g.leave(req)
+	return resp
 }
 
 // CheckCommit decides whether an OffsetCommit from this member of this generation
@@ -308,18 +315,11 @@ func (c *Coordinator) Committed(name string) {
 func (c *Coordinator) Describe(ctx context.Context, names []string) []*pb.GroupDescription {
 	out := make([]*pb.GroupDescription, 0, len(names))
 	for _, name := range names {
-		if name == "" || len(name) > maxGroupIDLen {
-			out = append(out, &pb.GroupDescription{Group: name, ErrorCode: codeInvalidGroupID, State: "Dead"})
-			continue
+		var d *pb.GroupDescription
+		if code := c.withGroup(ctx, name, func(g *group) { d = g.describe(true) }); code != codeNone {
+			d = &pb.GroupDescription{Group: name, ErrorCode: code, State: "Dead"}
 		}
-		g, code := c.acquire(ctx, name)
-		if code != codeNone {
-			out = append(out, &pb.GroupDescription{Group: name, ErrorCode: code, State: "Dead"})
-			continue
-		}
-		out = append(out, g.describe(true))
-		g.forgetIfAbsent()
-		g.mu.Unlock()
+		out = append(out, d)
 	}
 	return out
 }

@@ -802,8 +802,8 @@ func (g *group) checkCommit(generation int32, memberID string, instanceID *strin
 			return codeUnknownMemberID
 		case instanceID != nil && g.cg.static[*instanceID] != memberID:
 			return codeFencedInstanceID
-		case generation != m.epoch && generation != m.prevEpoch:
-			return codeStaleMemberEpoch
+		case generation != m.epoch:
+			return codeStaleMemberEpoch // as Kafka: only the current epoch commits
 		}
 		return codeNone
 	}
