@@ -76,7 +76,7 @@ func (n *Node) groupLoop() {
 	t := time.NewTicker(groupTick)
 	defer t.Stop()
 	cfg := n.cfg.Groups
-	var lastExpiry time.Time
+	lastExpiry := time.Now() // the first check one interval after start, as Kafka
 	var loadedTerm uint64
 	for {
 		select {
