@@ -1,11 +1,16 @@
 package agent
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/stratalog/strata/metastore/groups"
 )
 
 // Committed offsets of a simple consumer (generation -1): commit, fetch (asked and
@@ -181,5 +186,66 @@ func TestGroupsListDescribeLagDelete(t *testing.T) {
 	}
 	if fetched, err := adm.FetchOffsets(ctx, "lag-group"); err != nil || len(fetched) != 0 {
 		t.Fatalf("offsets after deleting the group: %v %v", fetched, err)
+	}
+}
+
+// TestOffsetsRetention: offsets of a group without members expire after
+// offsets.retention.minutes, checked by the metastore leader's periodic expiry; a
+// group with members keeps its offsets however old they are.
+func TestOffsetsRetention(t *testing.T) {
+	s := startAgent(t, withGroups(func(c *groups.Config) {
+		c.OffsetsRetention = 500 * time.Millisecond
+		c.OffsetsRetentionCheck = 100 * time.Millisecond
+		c.InitialRebalanceDelay = 0
+	}))
+	createTopic(t, s, "kept", 1, nil)
+	adm := adminClient(t, s)
+	ctx := testContext(t)
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: "kept", Partition: 0, At: 3, LeaderEpoch: -1})
+	if resp, err := adm.CommitOffsets(ctx, "simple", offs); err != nil || resp.Error() != nil {
+		t.Fatalf("commit: %v %v", err, resp.Error())
+	}
+	// A live group member commits too, then keeps heartbeating.
+	assigned := make(chan struct{}, 1)
+	cl := kafkaClient(t, s, kgo.ConsumerGroup("live"), kgo.ConsumeTopics("kept"), kgo.HeartbeatInterval(100*time.Millisecond),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
+			select {
+			case assigned <- struct{}{}:
+			default:
+			}
+		}))
+	go func() {
+		for !cl.PollFetches(ctx).IsClientClosed() && ctx.Err() == nil {
+		}
+	}()
+	select {
+	case <-assigned:
+	case <-ctx.Done():
+		t.Fatal("the member was never assigned")
+	}
+	if err := cl.CommitRecords(ctx, &kgo.Record{Topic: "kept", Partition: 0, Offset: 6}); err != nil {
+		t.Fatalf("member commit: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		simple, err := adm.FetchOffsets(ctx, "simple")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := simple.Lookup("kept", 0); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the simple group's offset outlived the retention")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	live, err := adm.FetchOffsets(ctx, "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := live.Lookup("kept", 0); !ok || o.At != 7 {
+		t.Fatalf("the live group's offset: %v %v, want 7 kept", o, ok)
 	}
 }
