@@ -34,6 +34,21 @@
 //   - A dynamic member that joined but never comes back is removed after its
 //     session timeout (Kafka's 5-minute new-member timeout is not separate).
 //
+// # KIP-848 consumer groups
+//
+// consumer.go serves ConsumerGroupHeartbeat in the same coordinator: the group id
+// space is shared (a group is classic or consumer; an empty one may change kind).
+// The whole consumer group (epochs, members with subscriptions, current, revoking
+// and target assignments) is saved on every change before the heartbeat is
+// answered, so a new leader resumes reconciliation where the old one stopped.
+//
+// # More differences from Kafka
+//
+//   - A static leader rejoining with JoinGroup v5-v8 rebalances the group (v9 skips
+//     the assignment instead); Kafka answers it as a follower.
+//   - KIP-848 groups are saved whole on every change (Kafka writes one record per
+//     member), so a change costs O(group size) through Raft.
+//
 // Time comes from an injected clock and deadlines are checked by Tick, so tests
 // drive every timeout without sleeping.
 package groups
