@@ -25,26 +25,35 @@ const allGroupOperations = 1<<kmsg.ACLOperationRead | 1<<kmsg.ACLOperationDescri
 
 var invalidGroupID = kerr.InvalidGroupID.Code
 
+// describeNamed asks the coordinator (through call) to describe the groups that
+// have a name, and returns the descriptions by group.
+func describeNamed[D any](groups []string, call func([]string) ([]D, error), group func(D) string) (map[string]D, error) {
+	var named []string
+	for _, g := range groups {
+		if g != "" {
+			named = append(named, g)
+		}
+	}
+	described := map[string]D{}
+	if len(named) == 0 {
+		return described, nil
+	}
+	ds, err := call(named)
+	for _, d := range ds {
+		described[group(d)] = d
+	}
+	return described, err
+}
+
 func serveDescribeGroups(c *conn, r *request) reply {
 	req := r.msg.(*kmsg.DescribeGroupsRequest)
 	resp := req.ResponseKind().(*kmsg.DescribeGroupsResponse)
 	s := c.s
 	return later(func() kmsg.Response {
-		var named []string
-		for _, g := range req.Groups {
-			if g != "" {
-				named = append(named, g)
-			}
-		}
-		described := map[string]*pb.GroupDescription{}
-		var err error
-		if len(named) > 0 {
-			var mresp *pb.DescribeGroupsResponse
-			mresp, err = s.meta.DescribeGroups(c.ctx, &pb.DescribeGroupsRequest{Groups: named})
-			for _, d := range mresp.GetGroups() {
-				described[d.Group] = d
-			}
-		}
+		described, err := describeNamed(req.Groups, func(named []string) ([]*pb.GroupDescription, error) {
+			mresp, err := s.meta.DescribeGroups(c.ctx, &pb.DescribeGroupsRequest{Groups: named})
+			return mresp.GetGroups(), err
+		}, (*pb.GroupDescription).GetGroup)
 		for _, g := range req.Groups {
 			dg := kmsg.NewDescribeGroupsResponseGroup()
 			dg.Group, dg.State = g, "Dead"

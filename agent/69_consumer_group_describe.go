@@ -34,21 +34,10 @@ func serveConsumerGroupDescribe(c *conn, r *request) reply {
 	resp := req.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
 	s := c.s
 	return later(func() kmsg.Response {
-		var named []string
-		for _, g := range req.Groups {
-			if g != "" {
-				named = append(named, g)
-			}
-		}
-		described := map[string]*pb.ConsumerGroupDescription{}
-		var err error
-		if len(named) > 0 {
-			var mresp *pb.ConsumerGroupDescribeResponse
-			mresp, err = s.meta.ConsumerGroupDescribe(c.ctx, &pb.ConsumerGroupDescribeRequest{Groups: named})
-			for _, d := range mresp.GetGroups() {
-				described[d.Group] = d
-			}
-		}
+		described, err := describeNamed(req.Groups, func(named []string) ([]*pb.ConsumerGroupDescription, error) {
+			mresp, err := s.meta.ConsumerGroupDescribe(c.ctx, &pb.ConsumerGroupDescribeRequest{Groups: named})
+			return mresp.GetGroups(), err
+		}, (*pb.ConsumerGroupDescription).GetGroup)
 		names := topicNames{ctx: c.ctx, cat: s.cat, known: map[objectlog.TopicID]string{}}
 		for _, g := range req.Groups {
 			dg := kmsg.NewConsumerGroupDescribeResponseGroup()
