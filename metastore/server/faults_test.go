@@ -109,8 +109,20 @@ func TestCommitsSurviveLeaderKills(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d commits acknowledged, %d ambiguous, %d cut short at the end", len(acked), ambiguous, cancelled)
 
+	// Commits cut short at the end may still be applied after stop: wait until the
+	// leader's applied index holds still, then for every node to reach it.
 	l := c.waitLeader()
-	c.waitApplied(c.nodes[l].n.st.Applied())
+	var settled uint64
+	waitFor(t, 20*time.Second, "the leader to stop applying", func() bool {
+		a := c.nodes[l].n.st.Applied()
+		if a != settled {
+			settled = a
+			time.Sleep(200 * time.Millisecond)
+			return false
+		}
+		return true
+	})
+	c.waitApplied(settled)
 	assertSameIndex(t, c, topic, partitions)
 
 	// The index tiles every partition's offsets exactly.

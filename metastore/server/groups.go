@@ -275,9 +275,13 @@ func (a *api) CommitOffsets(ctx context.Context, req *pb.CommitOffsetsRequest) (
 				return &pb.CommitOffsetsResponse{GroupError: code}, nil
 			}
 		}
-		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_CommitOffsets{CommitOffsets: &pb.CommitOffsetsCommand{Group: req.Group, Offsets: req.Offsets}}})
+		// Concurrent commits share Raft entries (the CommitSegment batching).
+		res, err := a.n.offsets.submit(ctx, &pb.CommitOffsetsCommand{Group: req.Group, Offsets: req.Offsets})
 		if err != nil {
 			return nil, err
+		}
+		if res.Err != nil {
+			return nil, refusal(res.Err)
 		}
 		a.n.groups.Committed(req.Group)
 		return &pb.CommitOffsetsResponse{Results: res.Offsets}, nil

@@ -60,7 +60,8 @@ type Node struct {
 	book  *addressBook
 	watch *hub
 
-	commits *batcher
+	commits *batcher[*pb.CommitSegmentRequest, *pb.CommitSegmentResponse]
+	offsets *batcher[*pb.CommitOffsetsCommand, *state.Result]
 	verify  *verifier
 	groups  *groups.Coordinator
 
@@ -237,11 +238,13 @@ func Start(cfg Config) (n *Node, err error) {
 
 	n.verify = &verifier{n: n}
 	n.groups = groups.New(cfg.Groups, groupStore{n}, nil)
-	n.commits = newBatcher(n)
+	n.commits = segmentBatcher(n)
+	n.offsets = offsetBatcher(n)
 	n.grpc = grpc.NewServer(grpc.WaitForHandlers(true), grpc.MaxRecvMsgSize(metastore.MaxMessageBytes))
 	pb.RegisterMetastoreServer(n.grpc, &api{n: n})
 	n.goLoop(func() { n.grpc.Serve(apiLis) })
 	n.goLoop(n.commits.run)
+	n.goLoop(n.offsets.run)
 	n.goLoop(n.leaderLoop)
 	n.goLoop(n.expiryLoop)
 	n.goLoop(n.groupLoop)

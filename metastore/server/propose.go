@@ -82,59 +82,93 @@ func refusal(e *state.Error) error {
 // (group commit). A batch is proposed as soon as one of CommitInflight slots is free;
 // while all are busy, arriving calls join the next batch, so batches grow with load
 // and a lone call waits for nothing.
-type batcher struct {
+type batcher[Req proto.Message, Resp any] struct {
 	n     *Node
-	in    chan *commitCall
+	in    chan *commitCall[Req, Resp]
 	slots chan struct{}
 	wg    sync.WaitGroup
+	// apply proposes one batch as one Raft entry and returns one answer per
+	// request, in order.
+	apply func(ctx context.Context, reqs []Req) ([]Resp, error)
 }
 
-type commitCall struct {
-	req  *pb.CommitSegmentRequest
+type commitCall[Req, Resp any] struct {
+	req  Req
 	size int
-	out  chan commitOutcome // capacity 1
+	out  chan commitOutcome[Resp] // capacity 1
 }
 
-type commitOutcome struct {
-	resp *pb.CommitSegmentResponse
+type commitOutcome[Resp any] struct {
+	resp Resp
 	err  error
 }
 
-func newBatcher(n *Node) *batcher {
-	return &batcher{
+func newBatcher[Req proto.Message, Resp any](n *Node, apply func(context.Context, []Req) ([]Resp, error)) *batcher[Req, Resp] {
+	return &batcher[Req, Resp]{
 		n:     n,
-		in:    make(chan *commitCall, n.cfg.CommitBatchMax),
+		in:    make(chan *commitCall[Req, Resp], n.cfg.CommitBatchMax),
 		slots: make(chan struct{}, n.cfg.CommitInflight),
+		apply: apply,
 	}
 }
 
+// segmentBatcher gathers CommitSegment calls into CommitSegmentsCommands.
+func segmentBatcher(n *Node) *batcher[*pb.CommitSegmentRequest, *pb.CommitSegmentResponse] {
+	return newBatcher(n, func(ctx context.Context, reqs []*pb.CommitSegmentRequest) ([]*pb.CommitSegmentResponse, error) {
+		res, err := n.propose(ctx, &pb.Command{Op: &pb.Command_CommitSegments{CommitSegments: &pb.CommitSegmentsCommand{Commits: reqs}}})
+		switch {
+		case err != nil:
+			return nil, err
+		case res.Err != nil:
+			return nil, refusal(res.Err)
+		}
+		return res.Commits, nil
+	})
+}
+
+// offsetBatcher gathers OffsetCommits (of any groups) into CommitOffsetsBatch
+// commands; each answer is that commit's own result.
+func offsetBatcher(n *Node) *batcher[*pb.CommitOffsetsCommand, *state.Result] {
+	return newBatcher(n, func(ctx context.Context, reqs []*pb.CommitOffsetsCommand) ([]*state.Result, error) {
+		res, err := n.propose(ctx, &pb.Command{Op: &pb.Command_CommitOffsetsBatch{CommitOffsetsBatch: &pb.CommitOffsetsBatchCommand{Commits: reqs}}})
+		switch {
+		case err != nil:
+			return nil, err
+		case res.Err != nil:
+			return nil, refusal(res.Err)
+		}
+		return res.Batch, nil
+	})
+}
+
 // submit queues one commit and waits for its own answer.
-func (b *batcher) submit(ctx context.Context, req *pb.CommitSegmentRequest) (*pb.CommitSegmentResponse, error) {
-	c := &commitCall{req: req, size: proto.Size(req), out: make(chan commitOutcome, 1)}
+func (b *batcher[Req, Resp]) submit(ctx context.Context, req Req) (Resp, error) {
+	var zero Resp
+	c := &commitCall[Req, Resp]{req: req, size: proto.Size(req), out: make(chan commitOutcome[Resp], 1)}
 	select {
 	case b.in <- c:
 	case <-ctx.Done():
-		return nil, metastore.UnavailableError("commit queue full: %v", ctx.Err())
+		return zero, metastore.UnavailableError("commit queue full: %v", ctx.Err())
 	case <-b.n.stopCh:
-		return nil, b.n.serving()
+		return zero, b.n.serving()
 	}
 	select {
 	case o := <-c.out:
 		return o.resp, o.err
 	case <-ctx.Done():
-		return nil, metastore.AmbiguousError("no outcome before the deadline: %v", ctx.Err())
+		return zero, metastore.AmbiguousError("no outcome before the deadline: %v", ctx.Err())
 	case <-b.n.stopCh:
-		return nil, metastore.AmbiguousError("node %s stopped while the commit was queued or in flight", b.n.cfg.NodeID)
+		return zero, metastore.AmbiguousError("node %s stopped while the commit was queued or in flight", b.n.cfg.NodeID)
 	}
 }
 
-func (b *batcher) run() {
+func (b *batcher[Req, Resp]) run() {
 	defer b.wg.Wait()
 	max, maxBytes := b.n.cfg.CommitBatchMax, b.n.cfg.CommitBatchMaxBytes
 	for {
-		var batch []*commitCall
+		var batch []*commitCall[Req, Resp]
 		size := 0
-		add := func(c *commitCall) { batch = append(batch, c); size += c.size }
+		add := func(c *commitCall[Req, Resp]) { batch = append(batch, c); size += c.size }
 		full := func() bool { return len(batch) >= max || size >= maxBytes }
 		select {
 		case c := <-b.in:
@@ -194,28 +228,24 @@ func (b *batcher) run() {
 }
 
 // commit proposes one batch and hands each caller its own response.
-func (b *batcher) commit(batch []*commitCall) {
+func (b *batcher[Req, Resp]) commit(batch []*commitCall[Req, Resp]) {
 	defer b.wg.Done()
 	defer func() { <-b.slots }()
-	reqs := make([]*pb.CommitSegmentRequest, len(batch))
+	reqs := make([]Req, len(batch))
 	for i, c := range batch {
 		reqs[i] = c.req
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.n.cfg.ApplyTimeout)
 	defer cancel()
-	res, err := b.n.propose(ctx, &pb.Command{Op: &pb.Command_CommitSegments{CommitSegments: &pb.CommitSegmentsCommand{Commits: reqs}}})
-	switch {
-	case err != nil:
-	case res.Err != nil:
-		err = refusal(res.Err)
-	case len(res.Commits) != len(batch):
-		err = metastore.AmbiguousError("batch of %d commits got %d answers", len(batch), len(res.Commits))
+	resps, err := b.apply(ctx, reqs)
+	if err == nil && len(resps) != len(batch) {
+		err = metastore.AmbiguousError("batch of %d commits got %d answers", len(batch), len(resps))
 	}
 	for i, c := range batch {
 		if err != nil {
-			c.out <- commitOutcome{err: err}
+			c.out <- commitOutcome[Resp]{err: err}
 		} else {
-			c.out <- commitOutcome{resp: res.Commits[i]}
+			c.out <- commitOutcome[Resp]{resp: resps[i]}
 		}
 	}
 }

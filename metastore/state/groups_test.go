@@ -126,3 +126,24 @@ func TestExpireOffsets(t *testing.T) {
 		t.Fatal("zero retention accepted")
 	}
 }
+
+func TestCommitOffsetsBatchAppliesEachAlone(t *testing.T) {
+	a := newApplier(t)
+	a.apply(createTopic("t", id(1), 1, nil))
+	r := a.apply(&pb.Command{Op: &pb.Command_CommitOffsetsBatch{CommitOffsetsBatch: &pb.CommitOffsetsBatchCommand{Commits: []*pb.CommitOffsetsCommand{
+		{Group: "g1", Offsets: []*pb.CommittedOffset{{TopicId: id(1), Partition: 0, Offset: 4}}},
+		{Group: "", Offsets: []*pb.CommittedOffset{{TopicId: id(1), Partition: 0, Offset: 5}}},
+		{Group: "g2", Offsets: []*pb.CommittedOffset{{TopicId: id(1), Partition: 0, Offset: 6}, {TopicId: id(2), Partition: 0, Offset: 1}}},
+	}}}})
+	if r.Err != nil || len(r.Batch) != 3 {
+		t.Fatalf("batch: %v", r)
+	}
+	if r.Batch[0].Err != nil || r.Batch[1].Err == nil || r.Batch[2].Err != nil || r.Batch[2].Offsets[1].Error != pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION {
+		t.Fatalf("results: %v / %v / %v", r.Batch[0], r.Batch[1], r.Batch[2])
+	}
+	for g, want := range map[string]int64{"g1": 4, "g2": 6} {
+		if o, _ := a.s.Offsets(g, nil); len(o) != 1 || o[0].Offset != want {
+			t.Fatalf("%s: %v, want %d", g, o, want)
+		}
+	}
+}

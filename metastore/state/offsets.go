@@ -60,6 +60,23 @@ func (t *txn) commitOffsets(cmd *pb.CommitOffsetsCommand, now int64) (*Result, e
 	return res, nil
 }
 
+// commitOffsetsBatch applies each commit on its own: one refused commit does not
+// refuse the others.
+func (t *txn) commitOffsetsBatch(cmds []*pb.CommitOffsetsCommand, now int64) (*Result, error) {
+	if len(cmds) > maxOffsetsPerCommit {
+		return &Result{Err: refuse(pb.ErrorCode_INVALID_REQUEST, "at most %d commits per batch", maxOffsetsPerCommit)}, nil
+	}
+	res := &Result{Batch: make([]*Result, 0, len(cmds))}
+	for _, c := range cmds {
+		r, err := t.commitOffsets(c, now)
+		if err != nil {
+			return nil, err
+		}
+		res.Batch = append(res.Batch, r)
+	}
+	return res, nil
+}
+
 func (t *txn) deleteOffsets(cmd *pb.DeleteOffsetsCommand) (*Result, error) {
 	if e := validGroup(cmd.GetGroup()); e != nil {
 		return &Result{Err: e}, nil

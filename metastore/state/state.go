@@ -194,6 +194,8 @@ type Result struct {
 	Offsets []*pb.OffsetResult
 	// Groups has one result per group of a DeleteGroups.
 	Groups []*pb.GroupResult
+	// Batch has one result per command of a CommitOffsetsBatch.
+	Batch []*Result
 	// Err is set when the command as a whole was refused.
 	Err *Error
 }
@@ -317,6 +319,8 @@ func (t *txn) apply(cmd *pb.Command) (*Result, error) {
 		return t.deleteOffsets(op.DeleteOffsets)
 	case *pb.Command_DeleteGroups:
 		return t.deleteGroups(op.DeleteGroups.GetGroups())
+	case *pb.Command_CommitOffsetsBatch:
+		return t.commitOffsetsBatch(op.CommitOffsetsBatch.GetCommits(), now)
 	case *pb.Command_SaveGroup:
 		return t.saveGroup(op.SaveGroup.GetGroup(), now)
 	case *pb.Command_ExpireOffsets:
