@@ -676,3 +676,19 @@ func TestPreloadExpiresMembersThatNeverReturn(t *testing.T) {
 		t.Fatalf("members after failover with no one coming back: %v", rec.Members)
 	}
 }
+
+func TestStaticLeaderRestartBeforeV9(t *testing.T) {
+	f := newFixture(t)
+	r := wait(t, f.join(static(joinReq(""), "lead")))
+	wait(t, f.sync(&pb.SyncGroupRequest{Group: "g", Generation: r.Generation, MemberId: r.MemberId,
+		Assignments: []*pb.GroupAssignment{{MemberId: r.MemberId, Assignment: []byte("L")}}}))
+	old := static(joinReq(""), "lead")
+	old.CanSkipAssignment = false // JoinGroup v5-v8
+	r2 := wait(t, f.join(old))
+	if r2.ErrorCode != 0 || r2.Generation != r.Generation || r2.Leader == r2.MemberId || len(r2.Members) != 0 {
+		t.Fatalf("pre-v9 static leader restart: %v, want the same generation answered as a follower", r2)
+	}
+	if s := wait(t, f.sync(&pb.SyncGroupRequest{Group: "g", Generation: r.Generation, MemberId: r2.MemberId})); string(s.Assignment) != "L" {
+		t.Fatalf("its assignment: %v", s)
+	}
+}

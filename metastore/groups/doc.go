@@ -44,8 +44,6 @@
 //
 // # More differences from Kafka
 //
-//   - A static leader rejoining with JoinGroup v5-v8 rebalances the group (v9 skips
-//     the assignment instead); Kafka answers it as a follower.
 //   - KIP-848 groups are saved whole on every change (Kafka writes one record per
 //     member), so a change costs O(group size) through Raft.
 //

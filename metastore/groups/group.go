@@ -454,7 +454,8 @@ func (g *group) replaceStatic(old *member, req *pb.JoinGroupRequest, now time.Ti
 	m.update(req)
 	g.members[id] = &m
 	g.static[*req.InstanceId] = id
-	if g.leader == old.id {
+	wasLeader := g.leader == old.id
+	if wasLeader {
 		g.leader = id
 	}
 	// As Kafka: the new metadata is taken as is (clients put their generation and
@@ -462,13 +463,21 @@ func (g *group) replaceStatic(old *member, req *pb.JoinGroupRequest, now time.Ti
 	// the protocol the group would select rebalances.
 	same := g.selectProtocol() == g.proto
 	switch {
-	case g.state == stateStable && same && (m.id != g.leader || req.CanSkipAssignment):
+	case g.state == stateStable && same:
 		if !g.save() {
 			return &pb.JoinGroupResponse{ErrorCode: codeNotCoordinator, MemberId: id, Generation: -1}, nil
 		}
 		m.deadline = now.Add(m.session)
 		r := g.joinAnswer(&m)
-		r.SkipAssignment = m.id == g.leader
+		switch {
+		case wasLeader && req.CanSkipAssignment:
+			r.SkipAssignment = true // KIP-814: the leader learns the members, assigns nothing
+		case wasLeader:
+			// Before JoinGroup v9 the leader cannot be told to skip the assignment:
+			// as Kafka, it is answered as a follower (the old leader id, no
+			// members) and takes its assignment from SyncGroup.
+			r.Leader, r.Members = old.id, nil
+		}
 		return r, nil
 	case g.state == statePreparingRebalance:
 	default:

@@ -102,10 +102,13 @@ func (n *Node) groupLoop() {
 		if cfg.OffsetsRetention > 0 && time.Since(lastExpiry) >= cfg.OffsetsRetentionCheck {
 			lastExpiry = time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
-			_, err := n.propose(ctx, &pb.Command{Op: &pb.Command_ExpireOffsets{ExpireOffsets: &pb.ExpireOffsetsCommand{RetentionMs: cfg.OffsetsRetention.Milliseconds()}}})
+			res, err := n.propose(ctx, &pb.Command{Op: &pb.Command_ExpireOffsets{ExpireOffsets: &pb.ExpireOffsetsCommand{RetentionMs: cfg.OffsetsRetention.Milliseconds()}}})
 			cancel()
-			if err != nil {
+			switch {
+			case err != nil:
 				n.log.Debug("metastore server: expire offsets", "err", err)
+			case res.More:
+				lastExpiry = time.Time{} // the next tick goes on
 			}
 		}
 	}

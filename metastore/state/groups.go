@@ -130,6 +130,10 @@ func anyUnder(r pebble.Reader, lo []byte) (bool, error) {
 	return found, nil
 }
 
+// maxExpirePerCommand bounds the keys one ExpireOffsets deletes, so one apply stays
+// short; Result.More asks the leader to propose another at once.
+var maxExpirePerCommand = 50_000 // a variable for tests
+
 // expireOffsets applies offsets.retention.minutes at time now (see
 // ExpireOffsetsCommand).
 func (t *txn) expireOffsets(retentionMs, now int64) (*Result, error) {
@@ -156,7 +160,12 @@ func (t *txn) expireOffsets(retentionMs, now int64) (*Result, error) {
 		}
 	}
 	var drop [][]byte
+	more := false
 	for _, g := range names {
+		if len(drop) >= maxExpirePerCommand {
+			more = true
+			break
+		}
 		var rec pb.GroupRecord
 		hasRecord, err := t.getProto(groupKey(g), &rec)
 		if err != nil {
@@ -190,7 +199,7 @@ func (t *txn) expireOffsets(retentionMs, now int64) (*Result, error) {
 			return nil, err
 		}
 	}
-	return &Result{}, nil
+	return &Result{More: more}, nil
 }
 
 // eachGroupKey calls fn with the first key of every group under prefix (a group

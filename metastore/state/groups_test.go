@@ -147,3 +147,31 @@ func TestCommitOffsetsBatchAppliesEachAlone(t *testing.T) {
 		}
 	}
 }
+
+func TestExpireOffsetsIsBounded(t *testing.T) {
+	defer func(n int) { maxExpirePerCommand = n }(maxExpirePerCommand)
+	maxExpirePerCommand = 2
+	a := newApplier(t)
+	a.apply(createTopic("t", id(1), 1, nil))
+	for _, g := range []string{"a", "b", "c", "d"} {
+		a.apply(commitOffset(g, id(1), 1))
+	}
+	left := func() int {
+		n := 0
+		for _, g := range []string{"a", "b", "c", "d"} {
+			if has, _ := a.s.HasOffsets(g); has {
+				n++
+			}
+		}
+		return n
+	}
+	expire := func() *Result {
+		return a.apply(&pb.Command{NowMs: a.now + 10_000, Op: &pb.Command_ExpireOffsets{ExpireOffsets: &pb.ExpireOffsetsCommand{RetentionMs: 1}}})
+	}
+	if r := expire(); !r.More || left() != 2 {
+		t.Fatalf("first pass: more %v, %d groups left, want 2 left and more", r.More, left())
+	}
+	if r := expire(); left() != 0 {
+		t.Fatalf("second pass: more %v, %d groups left", r.More, left())
+	}
+}

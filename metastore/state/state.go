@@ -196,6 +196,8 @@ type Result struct {
 	Groups []*pb.GroupResult
 	// Batch has one result per command of a CommitOffsetsBatch.
 	Batch []*Result
+	// More: an ExpireOffsets stopped at its bound; there is more to expire.
+	More bool
 	// Err is set when the command as a whole was refused.
 	Err *Error
 }
