@@ -18,17 +18,28 @@ import (
 // addresses; they are killed when the test ends.
 func startMetastoreCluster(t *testing.T) []string {
 	t.Helper()
+	var apis []string
+	for _, p := range startMetastoreProcs(t) {
+		apis = append(apis, p.api)
+	}
+	return apis
+}
+
+// startMetastoreProcs runs three `strata metastore` processes with extra flags and
+// returns them; they are killed when the test ends.
+func startMetastoreProcs(t *testing.T, extra ...string) []*metastoreProc {
+	t.Helper()
 	procs := make([]*metastoreProc, 3)
-	var peers, apis []string
+	var peers []string
 	for i := range procs {
 		p := &metastoreProc{id: fmt.Sprint(i + 1), raft: freePort(t), api: freePort(t), data: t.TempDir()}
 		procs[i] = p
 		peers = append(peers, fmt.Sprintf("%s=%s/%s", p.id, p.raft, p.api))
-		apis = append(apis, p.api)
 	}
 	for _, p := range procs {
 		p.args = []string{"metastore", "--node-id", p.id, "--data", p.data, "--raft-addr", p.raft, "--api-addr", p.api,
 			"--initial-cluster", strings.Join(peers, ","), "--election-timeout", "500ms", "--heartbeat-timeout", "500ms"}
+		p.args = append(p.args, extra...)
 		p.start(t)
 	}
 	t.Cleanup(func() {
@@ -41,7 +52,7 @@ func startMetastoreCluster(t *testing.T) []string {
 			}
 		}
 	})
-	return apis
+	return procs
 }
 
 // agentProc is one `strata agent` process.
