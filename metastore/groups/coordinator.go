@@ -210,6 +210,12 @@ func (c *Coordinator) Join(ctx context.Context, req *pb.JoinGroupRequest) *pb.Jo
 	}
 	resp, wait := g.join(req)
 	g.mu.Unlock()
+	return answer(ctx, resp, wait, fail(codeNotCoordinator))
+}
+
+// answer is resp, or when the call waits (resp nil), what arrives on wait, or gone
+// if ctx ends first.
+func answer[T any](ctx context.Context, resp *T, wait <-chan *T, gone *T) *T {
 	if resp != nil {
 		return resp
 	}
@@ -217,7 +223,7 @@ func (c *Coordinator) Join(ctx context.Context, req *pb.JoinGroupRequest) *pb.Jo
 	case r := <-wait:
 		return r
 	case <-ctx.Done():
-		return fail(codeNotCoordinator)
+		return gone
 	}
 }
 
@@ -234,15 +240,7 @@ func (c *Coordinator) Sync(ctx context.Context, req *pb.SyncGroupRequest) *pb.Sy
 	resp, wait := g.sync(req)
 	g.forgetIfAbsent()
 	g.mu.Unlock()
-	if resp != nil {
-		return resp
-	}
-	select {
-	case r := <-wait:
-		return r
-	case <-ctx.Done():
-		return &pb.SyncGroupResponse{ErrorCode: codeNotCoordinator}
-	}
+	return answer(ctx, resp, wait, &pb.SyncGroupResponse{ErrorCode: codeNotCoordinator})
 }
 
 // withGroup runs f on the named group, loaded and locked, and then forgets the
