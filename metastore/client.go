@@ -618,3 +618,11 @@ func (c *Client) ConsumerHeartbeat(ctx context.Context, req *pb.ConsumerHeartbea
 func (c *Client) ConsumerGroupDescribe(ctx context.Context, req *pb.ConsumerGroupDescribeRequest) (*pb.ConsumerGroupDescribeResponse, error) {
 	return call(ctx, c, retryRead, req, pb.MetastoreClient.ConsumerGroupDescribe)
 }
+
+// InitProducer issues a producer id (ProducerId -1) or bumps an issued producer's
+// epoch. Not retried once possibly sent: a retry would issue another id, which is
+// harmless but wasteful, so an ambiguous outcome is reported and the Kafka client
+// asks again.
+func (c *Client) InitProducer(ctx context.Context, req *pb.InitProducerRequest) (*pb.InitProducerResponse, error) {
+	return call(ctx, c, retryUntilAmb, req, pb.MetastoreClient.InitProducer)
+}

@@ -52,6 +52,7 @@ const (
 	Metastore_SyncGroup_FullMethodName             = "/strata.metastore.v1.Metastore/SyncGroup"
 	Metastore_Heartbeat_FullMethodName             = "/strata.metastore.v1.Metastore/Heartbeat"
 	Metastore_LeaveGroup_FullMethodName            = "/strata.metastore.v1.Metastore/LeaveGroup"
+	Metastore_InitProducer_FullMethodName          = "/strata.metastore.v1.Metastore/InitProducer"
 	Metastore_ConsumerHeartbeat_FullMethodName     = "/strata.metastore.v1.Metastore/ConsumerHeartbeat"
 	Metastore_ConsumerGroupDescribe_FullMethodName = "/strata.metastore.v1.Metastore/ConsumerGroupDescribe"
 	Metastore_Cluster_FullMethodName               = "/strata.metastore.v1.Metastore/Cluster"
@@ -88,6 +89,7 @@ type MetastoreClient interface {
 	SyncGroup(ctx context.Context, in *SyncGroupRequest, opts ...grpc.CallOption) (*SyncGroupResponse, error)
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	LeaveGroup(ctx context.Context, in *LeaveGroupRequest, opts ...grpc.CallOption) (*LeaveGroupResponse, error)
+	InitProducer(ctx context.Context, in *InitProducerRequest, opts ...grpc.CallOption) (*InitProducerResponse, error)
 	ConsumerHeartbeat(ctx context.Context, in *ConsumerHeartbeatRequest, opts ...grpc.CallOption) (*ConsumerHeartbeatResponse, error)
 	ConsumerGroupDescribe(ctx context.Context, in *ConsumerGroupDescribeRequest, opts ...grpc.CallOption) (*ConsumerGroupDescribeResponse, error)
 	Cluster(ctx context.Context, in *ClusterRequest, opts ...grpc.CallOption) (*ClusterResponse, error)
@@ -362,6 +364,16 @@ func (c *metastoreClient) LeaveGroup(ctx context.Context, in *LeaveGroupRequest,
 	return out, nil
 }
 
+func (c *metastoreClient) InitProducer(ctx context.Context, in *InitProducerRequest, opts ...grpc.CallOption) (*InitProducerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InitProducerResponse)
+	err := c.cc.Invoke(ctx, Metastore_InitProducer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *metastoreClient) ConsumerHeartbeat(ctx context.Context, in *ConsumerHeartbeatRequest, opts ...grpc.CallOption) (*ConsumerHeartbeatResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ConsumerHeartbeatResponse)
@@ -441,6 +453,7 @@ type MetastoreServer interface {
 	SyncGroup(context.Context, *SyncGroupRequest) (*SyncGroupResponse, error)
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	LeaveGroup(context.Context, *LeaveGroupRequest) (*LeaveGroupResponse, error)
+	InitProducer(context.Context, *InitProducerRequest) (*InitProducerResponse, error)
 	ConsumerHeartbeat(context.Context, *ConsumerHeartbeatRequest) (*ConsumerHeartbeatResponse, error)
 	ConsumerGroupDescribe(context.Context, *ConsumerGroupDescribeRequest) (*ConsumerGroupDescribeResponse, error)
 	Cluster(context.Context, *ClusterRequest) (*ClusterResponse, error)
@@ -530,6 +543,9 @@ func (UnimplementedMetastoreServer) Heartbeat(context.Context, *HeartbeatRequest
 }
 func (UnimplementedMetastoreServer) LeaveGroup(context.Context, *LeaveGroupRequest) (*LeaveGroupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LeaveGroup not implemented")
+}
+func (UnimplementedMetastoreServer) InitProducer(context.Context, *InitProducerRequest) (*InitProducerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InitProducer not implemented")
 }
 func (UnimplementedMetastoreServer) ConsumerHeartbeat(context.Context, *ConsumerHeartbeatRequest) (*ConsumerHeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ConsumerHeartbeat not implemented")
@@ -1010,6 +1026,24 @@ func _Metastore_LeaveGroup_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Metastore_InitProducer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InitProducerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).InitProducer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_InitProducer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).InitProducer(ctx, req.(*InitProducerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Metastore_ConsumerHeartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ConsumerHeartbeatRequest)
 	if err := dec(in); err != nil {
@@ -1202,6 +1236,10 @@ var Metastore_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LeaveGroup",
 			Handler:    _Metastore_LeaveGroup_Handler,
+		},
+		{
+			MethodName: "InitProducer",
+			Handler:    _Metastore_InitProducer_Handler,
 		},
 		{
 			MethodName: "ConsumerHeartbeat",

@@ -310,3 +310,15 @@ func (a *api) ConsumerGroupDescribe(ctx context.Context, req *pb.ConsumerGroupDe
 		return &pb.ConsumerGroupDescribeResponse{Groups: c.ConsumerDescribe(ctx, req.Groups)}, nil
 	})
 }
+
+// InitProducer issues a producer id, or bumps an issued one's epoch (KIP-360).
+func (a *api) InitProducer(ctx context.Context, req *pb.InitProducerRequest) (*pb.InitProducerResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.InitProducer, func() (*pb.InitProducerResponse, error) {
+		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_InitProducer{InitProducer: &pb.InitProducerCommand{
+			ProducerId: req.ProducerId, ProducerEpoch: req.ProducerEpoch}}})
+		if err != nil {
+			return nil, err
+		}
+		return &pb.InitProducerResponse{ProducerId: res.Producer.ProducerId, ProducerEpoch: res.Producer.Epoch}, nil
+	})
+}

@@ -359,6 +359,9 @@ func validateCommit(req *pb.CommitSegmentRequest) string {
 			if b.OffsetCount < 1 || b.RecordCount < 0 || b.RecordCount > b.OffsetCount {
 				return fmt.Sprintf("batch offset count %d record count %d", b.OffsetCount, b.RecordCount)
 			}
+			if b.Size < 0 || int64(b.Size) > ch.Length {
+				return fmt.Sprintf("batch size %d in a chunk of %d bytes", b.Size, ch.Length)
+			}
 		}
 		k := string(ch.TopicId) + strconv.Itoa(int(ch.Partition))
 		if seen[k] {
@@ -391,13 +394,11 @@ func (t *txn) commitSegment(req *pb.CommitSegmentRequest, now int64) (*pb.Commit
 	resp := &pb.CommitSegmentResponse{Chunks: make([]*pb.ChunkResult, 0, len(req.Chunks))}
 	refs := int32(0)
 	for _, ch := range req.Chunks {
-		r, err := t.commitChunk(req.SegmentId, ch)
+		r, entries, err := t.commitChunk(req.SegmentId, ch, now)
 		if err != nil {
 			return nil, err
 		}
-		if r.Error == pb.ErrorCode_NONE {
-			refs++
-		}
+		refs += entries // each index entry references the segment
 		resp.Chunks = append(resp.Chunks, r)
 	}
 	rec := &pb.SegmentRecord{SegmentId: req.SegmentId, Size: req.Size, CommittedMs: now, References: refs, Result: resp}
@@ -416,67 +417,161 @@ func (t *txn) commitSegment(req *pb.CommitSegmentRequest, now int64) (*pb.Commit
 	return resp, nil
 }
 
-func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit) (*pb.ChunkResult, error) {
+func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit, now int64) (*pb.ChunkResult, int32, error) {
 	r := &pb.ChunkResult{TopicId: ch.TopicId, Partition: ch.Partition}
 	topic, err := t.getTopic(ch.TopicId)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if topic == nil || ch.Partition >= topic.Partitions {
 		r.Error = pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION
-		return r, nil
+		return r, 0, nil
 	}
 	cur, err := t.getHead(ch.TopicId, ch.Partition)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if cur == nil {
-		return nil, fmt.Errorf("%w: topic %x partition %d has no head", ErrCorrupt, ch.TopicId, ch.Partition)
+		return nil, 0, fmt.Errorf("%w: topic %x partition %d has no head", ErrCorrupt, ch.TopicId, ch.Partition)
 	}
 	head := pb.PartitionHead{NextOffset: cur.NextOffset, LogStartOffset: cur.LogStartOffset, MaxTimestamp: cur.MaxTimestamp, MaxTimestampOffset: cur.MaxTimestampOffset, TimeIndexed: cur.TimeIndexed}
-	var offsets, records int64
-	maxTs := ch.MaxTimestamp
+	r.LogStartOffset = head.LogStartOffset
+
+	// Every batch of a plain producer goes in; those of idempotent producers are
+	// checked first. Accepted batches take offsets in order; each run of them
+	// becomes one index entry (a whole chunk is one run when nothing is left out).
+	idempotent := false
 	for _, b := range ch.Batches {
-		offsets += int64(b.OffsetCount)
-		records += int64(b.RecordCount)
-		maxTs = max(maxTs, b.MaxTimestamp)
-	}
-	base := head.NextOffset
-	last := base + offsets - 1
-	entry := &pb.IndexEntry{
-		BaseOffset:   base,
-		LastOffset:   last,
-		SegmentId:    segment,
-		Position:     ch.Position,
-		Length:       ch.Length,
-		MaxTimestamp: maxTs,
-		BatchCount:   int32(len(ch.Batches)),
-		RecordCount:  int32(min(records, 1<<31-1)),
-		Flags:        ch.Flags,
-	}
-	if err := t.set(indexKey(ch.TopicId, ch.Partition, last), encodeIndexValue(entry)); err != nil {
-		return nil, err
-	}
-	if maxTs > head.MaxTimestamp {
-		head.MaxTimestamp, head.MaxTimestampOffset = maxTs, base
-		// The running maximum rose. Record where, sparsely: ListOffsets scans index
-		// entries from the last point below its target.
-		if head.TimeIndexed == 0 || maxTs >= head.TimeIndexed+TimeIndexGranularityMs {
-			if err := t.set(timeIndexKey(ch.TopicId, ch.Partition, maxTs), binary.BigEndian.AppendUint64(nil, uint64(base))); err != nil {
-				return nil, err
-			}
-			head.TimeIndexed = maxTs
+		if b.ProducerId >= 0 {
+			idempotent = true
+			break
 		}
 	}
-	head.NextOffset = last + 1
-	if err := t.putHead(ch.TopicId, ch.Partition, &head); err != nil {
-		return nil, err
+	var check *producerCheck
+	if idempotent {
+		for _, b := range ch.Batches {
+			if b.Size <= 0 {
+				r.Error = pb.ErrorCode_INVALID_REQUEST // cannot leave a batch out without its size
+				return r, 0, nil
+			}
+		}
+		check = newProducerCheck(t, ch.TopicId, ch.Partition, now)
+		r.Batches = make([]*pb.BatchResult, len(ch.Batches))
 	}
-	entry.TopicId, entry.Partition = ch.TopicId, ch.Partition
-	t.ev.Entries = append(t.ev.Entries, entry)
-	t.watchable = true
-	r.BaseOffset, r.LastOffset, r.LogStartOffset = base, last, head.LogStartOffset
-	return r, nil
+	type run struct {
+		pos, length int64
+		base, last  int64
+		batches     int32
+		records     int64
+		maxTs       int64
+	}
+	var runs []*run
+	var open *run
+	next := head.NextOffset
+	pos := ch.Position
+	for i, b := range ch.Batches {
+		size := int64(b.Size)
+		if !idempotent {
+			size = ch.Length // one run: the whole chunk
+		}
+		keep := true
+		if idempotent && b.ProducerId >= 0 {
+			br := &pb.BatchResult{}
+			r.Batches[i] = br
+			switch dupBase, dup, code, err := check.check(b); {
+			case err != nil:
+				return nil, 0, err
+			case b.Transactional:
+				br.Error, keep = pb.ErrorCode_INVALID_TXN_STATE, false // transactions are not served yet
+			case dup:
+				br.BaseOffset, br.Duplicate, keep = dupBase, true, false
+			case code != pb.ErrorCode_NONE:
+				br.Error, keep = code, false
+			default:
+				br.BaseOffset = next
+				check.accepted(b, next, next+int64(b.OffsetCount)-1)
+			}
+		} else if idempotent {
+			r.Batches[i] = &pb.BatchResult{BaseOffset: next}
+		}
+		if !keep {
+			open = nil
+			pos += size
+			continue
+		}
+		if open == nil {
+			open = &run{pos: pos, base: next, maxTs: ch.MaxTimestamp}
+			runs = append(runs, open)
+		}
+		open.length += size
+		open.batches++
+		open.records += int64(b.RecordCount)
+		open.maxTs = max(open.maxTs, b.MaxTimestamp)
+		next += int64(b.OffsetCount)
+		open.last = next - 1
+		pos += size
+		if !idempotent {
+			// One run for the whole chunk: count the remaining batches into it.
+			for _, rb := range ch.Batches[i+1:] {
+				open.batches++
+				open.records += int64(rb.RecordCount)
+				open.maxTs = max(open.maxTs, rb.MaxTimestamp)
+				next += int64(rb.OffsetCount)
+			}
+			open.last = next - 1
+			break
+		}
+	}
+	if idempotent {
+		if pos != ch.Position+ch.Length {
+			return &pb.ChunkResult{TopicId: ch.TopicId, Partition: ch.Partition, Error: pb.ErrorCode_INVALID_REQUEST}, 0, nil
+		}
+		if err := check.flush(); err != nil {
+			return nil, 0, err
+		}
+	}
+	r.BaseOffset, r.LastOffset = -1, -1
+	for k, ru := range runs {
+		entry := &pb.IndexEntry{
+			BaseOffset:   ru.base,
+			LastOffset:   ru.last,
+			SegmentId:    segment,
+			Position:     ru.pos,
+			Length:       ru.length,
+			MaxTimestamp: ru.maxTs,
+			BatchCount:   ru.batches,
+			RecordCount:  int32(min(ru.records, 1<<31-1)),
+			Flags:        ch.Flags,
+		}
+		if err := t.set(indexKey(ch.TopicId, ch.Partition, ru.last), encodeIndexValue(entry)); err != nil {
+			return nil, 0, err
+		}
+		if ru.maxTs > head.MaxTimestamp {
+			head.MaxTimestamp, head.MaxTimestampOffset = ru.maxTs, ru.base
+			// The running maximum rose. Record where, sparsely: ListOffsets scans
+			// index entries from the last point below its target.
+			if head.TimeIndexed == 0 || ru.maxTs >= head.TimeIndexed+TimeIndexGranularityMs {
+				if err := t.set(timeIndexKey(ch.TopicId, ch.Partition, ru.maxTs), binary.BigEndian.AppendUint64(nil, uint64(ru.base))); err != nil {
+					return nil, 0, err
+				}
+				head.TimeIndexed = ru.maxTs
+			}
+		}
+		entry.TopicId, entry.Partition = ch.TopicId, ch.Partition
+		t.ev.Entries = append(t.ev.Entries, entry)
+		t.watchable = true
+		if k == 0 {
+			r.BaseOffset = ru.base
+		}
+		r.LastOffset = ru.last
+	}
+	if len(runs) > 0 {
+		head.NextOffset = next
+		if err := t.putHead(ch.TopicId, ch.Partition, &head); err != nil {
+			return nil, 0, err
+		}
+	}
+	return r, int32(len(runs)), nil
 }
 
 // --- agents and intents ----------------------------------------------------------

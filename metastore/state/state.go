@@ -198,6 +198,8 @@ type Result struct {
 	Batch []*Result
 	// More: an ExpireOffsets stopped at its bound; there is more to expire.
 	More bool
+	// Producer is the outcome of an InitProducer.
+	Producer *pb.ProducerRecord
 	// Err is set when the command as a whole was refused.
 	Err *Error
 }
@@ -323,6 +325,8 @@ func (t *txn) apply(cmd *pb.Command) (*Result, error) {
 		return t.deleteGroups(op.DeleteGroups.GetGroups())
 	case *pb.Command_CommitOffsetsBatch:
 		return t.commitOffsetsBatch(op.CommitOffsetsBatch.GetCommits(), now)
+	case *pb.Command_InitProducer:
+		return t.initProducer(op.InitProducer, now)
 	case *pb.Command_SaveGroup:
 		return t.saveGroup(op.SaveGroup.GetGroup(), now)
 	case *pb.Command_ExpireOffsets:
@@ -375,6 +379,19 @@ func (t *txn) del(key []byte) error {
 		return fmt.Errorf("state: %w", err)
 	}
 	return nil
+}
+
+// get returns a copy of the value under key.
+func (t *txn) get(key []byte) ([]byte, bool, error) {
+	v, closer, err := t.b.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("state: %w", err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), true, nil
 }
 
 func (t *txn) has(key []byte) (bool, error) {

@@ -1,0 +1,208 @@
+package state
+
+import (
+	"encoding/binary"
+	"math"
+
+	pb "github.com/stratalog/strata/metastore/metastorepb"
+)
+
+// Idempotent producers: the state issues producer ids (InitProducer) and checks
+// every batch of an idempotent producer when its chunk commits, per (producer id,
+// partition), as Kafka's log does:
+//
+//   - an epoch older than the producer's current one is INVALID_PRODUCER_EPOCH;
+//   - a batch whose sequences equal one of the producer's last five batches in the
+//     partition is a duplicate: it is answered with its original offsets and left
+//     out of the index (its bytes stay in the segment, never read);
+//   - otherwise its first sequence must follow the last one (or be 0 in a new
+//     epoch), or it is OUT_OF_ORDER_SEQUENCE_NUMBER and left out too;
+//   - a producer id never issued is UNKNOWN_PRODUCER_ID.
+//
+// Because the check happens in the Raft state machine, it holds whichever agent a
+// retry goes through and however late a paused agent's upload commits.
+
+// Keys under prefixProducer.
+const (
+	producerNextKey byte = 0x01 // -> uint64: the next producer id to issue
+	producerIDKey   byte = 0x02 // producer id (8) -> pb.ProducerRecord
+	producerPartKey byte = 0x03 // producer id (8) topic id (16) partition (4) -> pb.ProducerPartition
+)
+
+// recentBatches is how many batches per producer and partition are remembered for
+// duplicate detection (Kafka's max.in.flight.requests.per.connection bound).
+const recentBatches = 5
+
+func producerNext() []byte { return []byte{prefixProducer, producerNextKey} }
+
+func producerKey(pid int64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixProducer, producerIDKey}, uint64(pid))
+}
+
+func producerPartitionKey(pid int64, topic []byte, partition int32) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{prefixProducer, producerPartKey}, uint64(pid))
+	k = append(k, topic...)
+	return binary.BigEndian.AppendUint32(k, uint32(partition))
+}
+
+func (t *txn) initProducer(cmd *pb.InitProducerCommand, now int64) (*Result, error) {
+	if cmd.GetProducerId() >= 0 {
+		var rec pb.ProducerRecord
+		ok, err := t.getProto(producerKey(cmd.ProducerId), &rec)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case !ok:
+			return &Result{Err: refuse(pb.ErrorCode_UNKNOWN_PRODUCER_ID, "producer id %d was never issued", cmd.ProducerId)}, nil
+		case cmd.ProducerEpoch != rec.Epoch:
+			return &Result{Err: refuse(pb.ErrorCode_INVALID_PRODUCER_EPOCH, "producer %d is at epoch %d, not %d", cmd.ProducerId, rec.Epoch, cmd.ProducerEpoch)}, nil
+		case rec.Epoch < math.MaxInt16-1:
+			rec.Epoch++
+			if err := t.setProto(producerKey(rec.ProducerId), &rec); err != nil {
+				return nil, err
+			}
+			return &Result{Producer: &rec}, nil
+		}
+		// The epoch is exhausted: a new producer id.
+	}
+	var next uint64
+	v, ok, err := t.get(producerNext())
+	if err != nil {
+		return nil, err
+	}
+	if ok && len(v) == 8 {
+		next = binary.BigEndian.Uint64(v)
+	}
+	rec := &pb.ProducerRecord{ProducerId: int64(next), Epoch: 0, IssuedMs: now}
+	if err := t.set(producerNext(), binary.BigEndian.AppendUint64(nil, next+1)); err != nil {
+		return nil, err
+	}
+	if err := t.setProto(producerKey(rec.ProducerId), rec); err != nil {
+		return nil, err
+	}
+	return &Result{Producer: rec}, nil
+}
+
+// producerCheck checks the batches of idempotent producers in one chunk, in order.
+type producerCheck struct {
+	t         *txn
+	topic     []byte
+	partition int32
+	now       int64
+	states    map[int64]*pb.ProducerPartition // loaded or created, written back by flush
+	epochs    map[int64]int32                 // issued producers' current epochs; -1: never issued
+}
+
+func newProducerCheck(t *txn, topic []byte, partition int32, now int64) *producerCheck {
+	return &producerCheck{t: t, topic: topic, partition: partition, now: now,
+		states: map[int64]*pb.ProducerPartition{}, epochs: map[int64]int32{}}
+}
+
+// lastSequence is the sequence of a batch's last record: sequences wrap to 0
+// after MaxInt32, as Kafka's do.
+func lastSequence(first, records int32) int32 {
+	last := int64(first) + int64(records) - 1
+	if last > math.MaxInt32 {
+		last -= math.MaxInt32 + 1
+	}
+	return int32(last)
+}
+
+func nextSequence(last int32) int32 {
+	if last == math.MaxInt32 {
+		return 0
+	}
+	return last + 1
+}
+
+// check decides one batch: accepted (no error, not a duplicate), a duplicate with
+// its original base offset, or refused with a code. base is where the batch lands
+// if accepted; record with accepted() once its offsets are final.
+func (c *producerCheck) check(b *pb.BatchInfo) (dupBase int64, dup bool, code pb.ErrorCode, err error) {
+	epoch, ok := c.epochs[b.ProducerId]
+	if !ok {
+		var rec pb.ProducerRecord
+		found, err := c.t.getProto(producerKey(b.ProducerId), &rec)
+		if err != nil {
+			return 0, false, 0, err
+		}
+		epoch = -1
+		if found {
+			epoch = rec.Epoch
+		}
+		c.epochs[b.ProducerId] = epoch
+	}
+	switch {
+	case epoch < 0:
+		return 0, false, pb.ErrorCode_UNKNOWN_PRODUCER_ID, nil
+	case b.ProducerEpoch < epoch:
+		return 0, false, pb.ErrorCode_INVALID_PRODUCER_EPOCH, nil
+	case b.ProducerEpoch > epoch:
+		// An epoch the producer was never given.
+		return 0, false, pb.ErrorCode_INVALID_PRODUCER_EPOCH, nil
+	case b.BaseSequence < 0:
+		return 0, false, pb.ErrorCode_OUT_OF_ORDER_SEQUENCE_NUMBER, nil
+	}
+	st, err := c.state(b.ProducerId)
+	if err != nil {
+		return 0, false, 0, err
+	}
+	last := lastSequence(b.BaseSequence, b.RecordCount)
+	if st.Epoch == b.ProducerEpoch {
+		for _, rb := range st.Batches {
+			if rb.FirstSequence == b.BaseSequence && rb.LastSequence == last {
+				return rb.BaseOffset, true, 0, nil
+			}
+		}
+	}
+	switch {
+	case st.Epoch != b.ProducerEpoch || len(st.Batches) == 0:
+		// A new epoch (or the first batch here) starts at sequence 0.
+		if b.BaseSequence != 0 {
+			return 0, false, pb.ErrorCode_OUT_OF_ORDER_SEQUENCE_NUMBER, nil
+		}
+	case b.BaseSequence != nextSequence(st.Batches[len(st.Batches)-1].LastSequence):
+		return 0, false, pb.ErrorCode_OUT_OF_ORDER_SEQUENCE_NUMBER, nil
+	}
+	return 0, false, pb.ErrorCode_NONE, nil
+}
+
+// accepted records an accepted batch at its offsets.
+func (c *producerCheck) accepted(b *pb.BatchInfo, base, last int64) {
+	st := c.states[b.ProducerId]
+	if st.Epoch != b.ProducerEpoch {
+		st.Epoch, st.Batches = b.ProducerEpoch, nil
+	}
+	st.Batches = append(st.Batches, &pb.ProducedBatch{FirstSequence: b.BaseSequence,
+		LastSequence: lastSequence(b.BaseSequence, b.RecordCount), BaseOffset: base, LastOffset: last})
+	if len(st.Batches) > recentBatches {
+		st.Batches = st.Batches[len(st.Batches)-recentBatches:]
+	}
+	st.LastMs = c.now
+}
+
+func (c *producerCheck) state(pid int64) (*pb.ProducerPartition, error) {
+	if st := c.states[pid]; st != nil {
+		return st, nil
+	}
+	st := &pb.ProducerPartition{Epoch: -1}
+	if _, err := c.t.getProto(producerPartitionKey(pid, c.topic, c.partition), st); err != nil {
+		return nil, err
+	}
+	c.states[pid] = st
+	return st, nil
+}
+
+// flush writes back every producer state the chunk touched.
+func (c *producerCheck) flush() error {
+	for pid, st := range c.states {
+		if st.Epoch < 0 {
+			continue // looked at, nothing accepted
+		}
+		if err := c.t.setProto(producerPartitionKey(pid, c.topic, c.partition), st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
