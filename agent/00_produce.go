@@ -176,6 +176,7 @@ func checkBatches(ti *topicInfo, records []byte, appendTime int64) ([]pendingBat
 			BaseSequence:  b.BaseSequence,
 			Transactional: b.Attributes.Transactional(),
 			MaxTimestamp:  maxTs,
+			Size:          int32(len(raw)),
 		}})
 		size += int64(len(raw))
 	}

@@ -191,7 +191,9 @@ func (r *reader) hot(seg *segBuf) {
 	entries := make([]*pb.IndexEntry, 0, len(seg.index.Chunks))
 	for _, c := range seg.index.Chunks {
 		res := seg.results[partKey{c.TopicID, c.Partition}]
-		if res == nil || res.Error != pb.ErrorCode_NONE {
+		if res == nil || res.Error != pb.ErrorCode_NONE || len(res.Batches) > 0 {
+			// A chunk with idempotent batches may be indexed in parts (a duplicate
+			// left out): its entries come with the watch, its bytes from storage.
 			continue
 		}
 		data := seg.data[c.Position : c.Position+c.Length : c.Position+c.Length]

@@ -89,6 +89,7 @@ type ticket struct {
 	seg      *segBuf
 	key      partKey
 	relative int64 // offset of the first batch relative to the chunk
+	first, n int   // its batches' indexes in the chunk: [first, first+n)
 }
 
 // wait returns the base offset and log start offset of the ticket's batches once the
@@ -112,6 +113,19 @@ func (t *ticket) wait(ctx context.Context) (base, logStart int64, err error) {
 	}
 	if err := metastore.ErrorOf(r.Error, ""); err != nil {
 		return -1, -1, err
+	}
+	if len(r.Batches) > 0 {
+		// The chunk held idempotent batches, each with its own outcome: a
+		// duplicate answers its original offset, a refused batch its error.
+		if t.first+t.n > len(r.Batches) {
+			return -1, -1, fmt.Errorf("%w: commit result has %d batch results, the chunk %d batches", errInvalidRequest, len(r.Batches), t.first+t.n)
+		}
+		for _, br := range r.Batches[t.first : t.first+t.n] {
+			if err := metastore.ErrorOf(br.Error, ""); err != nil {
+				return -1, -1, err
+			}
+		}
+		return r.Batches[t.first].BaseOffset, r.LogStartOffset, nil
 	}
 	return r.BaseOffset + t.relative, r.LogStartOffset, nil
 }
@@ -198,7 +212,7 @@ func (w *writer) append(key partKey, batches []pendingBatch, size int64) (*ticke
 		pb = &partBuf{firstTs: -1, maxTs: -1}
 		seg.parts[key] = pb
 	}
-	t := &ticket{seg: seg, key: key, relative: pb.offsets}
+	t := &ticket{seg: seg, key: key, relative: pb.offsets, first: len(pb.batches), n: len(batches)}
 	for _, b := range batches {
 		pb.batches = append(pb.batches, b)
 		pb.offsets += int64(b.info.OffsetCount)

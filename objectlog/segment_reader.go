@@ -86,8 +86,9 @@ func readRange(ctx context.Context, store objstore.Store, key string, off, n int
 }
 
 // ResolveOffsets rewrites the base offsets of a relative chunk's batches (already checked
-// by CheckChunk) to absolute ones: base plus each batch's relative offset. Chunks with
-// absolute offsets are left alone. The batch CRCs stay valid: they do not cover offsets.
+// by CheckChunk), or of a run of them, to absolute ones: base for the first batch in
+// data, and base plus the distance from it for the others. Chunks with absolute
+// offsets are left alone. The batch CRCs stay valid: they do not cover offsets.
 func ResolveOffsets(c *Chunk, data []byte, base int64) error {
 	if c.AbsoluteOffsets() {
 		return nil
@@ -95,12 +96,19 @@ func ResolveOffsets(c *Chunk, data []byte, base int64) error {
 	if base < 0 {
 		return fmt.Errorf("objectlog: resolve offsets: negative base %d", base)
 	}
+	// Offsets are relative to the range's first batch, so that a range starting
+	// inside a chunk (an index entry that leaves a duplicate batch out) resolves
+	// from its own base; a whole chunk's first batch is at relative 0.
+	first := int64(-1)
 	for len(data) > 0 {
 		h, err := ParseBatchHeader(data)
 		if err != nil {
 			return err
 		}
-		if err := SetBaseOffset(data, base+h.BaseOffset); err != nil {
+		if first < 0 {
+			first = h.BaseOffset
+		}
+		if err := SetBaseOffset(data, base+h.BaseOffset-first); err != nil {
 			return err
 		}
 		data = data[h.Size():]
