@@ -20,8 +20,10 @@ package agent
 // agent's clock when accepted (Kafka stamps at append; here that is the moment the
 // batch joins a segment), and the response carries that time.
 //
-// Deviations: transactional and idempotent producer fields are passed to the
-// metastore, which checks them (issue 6).
+// Idempotent producers' batches are checked by the metastore at commit time (see
+// 22_init_producer_id.go): each batch has its own outcome, and a duplicate is
+// answered with its original offset. Deviation: transactional batches are refused
+// with INVALID_TXN_STATE until transactions are served.
 
 import (
 	"context"

@@ -34,6 +34,7 @@ func init() {
 		18: {0, 4, serveAPIVersions},
 		19: {0, 7, serveCreateTopics},
 		20: {0, 6, serveDeleteTopics},
+		22: {0, 5, serveInitProducerID},
 		23: {0, 4, serveOffsetForLeaderEpoch},
 		32: {0, 4, serveDescribeConfigs},
 		33: {0, 2, serveAlterConfigs},

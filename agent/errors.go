@@ -60,6 +60,14 @@ func kafkaCode(err error) int16 {
 			return kerr.NonEmptyGroup.Code
 		case pb.ErrorCode_STALE_GROUP:
 			return kerr.CoordinatorNotAvailable.Code // a coordinator change raced: retriable
+		case pb.ErrorCode_OUT_OF_ORDER_SEQUENCE_NUMBER:
+			return kerr.OutOfOrderSequenceNumber.Code
+		case pb.ErrorCode_INVALID_PRODUCER_EPOCH:
+			return kerr.InvalidProducerEpoch.Code
+		case pb.ErrorCode_UNKNOWN_PRODUCER_ID:
+			return kerr.UnknownProducerID.Code
+		case pb.ErrorCode_INVALID_TXN_STATE:
+			return kerr.InvalidTxnState.Code
 		}
 		return kerr.UnknownServerError.Code
 	}

@@ -25,6 +25,7 @@ type Metastore interface {
 	DeregisterAgent(context.Context, *pb.DeregisterAgentRequest) (*pb.DeregisterAgentResponse, error)
 	ListAgents(context.Context, *pb.ListAgentsRequest) (*pb.ListAgentsResponse, error)
 	RecordIntent(context.Context, *pb.RecordIntentRequest) (*pb.RecordIntentResponse, error)
+	InitProducer(context.Context, *pb.InitProducerRequest) (*pb.InitProducerResponse, error)
 
 	CommitOffsets(context.Context, *pb.CommitOffsetsRequest) (*pb.CommitOffsetsResponse, error)
 	FetchOffsets(context.Context, *pb.FetchOffsetsRequest) (*pb.FetchOffsetsResponse, error)

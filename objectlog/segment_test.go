@@ -103,6 +103,32 @@ func TestSegmentRoundTrip(t *testing.T) {
 	if len(bases) != 3 || bases[0] != 1000 || bases[1] != 1002 || bases[2] != 1004 {
 		t.Fatalf("resolved base offsets %v, want [1000 1002 1004]", bases)
 	}
+
+	// A run starting at the second batch (an index entry that leaves the first
+	// out) resolves from its own base.
+	data = bytes.Clone(seg[c.Position : c.Position+c.Length])
+	firstSize := 0
+	for b, err := range Batches(data) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		firstSize = len(b.Raw)
+		break
+	}
+	run := data[firstSize:]
+	if err := ResolveOffsets(&c, run, 500); err != nil {
+		t.Fatal(err)
+	}
+	bases = bases[:0]
+	for b, err := range Batches(run) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		bases = append(bases, b.BaseOffset)
+	}
+	if len(bases) != 2 || bases[0] != 500 || bases[1] != 502 {
+		t.Fatalf("run resolved to %v, want [500 502]", bases)
+	}
 }
 
 func TestSegmentAbsoluteChunks(t *testing.T) {
