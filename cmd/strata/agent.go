@@ -157,6 +157,8 @@ func runLocal(ctx context.Context, env *environment, args []string) error {
 	fs.StringVar(&f.store, "store", "", "object store URL (default file://DATA/objects)")
 	groupCfg := groups.DefaultConfig()
 	registerGroupFlags(fs, &groupCfg)
+	producerCfg := server.DefaultConfig()
+	registerProducerFlags(fs, &producerCfg)
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -186,6 +188,7 @@ func runLocal(ctx context.Context, env *environment, args []string) error {
 	mcfg := server.EmbeddedConfig(filepath.Join(dir, "metastore"), *metaAddr)
 	mcfg.Logger = log
 	mcfg.Groups = groupCfg
+	mcfg.ProducerExpiration, mcfg.ProducerExpiryInterval = producerCfg.ProducerExpiration, producerCfg.ProducerExpiryInterval
 	if err := mcfg.Validate(); err != nil {
 		return fmt.Errorf("strata local: %w", err)
 	}

@@ -59,6 +59,7 @@ func runMetastore(ctx context.Context, env *environment, args []string) error {
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&cfg.ElectionTimeout, "election-timeout", cfg.ElectionTimeout, "Raft election timeout")
 	registerGroupFlags(fs, &cfg.Groups)
+	registerProducerFlags(fs, &cfg)
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -196,4 +197,11 @@ func registerGroupFlags(fs *flag.FlagSet, c *groups.Config) {
 	fs.DurationVar(&c.ConsumerSessionTimeout, "group-consumer-session-timeout", c.ConsumerSessionTimeout, "session timeout of KIP-848 consumer group members (group.consumer.session.timeout.ms)")
 	fs.DurationVar(&c.ConsumerHeartbeatInterval, "group-consumer-heartbeat-interval", c.ConsumerHeartbeatInterval, "heartbeat interval KIP-848 members are given (group.consumer.heartbeat.interval.ms)")
 	fs.DurationVar(&c.OffsetsRetentionCheck, "offsets-retention-check-interval", c.OffsetsRetentionCheck, "how often expired offsets are looked for (offsets.retention.check.interval.ms)")
+}
+
+// registerProducerFlags adds the idempotent producers' settings to a command that
+// runs a metastore.
+func registerProducerFlags(fs *flag.FlagSet, c *server.Config) {
+	fs.DurationVar(&c.ProducerExpiration, "producer-id-expiration", c.ProducerExpiration, "forget idempotent producers idle this long, 0 for never (producer.id.expiration.ms)")
+	fs.DurationVar(&c.ProducerExpiryInterval, "producer-id-expiration-check-interval", c.ProducerExpiryInterval, "how often idle producers are looked for")
 }

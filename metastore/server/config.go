@@ -96,6 +96,10 @@ type Config struct {
 
 	// Groups configures the group coordinator the leader runs.
 	Groups groups.Config
+	// ProducerExpiration is producer.id.expiration.ms: idempotent producers idle this
+	// long are forgotten (0: never). ProducerExpiryInterval is how often the leader
+	// looks for them.
+	ProducerExpiration, ProducerExpiryInterval time.Duration
 
 	// raftFS, when set, is the file system of the Raft log (tests inject faults).
 	raftFS vfs.FS
@@ -121,6 +125,9 @@ func DefaultConfig() Config {
 		MemberSyncInterval:  2 * time.Second,
 		WatchBuffer:         1024,
 		Groups:              groups.DefaultConfig(),
+
+		ProducerExpiration:     24 * time.Hour,
+		ProducerExpiryInterval: 10 * time.Minute,
 	}
 }
 
@@ -148,6 +155,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Groups.Validate(); err != nil {
 		bad("%v", err)
+	}
+	if c.ProducerExpiration < 0 || (c.ProducerExpiration > 0 && c.ProducerExpiryInterval <= 0) {
+		bad("producer expiration %v needs a positive check interval, got %v", c.ProducerExpiration, c.ProducerExpiryInterval)
 	}
 	if c.DataDir == "" {
 		bad("data dir is required")

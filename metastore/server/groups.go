@@ -77,6 +77,7 @@ func (n *Node) groupLoop() {
 	defer t.Stop()
 	cfg := n.cfg.Groups
 	lastExpiry := time.Now() // the first check one interval after start, as Kafka
+	lastProducerExpiry := time.Now()
 	var loadedTerm uint64
 	for {
 		select {
@@ -109,6 +110,18 @@ func (n *Node) groupLoop() {
 				n.log.Debug("metastore server: expire offsets", "err", err)
 			case res.More:
 				lastExpiry = time.Time{} // the next tick goes on
+			}
+		}
+		if n.cfg.ProducerExpiration > 0 && time.Since(lastProducerExpiry) >= n.cfg.ProducerExpiryInterval {
+			lastProducerExpiry = time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+			res, err := n.propose(ctx, &pb.Command{Op: &pb.Command_ExpireProducers{ExpireProducers: &pb.ExpireProducersCommand{ExpirationMs: n.cfg.ProducerExpiration.Milliseconds()}}})
+			cancel()
+			switch {
+			case err != nil:
+				n.log.Debug("metastore server: expire producers", "err", err)
+			case res.More:
+				lastProducerExpiry = time.Time{}
 			}
 		}
 	}

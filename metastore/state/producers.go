@@ -2,7 +2,11 @@ package state
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/stratalog/strata/metastore/metastorepb"
 )
@@ -205,4 +209,64 @@ func (c *producerCheck) flush() error {
 		}
 	}
 	return nil
+}
+
+// expireProducers applies ExpireProducersCommand, deleting at most
+// maxExpirePerCommand keys (Result.More when there is more).
+func (t *txn) expireProducers(expirationMs, now int64) (*Result, error) {
+	if expirationMs <= 0 {
+		return &Result{Err: refuse(pb.ErrorCode_INVALID_REQUEST, "expiration must be positive, got %d ms", expirationMs)}, nil
+	}
+	cutoff := now - expirationMs
+	var drop [][]byte
+	more := false
+	live := map[int64]bool{} // producers with partition state left
+	lo := []byte{prefixProducer, producerPartKey}
+	it, err := t.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		if len(k) != 2+8+16+4 {
+			it.Close()
+			return nil, fmt.Errorf("%w: producer key %x", ErrCorrupt, k)
+		}
+		pid := int64(binary.BigEndian.Uint64(k[2:10]))
+		var st pb.ProducerPartition
+		if err := proto.Unmarshal(it.Value(), &st); err != nil {
+			it.Close()
+			return nil, fmt.Errorf("%w: %x: %v", ErrCorrupt, k, err)
+		}
+		if st.LastMs > cutoff {
+			live[pid] = true
+			continue
+		}
+		if len(drop) >= maxExpirePerCommand {
+			more = true
+			live[pid] = true
+			break
+		}
+		drop = append(drop, append([]byte(nil), k...))
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if !more {
+		err := scanProtosUnder(t.b, []byte{prefixProducer, producerIDKey}, func(r *pb.ProducerRecord) error {
+			if !live[r.ProducerId] && r.IssuedMs <= cutoff && len(drop) < maxExpirePerCommand {
+				drop = append(drop, producerKey(r.ProducerId))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, k := range drop {
+		if err := t.del(k); err != nil {
+			return nil, err
+		}
+	}
+	return &Result{More: more}, nil
 }

@@ -134,3 +134,36 @@ func TestProducerRemembersFiveBatches(t *testing.T) {
 		t.Fatalf("retry of batch 1: %v", r.Batches[0])
 	}
 }
+
+func TestExpireProducers(t *testing.T) {
+	a := newApplier(t)
+	a.apply(createTopic("t", id(1), 1, nil))
+	idle := initProducer(a, -1, 0)   // writes once, then nothing
+	active := initProducer(a, -1, 0) // keeps writing
+	unused := initProducer(a, -1, 0) // never writes
+	commitChunkOf(a, 1, idemChunk(0, pbatch{idle.ProducerId, 0, 0, 1}))
+	commitChunkOf(a, 2, idemChunk(0, pbatch{active.ProducerId, 0, 0, 1}))
+	const hour = int64(3_600_000)
+	a.now += 2 * hour
+	commitChunkOf(a, 3, idemChunk(0, pbatch{active.ProducerId, 0, 1, 1}))
+	r := a.apply(&pb.Command{NowMs: a.now + 1, Op: &pb.Command_ExpireProducers{ExpireProducers: &pb.ExpireProducersCommand{ExpirationMs: hour}}})
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	// The idle and the unused producer are forgotten; the active one goes on.
+	for _, c := range []struct {
+		b    pbatch
+		want pb.ErrorCode
+	}{
+		{pbatch{idle.ProducerId, 0, 1, 1}, pb.ErrorCode_UNKNOWN_PRODUCER_ID},
+		{pbatch{unused.ProducerId, 0, 0, 1}, pb.ErrorCode_UNKNOWN_PRODUCER_ID},
+		{pbatch{active.ProducerId, 0, 2, 1}, pb.ErrorCode_NONE},
+	} {
+		if res := commitChunkOf(a, byte(10+c.b.pid), idemChunk(0, c.b)); res.Batches[0].Error != c.want {
+			t.Fatalf("producer %d after expiry: %v, want %v", c.b.pid, res.Batches[0], c.want)
+		}
+	}
+	if p := initProducer(a, -1, 0); p.ProducerId != 3 {
+		t.Fatalf("ids are never reused: got %d", p.ProducerId)
+	}
+}

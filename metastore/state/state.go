@@ -327,6 +327,8 @@ func (t *txn) apply(cmd *pb.Command) (*Result, error) {
 		return t.commitOffsetsBatch(op.CommitOffsetsBatch.GetCommits(), now)
 	case *pb.Command_InitProducer:
 		return t.initProducer(op.InitProducer, now)
+	case *pb.Command_ExpireProducers:
+		return t.expireProducers(op.ExpireProducers.GetExpirationMs(), now)
 	case *pb.Command_SaveGroup:
 		return t.saveGroup(op.SaveGroup.GetGroup(), now)
 	case *pb.Command_ExpireOffsets:
