@@ -157,3 +157,26 @@ func TestIdempotentProducerRetriesWriteOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotentChunksServedHot: chunks of idempotent producers that went into the
+// index whole are served from the agent's own cache, as plain ones are: a consumer
+// at the tail costs no GET.
+func TestIdempotentChunksServedHot(t *testing.T) {
+	counting := objstore.NewCounting(objstore.NewMemory())
+	s := startAgent(t, withStore(counting))
+	createTopic(t, s, "hot", 1, nil)
+	cl := kafkaClient(t, s)
+	ctx := testContext(t)
+	for i := range 5 {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "hot", Value: fmt.Appendf(nil, "%d", i)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fr := fetchRaw(t, s, cl, "hot", 0, 0, nil)
+	if _, values, _ := batchesOf(t, fr.Topics[0].Partitions[0].RecordBatches); len(values) != 5 {
+		t.Fatalf("fetched %v", values)
+	}
+	if c := counting.Counts(); c.Requests[objstore.OpGetRange] != 0 || c.Requests[objstore.OpGet] != 0 {
+		t.Fatalf("fetching just-produced idempotent data cost %d GETs and %d ranged GETs", c.Requests[objstore.OpGet], c.Requests[objstore.OpGetRange])
+	}
+}

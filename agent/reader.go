@@ -184,6 +184,17 @@ func cmpInt64(a, b int64) int {
 	return 0
 }
 
+// wholeChunk reports whether a committed chunk went into the index whole: every
+// batch appended (none a duplicate or refused).
+func wholeChunk(res *pb.ChunkResult) bool {
+	for _, b := range res.Batches {
+		if b.Duplicate || b.Error != pb.ErrorCode_NONE {
+			return false
+		}
+	}
+	return res.BaseOffset >= 0
+}
+
 // hot puts a just-committed segment's chunks in the cache and its entries in the
 // index: the writer's own data is readable at once, without a GET.
 func (r *reader) hot(seg *segBuf) {
@@ -191,9 +202,9 @@ func (r *reader) hot(seg *segBuf) {
 	entries := make([]*pb.IndexEntry, 0, len(seg.index.Chunks))
 	for _, c := range seg.index.Chunks {
 		res := seg.results[partKey{c.TopicID, c.Partition}]
-		if res == nil || res.Error != pb.ErrorCode_NONE || len(res.Batches) > 0 {
-			// A chunk with idempotent batches may be indexed in parts (a duplicate
-			// left out): its entries come with the watch, its bytes from storage.
+		if res == nil || res.Error != pb.ErrorCode_NONE || !wholeChunk(res) {
+			// A chunk indexed in parts (a duplicate or refused batch left out):
+			// its entries come with the watch, its bytes from storage.
 			continue
 		}
 		data := seg.data[c.Position : c.Position+c.Length : c.Position+c.Length]
