@@ -1,0 +1,149 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"net"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// TestZombieAgentCannotDuplicate: an idempotent producer's request reaches agent A,
+// which is paused (SIGSTOP) before it handles it. The producer gives up on A and
+// retries through agent B, which commits the batch. When A wakes it handles the
+// old request and uploads and commits the same batch late, as a zombie would: the
+// metastore knows it as a duplicate, so the partition still holds each record once.
+func TestZombieAgentCannotDuplicate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the strata binary")
+	}
+	t.Parallel()
+	var apis []string
+	for _, p := range startMetastoreProcs(t) {
+		apis = append(apis, p.api)
+	}
+	storeDir := t.TempDir()
+	x := startAgentProc(t, "agent-x", "z", apis, "file://"+storeDir)
+	y := startAgentProc(t, "agent-y", "z", apis, "file://"+storeDir)
+	createTopic(t, y.addr, "zombie", 1, nil)
+	a, b := x, y // a: the partition's leader, which will be paused; b: the other
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	leader := func() string {
+		// A fresh client: franz-go answers repeated Metadata from its cache.
+		fresh, err := kgo.NewClient(kgo.SeedBrokers(y.addr))
+		if err != nil {
+			return ""
+		}
+		defer fresh.Close()
+		req := kmsg.NewPtrMetadataRequest()
+		rt := kmsg.NewMetadataRequestTopic()
+		topic := "zombie"
+		rt.Topic = &topic
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, fresh)
+		if err != nil || len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+			return ""
+		}
+		id := resp.Topics[0].Partitions[0].Leader
+		for _, br := range resp.Brokers {
+			if br.NodeID == id {
+				return net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port)))
+			}
+		}
+		return ""
+	}
+	groupWaitFor(t, 30*time.Second, "both agents registered and one leading the partition", func() error {
+		switch l := leader(); l {
+		case x.addr:
+		case y.addr:
+			a, b = y, x
+		default:
+			return fmt.Errorf("leader %q", l)
+		}
+		return nil
+	})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(a.addr, b.addr), kgo.DefaultProduceTopic("zombie"),
+		kgo.ProduceRequestTimeout(500*time.Millisecond), kgo.RequestTimeoutOverhead(500*time.Millisecond),
+		kgo.RecordDeliveryTimeout(time.Minute), kgo.ProducerLinger(0), kgo.MetadataMinAge(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("one")}).FirstErr(); err != nil {
+		t.Fatalf("first record: %v", err)
+	}
+	objectsBefore := countFiles(t, storeDir)
+
+	a.signal(syscall.SIGSTOP)
+	stopped := true
+	defer func() {
+		if stopped {
+			a.signal(syscall.SIGCONT)
+		}
+	}()
+	second := make(chan error, 1)
+	cl.Produce(ctx, &kgo.Record{Value: []byte("two")}, func(_ *kgo.Record, err error) { second <- err })
+	// A's lease ends, B leads, the producer's retry commits through B.
+	select {
+	case err := <-second:
+		if err != nil {
+			t.Fatalf("second record: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the second record was never acknowledged")
+	}
+	afterRetry := countFiles(t, storeDir)
+
+	// A wakes, handles the request it was sent before the pause, and uploads and
+	// commits the batch again.
+	a.signal(syscall.SIGCONT)
+	stopped = false
+	groupWaitFor(t, 30*time.Second, "the zombie's late upload", func() error {
+		if n := countFiles(t, storeDir); n <= afterRetry {
+			return fmt.Errorf("%d objects (before the pause %d, after the retry %d)", n, objectsBefore, afterRetry)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond) // its commit follows its upload
+
+	// Every record once.
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.ConsumeTopics("zombie"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	var got []string
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < 3 && time.Now().Before(deadline) {
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		fs := consumer.PollFetches(pctx)
+		pcancel()
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+	if len(got) != 2 || got[0] != "one" || got[1] != "two" {
+		t.Fatalf("partition holds %q, want [one two]", got)
+	}
+}
+
+func countFiles(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
