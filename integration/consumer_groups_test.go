@@ -9,10 +9,8 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -205,17 +203,7 @@ const consumerMemberEnv = "STRATA_IT_CONSUMER_GROUP_MEMBER"
 // TestGroupMemberProcess is for classic members. Without consumerMemberEnv it returns
 // at once.
 func TestConsumerGroupMemberProcess(t *testing.T) {
-	raw := os.Getenv(consumerMemberEnv)
-	if raw == "" {
-		return
-	}
-	var spec childSpec
-	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
-		t.Fatalf("%s: %v", consumerMemberEnv, err)
-	}
-	if err := runConsumerChild(spec, os.Stdin, os.Stdout); err != nil {
-		t.Fatal(err)
-	}
+	runChildFromEnv(t, consumerMemberEnv, runConsumerChild)
 }
 
 // runConsumerChild is a franz-go KIP-848 member of spec.Group consuming spec.Topic

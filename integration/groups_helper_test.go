@@ -844,16 +844,20 @@ const childLinePrefix = "group-member: "
 // crashed consumer does. Without groupMemberEnv it returns at once. It does not call
 // t.Skip: a skip would be reported on every ordinary run for something never meant to
 // run there, and a passing no-op asserts nothing, so it hides no failure either.
-func TestGroupMemberProcess(t *testing.T) {
-	raw := os.Getenv(groupMemberEnv)
+func TestGroupMemberProcess(t *testing.T) { runChildFromEnv(t, groupMemberEnv, runChildMember) }
+
+// runChildFromEnv runs a child member whose spec is in the environment variable env,
+// if it is set (in a child process); otherwise it does nothing.
+func runChildFromEnv(t *testing.T, env string, run func(childSpec, io.Reader, io.Writer) error) {
+	raw := os.Getenv(env)
 	if raw == "" {
 		return
 	}
 	var spec childSpec
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
-		t.Fatalf("%s: %v", groupMemberEnv, err)
+		t.Fatalf("%s: %v", env, err)
 	}
-	if err := runChildMember(spec, os.Stdin, os.Stdout); err != nil {
+	if err := run(spec, os.Stdin, os.Stdout); err != nil {
 		t.Fatal(err)
 	}
 }
