@@ -61,12 +61,13 @@ type agentProc struct {
 	addr string
 }
 
-func startAgentProc(t *testing.T, name, zone string, metastores []string, store string) *agentProc {
+func startAgentProc(t *testing.T, name, zone string, metastores []string, store string, extra ...string) *agentProc {
 	t.Helper()
 	a := &agentProc{addr: freePort(t)}
 	a.id = name
 	a.args = []string{"agent", "--metastore", strings.Join(metastores, ","), "--store", store,
 		"--kafka-addr", a.addr, "--agent-id", name, "--zone", zone, "--linger", "10ms", "--lease-ttl", "2s"}
+	a.args = append(a.args, extra...) // later flags win
 	a.start(t)
 	t.Cleanup(func() {
 		a.signal(syscall.SIGKILL)
