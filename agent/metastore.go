@@ -27,6 +27,16 @@ type Metastore interface {
 	RecordIntent(context.Context, *pb.RecordIntentRequest) (*pb.RecordIntentResponse, error)
 	InitProducer(context.Context, *pb.InitProducerRequest) (*pb.InitProducerResponse, error)
 
+	// The transaction coordinator, on the metastore's leader. Adds, ends and
+	// transactional offset commits are safe to retry (ambiguity included); the rest
+	// are reads.
+	AddToTxn(context.Context, *pb.AddToTxnRequest) (*pb.AddToTxnResponse, error)
+	EndTxn(context.Context, *pb.EndTxnRequest) (*pb.EndTxnResponse, error)
+	TxnOffsetCommit(context.Context, *pb.TxnOffsetCommitRequest) (*pb.TxnOffsetCommitResponse, error)
+	DescribeTransactions(context.Context, *pb.DescribeTransactionsRequest) (*pb.DescribeTransactionsResponse, error)
+	ListTransactions(context.Context, *pb.ListTransactionsRequest) (*pb.ListTransactionsResponse, error)
+	DescribeProducers(context.Context, *pb.DescribeProducersRequest) (*pb.DescribeProducersResponse, error)
+
 	CommitOffsets(context.Context, *pb.CommitOffsetsRequest) (*pb.CommitOffsetsResponse, error)
 	FetchOffsets(context.Context, *pb.FetchOffsetsRequest) (*pb.FetchOffsetsResponse, error)
 	DeleteOffsets(context.Context, *pb.DeleteOffsetsRequest) (*pb.DeleteOffsetsResponse, error)

@@ -626,3 +626,35 @@ func (c *Client) ConsumerGroupDescribe(ctx context.Context, req *pb.ConsumerGrou
 func (c *Client) InitProducer(ctx context.Context, req *pb.InitProducerRequest) (*pb.InitProducerResponse, error) {
 	return call(ctx, c, retryUntilAmb, req, pb.MetastoreClient.InitProducer)
 }
+
+// AddToTxn adds partitions and groups to transactions (or verifies they are in).
+// Adding is idempotent, so it is retried through ambiguity.
+func (c *Client) AddToTxn(ctx context.Context, req *pb.AddToTxnRequest) (*pb.AddToTxnResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.AddToTxn)
+}
+
+// EndTxn commits or aborts a transaction. A retry of an end that was applied is
+// answered as a success (same outcome), so it is retried through ambiguity.
+func (c *Client) EndTxn(ctx context.Context, req *pb.EndTxnRequest) (*pb.EndTxnResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.EndTxn)
+}
+
+// TxnOffsetCommit records offsets in a transaction.
+func (c *Client) TxnOffsetCommit(ctx context.Context, req *pb.TxnOffsetCommitRequest) (*pb.TxnOffsetCommitResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.TxnOffsetCommit)
+}
+
+// DescribeTransactions reads transactional ids' state, linearizably.
+func (c *Client) DescribeTransactions(ctx context.Context, req *pb.DescribeTransactionsRequest) (*pb.DescribeTransactionsResponse, error) {
+	return call(ctx, c, retryRead, req, pb.MetastoreClient.DescribeTransactions)
+}
+
+// ListTransactions lists transactional ids, linearizably.
+func (c *Client) ListTransactions(ctx context.Context, req *pb.ListTransactionsRequest) (*pb.ListTransactionsResponse, error) {
+	return call(ctx, c, retryRead, req, pb.MetastoreClient.ListTransactions)
+}
+
+// DescribeProducers reads partitions' producer states, linearizably.
+func (c *Client) DescribeProducers(ctx context.Context, req *pb.DescribeProducersRequest) (*pb.DescribeProducersResponse, error) {
+	return call(ctx, c, retryRead, req, pb.MetastoreClient.DescribeProducers)
+}

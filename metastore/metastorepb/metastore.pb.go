@@ -52,7 +52,13 @@ const (
 	ErrorCode_OUT_OF_ORDER_SEQUENCE_NUMBER ErrorCode = 15 // a batch's sequence leaves a gap
 	ErrorCode_INVALID_PRODUCER_EPOCH       ErrorCode = 16 // an older epoch of the producer (fenced)
 	ErrorCode_UNKNOWN_PRODUCER_ID          ErrorCode = 17 // a producer id never issued, or whose state is gone
-	ErrorCode_INVALID_TXN_STATE            ErrorCode = 18 // transactional data while transactions are not served
+	ErrorCode_INVALID_TXN_STATE            ErrorCode = 18 // a transactional request the transaction's state does not allow
+	ErrorCode_PRODUCER_FENCED              ErrorCode = 19 // a transactional producer with an older epoch (a newer one took over)
+	ErrorCode_INVALID_PRODUCER_ID_MAPPING  ErrorCode = 20 // the producer id is not the transactional id's
+	ErrorCode_INVALID_TRANSACTION_TIMEOUT  ErrorCode = 21
+	ErrorCode_CONCURRENT_TRANSACTIONS      ErrorCode = 22 // retriable: the transaction is being ended
+	ErrorCode_TRANSACTIONAL_ID_NOT_FOUND   ErrorCode = 23
+	ErrorCode_OPERATION_NOT_ATTEMPTED      ErrorCode = 24 // another item of the same request failed
 )
 
 // Enum value maps for ErrorCode.
@@ -77,6 +83,12 @@ var (
 		16: "INVALID_PRODUCER_EPOCH",
 		17: "UNKNOWN_PRODUCER_ID",
 		18: "INVALID_TXN_STATE",
+		19: "PRODUCER_FENCED",
+		20: "INVALID_PRODUCER_ID_MAPPING",
+		21: "INVALID_TRANSACTION_TIMEOUT",
+		22: "CONCURRENT_TRANSACTIONS",
+		23: "TRANSACTIONAL_ID_NOT_FOUND",
+		24: "OPERATION_NOT_ATTEMPTED",
 	}
 	ErrorCode_value = map[string]int32{
 		"NONE":                         0,
@@ -98,6 +110,12 @@ var (
 		"INVALID_PRODUCER_EPOCH":       16,
 		"UNKNOWN_PRODUCER_ID":          17,
 		"INVALID_TXN_STATE":            18,
+		"PRODUCER_FENCED":              19,
+		"INVALID_PRODUCER_ID_MAPPING":  20,
+		"INVALID_TRANSACTION_TIMEOUT":  21,
+		"CONCURRENT_TRANSACTIONS":      22,
+		"TRANSACTIONAL_ID_NOT_FOUND":   23,
+		"OPERATION_NOT_ATTEMPTED":      24,
 	}
 )
 
@@ -126,6 +144,60 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 	return file_metastore_proto_rawDescGZIP(), []int{0}
+}
+
+// TxnState is a transaction's state. Ending is one Raft entry, so there are no
+// Prepare states: a transaction is open (ONGOING) or complete.
+type TxnState int32
+
+const (
+	TxnState_TXN_EMPTY           TxnState = 0
+	TxnState_TXN_ONGOING         TxnState = 1
+	TxnState_TXN_COMPLETE_COMMIT TxnState = 2
+	TxnState_TXN_COMPLETE_ABORT  TxnState = 3
+)
+
+// Enum value maps for TxnState.
+var (
+	TxnState_name = map[int32]string{
+		0: "TXN_EMPTY",
+		1: "TXN_ONGOING",
+		2: "TXN_COMPLETE_COMMIT",
+		3: "TXN_COMPLETE_ABORT",
+	}
+	TxnState_value = map[string]int32{
+		"TXN_EMPTY":           0,
+		"TXN_ONGOING":         1,
+		"TXN_COMPLETE_COMMIT": 2,
+		"TXN_COMPLETE_ABORT":  3,
+	}
+)
+
+func (x TxnState) Enum() *TxnState {
+	p := new(TxnState)
+	*p = x
+	return p
+}
+
+func (x TxnState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TxnState) Descriptor() protoreflect.EnumDescriptor {
+	return file_metastore_proto_enumTypes[1].Descriptor()
+}
+
+func (TxnState) Type() protoreflect.EnumType {
+	return &file_metastore_proto_enumTypes[1]
+}
+
+func (x TxnState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TxnState.Descriptor instead.
+func (TxnState) EnumDescriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{1}
 }
 
 type ConfigOp_Kind int32
@@ -158,11 +230,11 @@ func (x ConfigOp_Kind) String() string {
 }
 
 func (ConfigOp_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_metastore_proto_enumTypes[1].Descriptor()
+	return file_metastore_proto_enumTypes[2].Descriptor()
 }
 
 func (ConfigOp_Kind) Type() protoreflect.EnumType {
-	return &file_metastore_proto_enumTypes[1]
+	return &file_metastore_proto_enumTypes[2]
 }
 
 func (x ConfigOp_Kind) Number() protoreflect.EnumNumber {
@@ -201,6 +273,10 @@ type Command struct {
 	//	*Command_CommitOffsetsBatch
 	//	*Command_InitProducer
 	//	*Command_ExpireProducers
+	//	*Command_AddToTxn
+	//	*Command_EndTxn
+	//	*Command_TxnOffsetCommit
+	//	*Command_ExpireTxns
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -419,6 +495,42 @@ func (x *Command) GetExpireProducers() *ExpireProducersCommand {
 	return nil
 }
 
+func (x *Command) GetAddToTxn() *AddToTxnCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AddToTxn); ok {
+			return x.AddToTxn
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetEndTxn() *EndTxnCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_EndTxn); ok {
+			return x.EndTxn
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTxnOffsetCommit() *TxnOffsetCommitCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_TxnOffsetCommit); ok {
+			return x.TxnOffsetCommit
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExpireTxns() *ExpireTxnsCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ExpireTxns); ok {
+			return x.ExpireTxns
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -495,6 +607,22 @@ type Command_ExpireProducers struct {
 	ExpireProducers *ExpireProducersCommand `protobuf:"bytes,27,opt,name=expire_producers,json=expireProducers,proto3,oneof"`
 }
 
+type Command_AddToTxn struct {
+	AddToTxn *AddToTxnCommand `protobuf:"bytes,28,opt,name=add_to_txn,json=addToTxn,proto3,oneof"`
+}
+
+type Command_EndTxn struct {
+	EndTxn *EndTxnCommand `protobuf:"bytes,29,opt,name=end_txn,json=endTxn,proto3,oneof"`
+}
+
+type Command_TxnOffsetCommit struct {
+	TxnOffsetCommit *TxnOffsetCommitCommand `protobuf:"bytes,30,opt,name=txn_offset_commit,json=txnOffsetCommit,proto3,oneof"`
+}
+
+type Command_ExpireTxns struct {
+	ExpireTxns *ExpireTxnsCommand `protobuf:"bytes,31,opt,name=expire_txns,json=expireTxns,proto3,oneof"`
+}
+
 func (*Command_CreateTopics) isCommand_Op() {}
 
 func (*Command_DeleteTopics) isCommand_Op() {}
@@ -530,6 +658,14 @@ func (*Command_CommitOffsetsBatch) isCommand_Op() {}
 func (*Command_InitProducer) isCommand_Op() {}
 
 func (*Command_ExpireProducers) isCommand_Op() {}
+
+func (*Command_AddToTxn) isCommand_Op() {}
+
+func (*Command_EndTxn) isCommand_Op() {}
+
+func (*Command_TxnOffsetCommit) isCommand_Op() {}
+
+func (*Command_ExpireTxns) isCommand_Op() {}
 
 type CreateTopicsCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1350,12 +1486,24 @@ func (x *CommitOffsetsCommand) GetOffsets() []*CommittedOffset {
 // InitProducerCommand issues a producer id (InitProducerId). With producer_id set
 // (>= 0) it bumps that producer's epoch instead (KIP-360), if producer_epoch is its
 // current epoch.
+//
+// With transactional_id set it initializes that transactional producer: the id's
+// producer id is kept (a new one the first time, or when the epoch is exhausted),
+// its epoch is bumped, which fences every older instance, and a transaction left
+// open is aborted first. producer_id/producer_epoch (>= 0), when given, must be the
+// id's current pair or the one before the coordinator's last bump (KIP-360
+// recovery), else PRODUCER_FENCED.
 type InitProducerCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ProducerId    int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
-	ProducerEpoch int32                  `protobuf:"varint,2,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	ProducerId           int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch        int32                  `protobuf:"varint,2,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	TransactionalId      string                 `protobuf:"bytes,3,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	TransactionTimeoutMs int32                  `protobuf:"varint,4,opt,name=transaction_timeout_ms,json=transactionTimeoutMs,proto3" json:"transaction_timeout_ms,omitempty"`
+	// max_transaction_timeout_ms is transaction.max.timeout.ms: a larger
+	// transaction_timeout_ms is INVALID_TRANSACTION_TIMEOUT.
+	MaxTransactionTimeoutMs int32 `protobuf:"varint,5,opt,name=max_transaction_timeout_ms,json=maxTransactionTimeoutMs,proto3" json:"max_transaction_timeout_ms,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *InitProducerCommand) Reset() {
@@ -1402,6 +1550,357 @@ func (x *InitProducerCommand) GetProducerEpoch() int32 {
 	return 0
 }
 
+func (x *InitProducerCommand) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
+func (x *InitProducerCommand) GetTransactionTimeoutMs() int32 {
+	if x != nil {
+		return x.TransactionTimeoutMs
+	}
+	return 0
+}
+
+func (x *InitProducerCommand) GetMaxTransactionTimeoutMs() int32 {
+	if x != nil {
+		return x.MaxTransactionTimeoutMs
+	}
+	return 0
+}
+
+// AddToTxnCommand adds partitions and groups to transactions
+// (AddPartitionsToTxn, AddOffsetsToTxn). Each TxnAdd is applied on its own.
+type AddToTxnCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Txns          []*TxnAdd              `protobuf:"bytes,1,rep,name=txns,proto3" json:"txns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddToTxnCommand) Reset() {
+	*x = AddToTxnCommand{}
+	mi := &file_metastore_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddToTxnCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddToTxnCommand) ProtoMessage() {}
+
+func (x *AddToTxnCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddToTxnCommand.ProtoReflect.Descriptor instead.
+func (*AddToTxnCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AddToTxnCommand) GetTxns() []*TxnAdd {
+	if x != nil {
+		return x.Txns
+	}
+	return nil
+}
+
+type TxnAdd struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TransactionalId string                 `protobuf:"bytes,1,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	ProducerId      int64                  `protobuf:"varint,2,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch   int32                  `protobuf:"varint,3,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	Partitions      []*TxnPartition        `protobuf:"bytes,4,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	Groups          []string               `protobuf:"bytes,5,rep,name=groups,proto3" json:"groups,omitempty"`
+	// verify_only: change nothing, answer whether every partition is in the
+	// transaction (AddPartitionsToTxn v4+ VerifyOnly).
+	VerifyOnly    bool `protobuf:"varint,6,opt,name=verify_only,json=verifyOnly,proto3" json:"verify_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnAdd) Reset() {
+	*x = TxnAdd{}
+	mi := &file_metastore_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnAdd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnAdd) ProtoMessage() {}
+
+func (x *TxnAdd) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnAdd.ProtoReflect.Descriptor instead.
+func (*TxnAdd) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TxnAdd) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
+func (x *TxnAdd) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *TxnAdd) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *TxnAdd) GetPartitions() []*TxnPartition {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *TxnAdd) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *TxnAdd) GetVerifyOnly() bool {
+	if x != nil {
+		return x.VerifyOnly
+	}
+	return false
+}
+
+// EndTxnCommand commits or aborts a transaction: every partition added to it gets
+// a control record (commit or abort marker) at its own offset, the offsets
+// committed in it become the groups' committed offsets or are dropped, all in this
+// one entry.
+type EndTxnCommand struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TransactionalId string                 `protobuf:"bytes,1,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	ProducerId      int64                  `protobuf:"varint,2,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch   int32                  `protobuf:"varint,3,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	Commit          bool                   `protobuf:"varint,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *EndTxnCommand) Reset() {
+	*x = EndTxnCommand{}
+	mi := &file_metastore_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndTxnCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndTxnCommand) ProtoMessage() {}
+
+func (x *EndTxnCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndTxnCommand.ProtoReflect.Descriptor instead.
+func (*EndTxnCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *EndTxnCommand) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
+func (x *EndTxnCommand) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *EndTxnCommand) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *EndTxnCommand) GetCommit() bool {
+	if x != nil {
+		return x.Commit
+	}
+	return false
+}
+
+// TxnOffsetCommitCommand records offsets inside a transaction; they are applied
+// when it commits.
+type TxnOffsetCommitCommand struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TransactionalId string                 `protobuf:"bytes,1,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	Group           string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	ProducerId      int64                  `protobuf:"varint,3,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch   int32                  `protobuf:"varint,4,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	Offsets         []*CommittedOffset     `protobuf:"bytes,5,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TxnOffsetCommitCommand) Reset() {
+	*x = TxnOffsetCommitCommand{}
+	mi := &file_metastore_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOffsetCommitCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOffsetCommitCommand) ProtoMessage() {}
+
+func (x *TxnOffsetCommitCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOffsetCommitCommand.ProtoReflect.Descriptor instead.
+func (*TxnOffsetCommitCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TxnOffsetCommitCommand) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
+func (x *TxnOffsetCommitCommand) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *TxnOffsetCommitCommand) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *TxnOffsetCommitCommand) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *TxnOffsetCommitCommand) GetOffsets() []*CommittedOffset {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+// ExpireTxnsCommand aborts transactions open longer than their timeout (bumping
+// the epoch, which fences the producer that left them) and forgets transactional
+// ids unused for expiration_ms (transactional.id.expiration.ms). Both are bounded
+// per entry; Result.More says there is more.
+type ExpireTxnsCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExpirationMs  int64                  `protobuf:"varint,1,opt,name=expiration_ms,json=expirationMs,proto3" json:"expiration_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireTxnsCommand) Reset() {
+	*x = ExpireTxnsCommand{}
+	mi := &file_metastore_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireTxnsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireTxnsCommand) ProtoMessage() {}
+
+func (x *ExpireTxnsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireTxnsCommand.ProtoReflect.Descriptor instead.
+func (*ExpireTxnsCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ExpireTxnsCommand) GetExpirationMs() int64 {
+	if x != nil {
+		return x.ExpirationMs
+	}
+	return 0
+}
+
 // ExpireProducersCommand forgets idempotent producers idle longer than
 // expiration_ms (Kafka's producer.id.expiration.ms): their state in each partition
 // where they last wrote that long ago, and the producer id itself once it has no
@@ -1416,7 +1915,7 @@ type ExpireProducersCommand struct {
 
 func (x *ExpireProducersCommand) Reset() {
 	*x = ExpireProducersCommand{}
-	mi := &file_metastore_proto_msgTypes[18]
+	mi := &file_metastore_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1927,7 @@ func (x *ExpireProducersCommand) String() string {
 func (*ExpireProducersCommand) ProtoMessage() {}
 
 func (x *ExpireProducersCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[18]
+	mi := &file_metastore_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1940,7 @@ func (x *ExpireProducersCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireProducersCommand.ProtoReflect.Descriptor instead.
 func (*ExpireProducersCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{18}
+	return file_metastore_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExpireProducersCommand) GetExpirationMs() int64 {
@@ -1462,7 +1961,7 @@ type CommitOffsetsBatchCommand struct {
 
 func (x *CommitOffsetsBatchCommand) Reset() {
 	*x = CommitOffsetsBatchCommand{}
-	mi := &file_metastore_proto_msgTypes[19]
+	mi := &file_metastore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1973,7 @@ func (x *CommitOffsetsBatchCommand) String() string {
 func (*CommitOffsetsBatchCommand) ProtoMessage() {}
 
 func (x *CommitOffsetsBatchCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[19]
+	mi := &file_metastore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1986,7 @@ func (x *CommitOffsetsBatchCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsBatchCommand.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsBatchCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{19}
+	return file_metastore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CommitOffsetsBatchCommand) GetCommits() []*CommitOffsetsCommand {
@@ -1507,7 +2006,7 @@ type DeleteOffsetsCommand struct {
 
 func (x *DeleteOffsetsCommand) Reset() {
 	*x = DeleteOffsetsCommand{}
-	mi := &file_metastore_proto_msgTypes[20]
+	mi := &file_metastore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +2018,7 @@ func (x *DeleteOffsetsCommand) String() string {
 func (*DeleteOffsetsCommand) ProtoMessage() {}
 
 func (x *DeleteOffsetsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[20]
+	mi := &file_metastore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +2031,7 @@ func (x *DeleteOffsetsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsCommand.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{20}
+	return file_metastore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteOffsetsCommand) GetGroup() string {
@@ -1558,7 +2057,7 @@ type DeleteGroupsCommand struct {
 
 func (x *DeleteGroupsCommand) Reset() {
 	*x = DeleteGroupsCommand{}
-	mi := &file_metastore_proto_msgTypes[21]
+	mi := &file_metastore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +2069,7 @@ func (x *DeleteGroupsCommand) String() string {
 func (*DeleteGroupsCommand) ProtoMessage() {}
 
 func (x *DeleteGroupsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[21]
+	mi := &file_metastore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +2082,7 @@ func (x *DeleteGroupsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsCommand.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{21}
+	return file_metastore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteGroupsCommand) GetGroups() []string {
@@ -1607,7 +2106,7 @@ type SaveGroupCommand struct {
 
 func (x *SaveGroupCommand) Reset() {
 	*x = SaveGroupCommand{}
-	mi := &file_metastore_proto_msgTypes[22]
+	mi := &file_metastore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +2118,7 @@ func (x *SaveGroupCommand) String() string {
 func (*SaveGroupCommand) ProtoMessage() {}
 
 func (x *SaveGroupCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[22]
+	mi := &file_metastore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +2131,7 @@ func (x *SaveGroupCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveGroupCommand.ProtoReflect.Descriptor instead.
 func (*SaveGroupCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{22}
+	return file_metastore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SaveGroupCommand) GetGroup() *GroupRecord {
@@ -1656,7 +2155,7 @@ type ExpireOffsetsCommand struct {
 
 func (x *ExpireOffsetsCommand) Reset() {
 	*x = ExpireOffsetsCommand{}
-	mi := &file_metastore_proto_msgTypes[23]
+	mi := &file_metastore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +2167,7 @@ func (x *ExpireOffsetsCommand) String() string {
 func (*ExpireOffsetsCommand) ProtoMessage() {}
 
 func (x *ExpireOffsetsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[23]
+	mi := &file_metastore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +2180,7 @@ func (x *ExpireOffsetsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireOffsetsCommand.ProtoReflect.Descriptor instead.
 func (*ExpireOffsetsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{23}
+	return file_metastore_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ExpireOffsetsCommand) GetRetentionMs() int64 {
@@ -1705,7 +2204,7 @@ type Topic struct {
 
 func (x *Topic) Reset() {
 	*x = Topic{}
-	mi := &file_metastore_proto_msgTypes[24]
+	mi := &file_metastore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +2216,7 @@ func (x *Topic) String() string {
 func (*Topic) ProtoMessage() {}
 
 func (x *Topic) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[24]
+	mi := &file_metastore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +2229,7 @@ func (x *Topic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Topic.ProtoReflect.Descriptor instead.
 func (*Topic) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{24}
+	return file_metastore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Topic) GetTopicId() []byte {
@@ -1788,14 +2287,19 @@ type PartitionHead struct {
 	// time_indexed is the timestamp of the last time-index point written (0: none).
 	// Points are sparse: one when the running maximum rises by the state's
 	// granularity, so searches scan index entries from the last point below.
-	TimeIndexed   int64 `protobuf:"varint,5,opt,name=time_indexed,json=timeIndexed,proto3" json:"time_indexed,omitempty"`
+	TimeIndexed int64 `protobuf:"varint,5,opt,name=time_indexed,json=timeIndexed,proto3" json:"time_indexed,omitempty"`
+	// open_txns counts the transactions with data in this partition and no marker
+	// yet; first_unstable is the lowest first offset among them. The last stable
+	// offset is first_unstable while open_txns > 0, next_offset otherwise.
+	OpenTxns      int32 `protobuf:"varint,6,opt,name=open_txns,json=openTxns,proto3" json:"open_txns,omitempty"`
+	FirstUnstable int64 `protobuf:"varint,7,opt,name=first_unstable,json=firstUnstable,proto3" json:"first_unstable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PartitionHead) Reset() {
 	*x = PartitionHead{}
-	mi := &file_metastore_proto_msgTypes[25]
+	mi := &file_metastore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +2311,7 @@ func (x *PartitionHead) String() string {
 func (*PartitionHead) ProtoMessage() {}
 
 func (x *PartitionHead) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[25]
+	mi := &file_metastore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +2324,7 @@ func (x *PartitionHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionHead.ProtoReflect.Descriptor instead.
 func (*PartitionHead) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{25}
+	return file_metastore_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PartitionHead) GetNextOffset() int64 {
@@ -1858,6 +2362,270 @@ func (x *PartitionHead) GetTimeIndexed() int64 {
 	return 0
 }
 
+func (x *PartitionHead) GetOpenTxns() int32 {
+	if x != nil {
+		return x.OpenTxns
+	}
+	return 0
+}
+
+func (x *PartitionHead) GetFirstUnstable() int64 {
+	if x != nil {
+		return x.FirstUnstable
+	}
+	return 0
+}
+
+// TransactionRecord is a transactional id's state.
+type TransactionRecord struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TransactionalId string                 `protobuf:"bytes,1,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	ProducerId      int64                  `protobuf:"varint,2,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch   int32                  `protobuf:"varint,3,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	// last_epoch is the epoch before the coordinator's last bump (a timeout abort),
+	// so the fenced producer may still recover with InitProducerId (KIP-360); -1 none.
+	LastEpoch     int32           `protobuf:"varint,4,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
+	State         TxnState        `protobuf:"varint,5,opt,name=state,proto3,enum=strata.metastore.v1.TxnState" json:"state,omitempty"`
+	TimeoutMs     int32           `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	StartMs       int64           `protobuf:"varint,7,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`       // when the open transaction began
+	UpdatedMs     int64           `protobuf:"varint,8,opt,name=updated_ms,json=updatedMs,proto3" json:"updated_ms,omitempty"` // last change
+	Partitions    []*TxnPartition `protobuf:"bytes,9,rep,name=partitions,proto3" json:"partitions,omitempty"`                 // of the open transaction
+	Groups        []string        `protobuf:"bytes,10,rep,name=groups,proto3" json:"groups,omitempty"`                        // of the open transaction
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransactionRecord) Reset() {
+	*x = TransactionRecord{}
+	mi := &file_metastore_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransactionRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransactionRecord) ProtoMessage() {}
+
+func (x *TransactionRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransactionRecord.ProtoReflect.Descriptor instead.
+func (*TransactionRecord) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *TransactionRecord) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
+func (x *TransactionRecord) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *TransactionRecord) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *TransactionRecord) GetLastEpoch() int32 {
+	if x != nil {
+		return x.LastEpoch
+	}
+	return 0
+}
+
+func (x *TransactionRecord) GetState() TxnState {
+	if x != nil {
+		return x.State
+	}
+	return TxnState_TXN_EMPTY
+}
+
+func (x *TransactionRecord) GetTimeoutMs() int32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *TransactionRecord) GetStartMs() int64 {
+	if x != nil {
+		return x.StartMs
+	}
+	return 0
+}
+
+func (x *TransactionRecord) GetUpdatedMs() int64 {
+	if x != nil {
+		return x.UpdatedMs
+	}
+	return 0
+}
+
+func (x *TransactionRecord) GetPartitions() []*TxnPartition {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *TransactionRecord) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type TxnPartition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TopicId       []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Error         ErrorCode              `protobuf:"varint,3,opt,name=error,proto3,enum=strata.metastore.v1.ErrorCode" json:"error,omitempty"` // in results
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnPartition) Reset() {
+	*x = TxnPartition{}
+	mi := &file_metastore_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnPartition) ProtoMessage() {}
+
+func (x *TxnPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnPartition.ProtoReflect.Descriptor instead.
+func (*TxnPartition) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *TxnPartition) GetTopicId() []byte {
+	if x != nil {
+		return x.TopicId
+	}
+	return nil
+}
+
+func (x *TxnPartition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *TxnPartition) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_NONE
+}
+
+// AbortedTxn is an aborted transaction's span in one partition: Kafka's aborted
+// transactions index. stable_after is the partition's last stable offset right
+// after the abort marker, which lets a search stop.
+type AbortedTxn struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProducerId    int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	FirstOffset   int64                  `protobuf:"varint,2,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
+	LastOffset    int64                  `protobuf:"varint,3,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"` // the abort marker's offset
+	StableAfter   int64                  `protobuf:"varint,4,opt,name=stable_after,json=stableAfter,proto3" json:"stable_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortedTxn) Reset() {
+	*x = AbortedTxn{}
+	mi := &file_metastore_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortedTxn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortedTxn) ProtoMessage() {}
+
+func (x *AbortedTxn) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortedTxn.ProtoReflect.Descriptor instead.
+func (*AbortedTxn) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *AbortedTxn) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *AbortedTxn) GetFirstOffset() int64 {
+	if x != nil {
+		return x.FirstOffset
+	}
+	return 0
+}
+
+func (x *AbortedTxn) GetLastOffset() int64 {
+	if x != nil {
+		return x.LastOffset
+	}
+	return 0
+}
+
+func (x *AbortedTxn) GetStableAfter() int64 {
+	if x != nil {
+		return x.StableAfter
+	}
+	return 0
+}
+
 type AgentInfo struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
@@ -1873,7 +2641,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_metastore_proto_msgTypes[26]
+	mi := &file_metastore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2653,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[26]
+	mi := &file_metastore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2666,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{26}
+	return file_metastore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AgentInfo) GetAgentId() string {
@@ -1949,7 +2717,7 @@ type UploadIntent struct {
 
 func (x *UploadIntent) Reset() {
 	*x = UploadIntent{}
-	mi := &file_metastore_proto_msgTypes[27]
+	mi := &file_metastore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2729,7 @@ func (x *UploadIntent) String() string {
 func (*UploadIntent) ProtoMessage() {}
 
 func (x *UploadIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[27]
+	mi := &file_metastore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2742,7 @@ func (x *UploadIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadIntent.ProtoReflect.Descriptor instead.
 func (*UploadIntent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{27}
+	return file_metastore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UploadIntent) GetSegmentId() []byte {
@@ -2021,7 +2789,7 @@ type SegmentRecord struct {
 
 func (x *SegmentRecord) Reset() {
 	*x = SegmentRecord{}
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2801,7 @@ func (x *SegmentRecord) String() string {
 func (*SegmentRecord) ProtoMessage() {}
 
 func (x *SegmentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2814,7 @@ func (x *SegmentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentRecord.ProtoReflect.Descriptor instead.
 func (*SegmentRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{28}
+	return file_metastore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SegmentRecord) GetSegmentId() []byte {
@@ -2100,7 +2868,7 @@ type CommittedOffset struct {
 
 func (x *CommittedOffset) Reset() {
 	*x = CommittedOffset{}
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2880,7 @@ func (x *CommittedOffset) String() string {
 func (*CommittedOffset) ProtoMessage() {}
 
 func (x *CommittedOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2893,7 @@ func (x *CommittedOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffset.ProtoReflect.Descriptor instead.
 func (*CommittedOffset) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{29}
+	return file_metastore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CommittedOffset) GetTopicId() []byte {
@@ -2199,7 +2967,7 @@ type GroupRecord struct {
 
 func (x *GroupRecord) Reset() {
 	*x = GroupRecord{}
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2979,7 @@ func (x *GroupRecord) String() string {
 func (*GroupRecord) ProtoMessage() {}
 
 func (x *GroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2992,7 @@ func (x *GroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
 func (*GroupRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{30}
+	return file_metastore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GroupRecord) GetGroup() string {
@@ -2313,7 +3081,7 @@ type ConsumerGroupState struct {
 
 func (x *ConsumerGroupState) Reset() {
 	*x = ConsumerGroupState{}
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2325,7 +3093,7 @@ func (x *ConsumerGroupState) String() string {
 func (*ConsumerGroupState) ProtoMessage() {}
 
 func (x *ConsumerGroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2338,7 +3106,7 @@ func (x *ConsumerGroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupState.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupState) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{31}
+	return file_metastore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ConsumerGroupState) GetGroupEpoch() int32 {
@@ -2393,7 +3161,7 @@ type ConsumerMember struct {
 
 func (x *ConsumerMember) Reset() {
 	*x = ConsumerMember{}
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +3173,7 @@ func (x *ConsumerMember) String() string {
 func (*ConsumerMember) ProtoMessage() {}
 
 func (x *ConsumerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +3186,7 @@ func (x *ConsumerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerMember.ProtoReflect.Descriptor instead.
 func (*ConsumerMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{32}
+	return file_metastore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ConsumerMember) GetMemberId() string {
@@ -2543,7 +3311,7 @@ type TopicPartitions struct {
 
 func (x *TopicPartitions) Reset() {
 	*x = TopicPartitions{}
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +3323,7 @@ func (x *TopicPartitions) String() string {
 func (*TopicPartitions) ProtoMessage() {}
 
 func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +3336,7 @@ func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartitions.ProtoReflect.Descriptor instead.
 func (*TopicPartitions) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{33}
+	return file_metastore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TopicPartitions) GetTopicId() []byte {
@@ -2602,7 +3370,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +3382,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +3395,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{34}
+	return file_metastore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GroupMember) GetMemberId() string {
@@ -2696,7 +3464,7 @@ type GroupProtocol struct {
 
 func (x *GroupProtocol) Reset() {
 	*x = GroupProtocol{}
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2708,7 +3476,7 @@ func (x *GroupProtocol) String() string {
 func (*GroupProtocol) ProtoMessage() {}
 
 func (x *GroupProtocol) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2721,7 +3489,7 @@ func (x *GroupProtocol) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupProtocol.ProtoReflect.Descriptor instead.
 func (*GroupProtocol) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{35}
+	return file_metastore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GroupProtocol) GetName() string {
@@ -2740,17 +3508,20 @@ func (x *GroupProtocol) GetMetadata() []byte {
 
 // ProducerRecord is an issued producer id and its current epoch.
 type ProducerRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ProducerId    int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
-	Epoch         int32                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	IssuedMs      int64                  `protobuf:"varint,3,opt,name=issued_ms,json=issuedMs,proto3" json:"issued_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ProducerId int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	Epoch      int32                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	IssuedMs   int64                  `protobuf:"varint,3,opt,name=issued_ms,json=issuedMs,proto3" json:"issued_ms,omitempty"`
+	// transactional_id is set for a transactional producer: its epoch is the
+	// transaction record's, and it expires with it.
+	TransactionalId string `protobuf:"bytes,4,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ProducerRecord) Reset() {
 	*x = ProducerRecord{}
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +3533,7 @@ func (x *ProducerRecord) String() string {
 func (*ProducerRecord) ProtoMessage() {}
 
 func (x *ProducerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +3546,7 @@ func (x *ProducerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducerRecord.ProtoReflect.Descriptor instead.
 func (*ProducerRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{36}
+	return file_metastore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ProducerRecord) GetProducerId() int64 {
@@ -2799,21 +3570,32 @@ func (x *ProducerRecord) GetIssuedMs() int64 {
 	return 0
 }
 
+func (x *ProducerRecord) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
 // ProducerPartition is an idempotent producer's state in one partition: its epoch
 // there and its last batches (at most 5, oldest first), so a retried batch is known
 // as a duplicate and answered with its original offsets.
 type ProducerPartition struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         int32                  `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Batches       []*ProducedBatch       `protobuf:"bytes,2,rep,name=batches,proto3" json:"batches,omitempty"`
-	LastMs        int64                  `protobuf:"varint,3,opt,name=last_ms,json=lastMs,proto3" json:"last_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Epoch   int32                  `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Batches []*ProducedBatch       `protobuf:"bytes,2,rep,name=batches,proto3" json:"batches,omitempty"`
+	LastMs  int64                  `protobuf:"varint,3,opt,name=last_ms,json=lastMs,proto3" json:"last_ms,omitempty"`
+	// txn_first_offset is the first offset of the open transaction's data in this
+	// partition, -1 (or unset with txn_open false) when none is open.
+	TxnOpen        bool  `protobuf:"varint,4,opt,name=txn_open,json=txnOpen,proto3" json:"txn_open,omitempty"`
+	TxnFirstOffset int64 `protobuf:"varint,5,opt,name=txn_first_offset,json=txnFirstOffset,proto3" json:"txn_first_offset,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ProducerPartition) Reset() {
 	*x = ProducerPartition{}
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2825,7 +3607,7 @@ func (x *ProducerPartition) String() string {
 func (*ProducerPartition) ProtoMessage() {}
 
 func (x *ProducerPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2838,7 +3620,7 @@ func (x *ProducerPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducerPartition.ProtoReflect.Descriptor instead.
 func (*ProducerPartition) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{37}
+	return file_metastore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ProducerPartition) GetEpoch() int32 {
@@ -2862,6 +3644,20 @@ func (x *ProducerPartition) GetLastMs() int64 {
 	return 0
 }
 
+func (x *ProducerPartition) GetTxnOpen() bool {
+	if x != nil {
+		return x.TxnOpen
+	}
+	return false
+}
+
+func (x *ProducerPartition) GetTxnFirstOffset() int64 {
+	if x != nil {
+		return x.TxnFirstOffset
+	}
+	return 0
+}
+
 type ProducedBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FirstSequence int32                  `protobuf:"varint,1,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
@@ -2874,7 +3670,7 @@ type ProducedBatch struct {
 
 func (x *ProducedBatch) Reset() {
 	*x = ProducedBatch{}
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2886,7 +3682,7 @@ func (x *ProducedBatch) String() string {
 func (*ProducedBatch) ProtoMessage() {}
 
 func (x *ProducedBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2899,7 +3695,7 @@ func (x *ProducedBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducedBatch.ProtoReflect.Descriptor instead.
 func (*ProducedBatch) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{38}
+	return file_metastore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ProducedBatch) GetFirstSequence() int32 {
@@ -2942,7 +3738,7 @@ type CommitSegmentRequest struct {
 
 func (x *CommitSegmentRequest) Reset() {
 	*x = CommitSegmentRequest{}
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2954,7 +3750,7 @@ func (x *CommitSegmentRequest) String() string {
 func (*CommitSegmentRequest) ProtoMessage() {}
 
 func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2967,7 +3763,7 @@ func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentRequest.ProtoReflect.Descriptor instead.
 func (*CommitSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{39}
+	return file_metastore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CommitSegmentRequest) GetSegmentId() []byte {
@@ -3015,7 +3811,7 @@ type ChunkCommit struct {
 
 func (x *ChunkCommit) Reset() {
 	*x = ChunkCommit{}
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3823,7 @@ func (x *ChunkCommit) String() string {
 func (*ChunkCommit) ProtoMessage() {}
 
 func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3836,7 @@ func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkCommit.ProtoReflect.Descriptor instead.
 func (*ChunkCommit) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{40}
+	return file_metastore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ChunkCommit) GetTopicId() []byte {
@@ -3119,7 +3915,7 @@ type BatchInfo struct {
 
 func (x *BatchInfo) Reset() {
 	*x = BatchInfo{}
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3131,7 +3927,7 @@ func (x *BatchInfo) String() string {
 func (*BatchInfo) ProtoMessage() {}
 
 func (x *BatchInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3144,7 +3940,7 @@ func (x *BatchInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchInfo.ProtoReflect.Descriptor instead.
 func (*BatchInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{41}
+	return file_metastore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *BatchInfo) GetOffsetCount() int32 {
@@ -3217,7 +4013,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +4025,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +4038,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{42}
+	return file_metastore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *BatchResult) GetError() ErrorCode {
@@ -3275,7 +4071,7 @@ type CommitSegmentResponse struct {
 
 func (x *CommitSegmentResponse) Reset() {
 	*x = CommitSegmentResponse{}
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3287,7 +4083,7 @@ func (x *CommitSegmentResponse) String() string {
 func (*CommitSegmentResponse) ProtoMessage() {}
 
 func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3300,7 +4096,7 @@ func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentResponse.ProtoReflect.Descriptor instead.
 func (*CommitSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{43}
+	return file_metastore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *CommitSegmentResponse) GetChunks() []*ChunkResult {
@@ -3321,14 +4117,16 @@ type ChunkResult struct {
 	// batches, one per batch of the chunk, is set when the chunk held batches of
 	// idempotent producers; otherwise every batch was appended in order from
 	// base_offset.
-	Batches       []*BatchResult `protobuf:"bytes,7,rep,name=batches,proto3" json:"batches,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Batches []*BatchResult `protobuf:"bytes,7,rep,name=batches,proto3" json:"batches,omitempty"`
+	// last_stable_offset is the partition's after this commit.
+	LastStableOffset int64 `protobuf:"varint,8,opt,name=last_stable_offset,json=lastStableOffset,proto3" json:"last_stable_offset,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ChunkResult) Reset() {
 	*x = ChunkResult{}
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3340,7 +4138,7 @@ func (x *ChunkResult) String() string {
 func (*ChunkResult) ProtoMessage() {}
 
 func (x *ChunkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3353,7 +4151,7 @@ func (x *ChunkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkResult.ProtoReflect.Descriptor instead.
 func (*ChunkResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{44}
+	return file_metastore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ChunkResult) GetTopicId() []byte {
@@ -3405,27 +4203,41 @@ func (x *ChunkResult) GetBatches() []*BatchResult {
 	return nil
 }
 
+func (x *ChunkResult) GetLastStableOffset() int64 {
+	if x != nil {
+		return x.LastStableOffset
+	}
+	return 0
+}
+
 // IndexEntry is one committed chunk as the offset index holds it.
 type IndexEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TopicId       []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
-	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
-	BaseOffset    int64                  `protobuf:"varint,3,opt,name=base_offset,json=baseOffset,proto3" json:"base_offset,omitempty"`
-	LastOffset    int64                  `protobuf:"varint,4,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
-	SegmentId     []byte                 `protobuf:"bytes,5,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	Position      int64                  `protobuf:"varint,6,opt,name=position,proto3" json:"position,omitempty"`
-	Length        int64                  `protobuf:"varint,7,opt,name=length,proto3" json:"length,omitempty"`
-	MaxTimestamp  int64                  `protobuf:"varint,8,opt,name=max_timestamp,json=maxTimestamp,proto3" json:"max_timestamp,omitempty"`
-	BatchCount    int32                  `protobuf:"varint,9,opt,name=batch_count,json=batchCount,proto3" json:"batch_count,omitempty"`
-	RecordCount   int32                  `protobuf:"varint,10,opt,name=record_count,json=recordCount,proto3" json:"record_count,omitempty"`
-	Flags         uint32                 `protobuf:"varint,11,opt,name=flags,proto3" json:"flags,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	TopicId      []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
+	Partition    int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	BaseOffset   int64                  `protobuf:"varint,3,opt,name=base_offset,json=baseOffset,proto3" json:"base_offset,omitempty"`
+	LastOffset   int64                  `protobuf:"varint,4,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
+	SegmentId    []byte                 `protobuf:"bytes,5,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	Position     int64                  `protobuf:"varint,6,opt,name=position,proto3" json:"position,omitempty"`
+	Length       int64                  `protobuf:"varint,7,opt,name=length,proto3" json:"length,omitempty"`
+	MaxTimestamp int64                  `protobuf:"varint,8,opt,name=max_timestamp,json=maxTimestamp,proto3" json:"max_timestamp,omitempty"`
+	BatchCount   int32                  `protobuf:"varint,9,opt,name=batch_count,json=batchCount,proto3" json:"batch_count,omitempty"`
+	RecordCount  int32                  `protobuf:"varint,10,opt,name=record_count,json=recordCount,proto3" json:"record_count,omitempty"`
+	Flags        uint32                 `protobuf:"varint,11,opt,name=flags,proto3" json:"flags,omitempty"`
+	// A control marker (transaction commit or abort) has no segment: its one-record
+	// control batch is built from these when read. marker: 1 abort, 2 commit.
+	Marker        int32 `protobuf:"varint,12,opt,name=marker,proto3" json:"marker,omitempty"`
+	ProducerId    int64 `protobuf:"varint,13,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch int32 `protobuf:"varint,14,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	// last_stable_offset: in watch events only, the partition's after this entry.
+	LastStableOffset int64 `protobuf:"varint,15,opt,name=last_stable_offset,json=lastStableOffset,proto3" json:"last_stable_offset,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *IndexEntry) Reset() {
 	*x = IndexEntry{}
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3437,7 +4249,7 @@ func (x *IndexEntry) String() string {
 func (*IndexEntry) ProtoMessage() {}
 
 func (x *IndexEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3450,7 +4262,7 @@ func (x *IndexEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexEntry.ProtoReflect.Descriptor instead.
 func (*IndexEntry) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{45}
+	return file_metastore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *IndexEntry) GetTopicId() []byte {
@@ -3530,6 +4342,34 @@ func (x *IndexEntry) GetFlags() uint32 {
 	return 0
 }
 
+func (x *IndexEntry) GetMarker() int32 {
+	if x != nil {
+		return x.Marker
+	}
+	return 0
+}
+
+func (x *IndexEntry) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *IndexEntry) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *IndexEntry) GetLastStableOffset() int64 {
+	if x != nil {
+		return x.LastStableOffset
+	}
+	return 0
+}
+
 type CreateTopicsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Topics        []*TopicSpec           `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
@@ -3540,7 +4380,7 @@ type CreateTopicsRequest struct {
 
 func (x *CreateTopicsRequest) Reset() {
 	*x = CreateTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3552,7 +4392,7 @@ func (x *CreateTopicsRequest) String() string {
 func (*CreateTopicsRequest) ProtoMessage() {}
 
 func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3565,7 +4405,7 @@ func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{46}
+	return file_metastore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateTopicsRequest) GetTopics() []*TopicSpec {
@@ -3595,7 +4435,7 @@ type TopicResult struct {
 
 func (x *TopicResult) Reset() {
 	*x = TopicResult{}
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3607,7 +4447,7 @@ func (x *TopicResult) String() string {
 func (*TopicResult) ProtoMessage() {}
 
 func (x *TopicResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3620,7 +4460,7 @@ func (x *TopicResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicResult.ProtoReflect.Descriptor instead.
 func (*TopicResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{47}
+	return file_metastore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *TopicResult) GetName() string {
@@ -3667,7 +4507,7 @@ type CreateTopicsResponse struct {
 
 func (x *CreateTopicsResponse) Reset() {
 	*x = CreateTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3679,7 +4519,7 @@ func (x *CreateTopicsResponse) String() string {
 func (*CreateTopicsResponse) ProtoMessage() {}
 
 func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3692,7 +4532,7 @@ func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{48}
+	return file_metastore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CreateTopicsResponse) GetResults() []*TopicResult {
@@ -3711,7 +4551,7 @@ type DeleteTopicsRequest struct {
 
 func (x *DeleteTopicsRequest) Reset() {
 	*x = DeleteTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3723,7 +4563,7 @@ func (x *DeleteTopicsRequest) String() string {
 func (*DeleteTopicsRequest) ProtoMessage() {}
 
 func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3736,7 +4576,7 @@ func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{49}
+	return file_metastore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DeleteTopicsRequest) GetTopics() []*TopicRef {
@@ -3755,7 +4595,7 @@ type DeleteTopicsResponse struct {
 
 func (x *DeleteTopicsResponse) Reset() {
 	*x = DeleteTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3767,7 +4607,7 @@ func (x *DeleteTopicsResponse) String() string {
 func (*DeleteTopicsResponse) ProtoMessage() {}
 
 func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3780,7 +4620,7 @@ func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{50}
+	return file_metastore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DeleteTopicsResponse) GetResults() []*TopicResult {
@@ -3800,7 +4640,7 @@ type AlterConfigsRequest struct {
 
 func (x *AlterConfigsRequest) Reset() {
 	*x = AlterConfigsRequest{}
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3812,7 +4652,7 @@ func (x *AlterConfigsRequest) String() string {
 func (*AlterConfigsRequest) ProtoMessage() {}
 
 func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3825,7 +4665,7 @@ func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsRequest.ProtoReflect.Descriptor instead.
 func (*AlterConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{51}
+	return file_metastore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *AlterConfigsRequest) GetAlterations() []*ConfigAlteration {
@@ -3851,7 +4691,7 @@ type AlterConfigsResponse struct {
 
 func (x *AlterConfigsResponse) Reset() {
 	*x = AlterConfigsResponse{}
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3863,7 +4703,7 @@ func (x *AlterConfigsResponse) String() string {
 func (*AlterConfigsResponse) ProtoMessage() {}
 
 func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3876,7 +4716,7 @@ func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsResponse.ProtoReflect.Descriptor instead.
 func (*AlterConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{52}
+	return file_metastore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *AlterConfigsResponse) GetResults() []*TopicResult {
@@ -3896,7 +4736,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3908,7 +4748,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3921,7 +4761,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{53}
+	return file_metastore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CreatePartitionsRequest) GetTopics() []*PartitionGrowth {
@@ -3947,7 +4787,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3959,7 +4799,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3972,7 +4812,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{54}
+	return file_metastore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CreatePartitionsResponse) GetResults() []*TopicResult {
@@ -3992,7 +4832,7 @@ type DescribeTopicsRequest struct {
 
 func (x *DescribeTopicsRequest) Reset() {
 	*x = DescribeTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4004,7 +4844,7 @@ func (x *DescribeTopicsRequest) String() string {
 func (*DescribeTopicsRequest) ProtoMessage() {}
 
 func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4017,7 +4857,7 @@ func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{55}
+	return file_metastore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *DescribeTopicsRequest) GetTopics() []*TopicRef {
@@ -4038,7 +4878,7 @@ type DescribeTopicsResponse struct {
 
 func (x *DescribeTopicsResponse) Reset() {
 	*x = DescribeTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4050,7 +4890,7 @@ func (x *DescribeTopicsResponse) String() string {
 func (*DescribeTopicsResponse) ProtoMessage() {}
 
 func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4063,7 +4903,7 @@ func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{56}
+	return file_metastore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *DescribeTopicsResponse) GetResults() []*TopicResult {
@@ -4086,14 +4926,18 @@ type LookupRequest struct {
 	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
 	Offset    int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	// max_entries bounds the answer (0 means 1).
-	MaxEntries    int32 `protobuf:"varint,4,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	MaxEntries int32 `protobuf:"varint,4,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	// aborted_upto > 0 asks for the aborted transactions overlapping
+	// [offset, aborted_upto): those with a marker at or after offset and data
+	// before aborted_upto.
+	AbortedUpto   int64 `protobuf:"varint,5,opt,name=aborted_upto,json=abortedUpto,proto3" json:"aborted_upto,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4105,7 +4949,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4118,7 +4962,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{57}
+	return file_metastore_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *LookupRequest) GetTopicId() []byte {
@@ -4149,19 +4993,27 @@ func (x *LookupRequest) GetMaxEntries() int32 {
 	return 0
 }
 
+func (x *LookupRequest) GetAbortedUpto() int64 {
+	if x != nil {
+		return x.AbortedUpto
+	}
+	return 0
+}
+
 type LookupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Error ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=strata.metastore.v1.ErrorCode" json:"error,omitempty"`
 	Head  *PartitionHead         `protobuf:"bytes,2,opt,name=head,proto3" json:"head,omitempty"`
 	// entries start with the one holding offset and continue in offset order.
 	Entries       []*IndexEntry `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
+	Aborted       []*AbortedTxn `protobuf:"bytes,4,rep,name=aborted,proto3" json:"aborted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4173,7 +5025,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4186,7 +5038,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{58}
+	return file_metastore_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *LookupResponse) GetError() ErrorCode {
@@ -4210,6 +5062,13 @@ func (x *LookupResponse) GetEntries() []*IndexEntry {
 	return nil
 }
 
+func (x *LookupResponse) GetAborted() []*AbortedTxn {
+	if x != nil {
+		return x.Aborted
+	}
+	return nil
+}
+
 type ListOffsetsRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	TopicId   []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
@@ -4223,7 +5082,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4235,7 +5094,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4248,7 +5107,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{59}
+	return file_metastore_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListOffsetsRequest) GetTopicId() []byte {
@@ -4286,7 +5145,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4298,7 +5157,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4311,7 +5170,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{60}
+	return file_metastore_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListOffsetsResponse) GetError() ErrorCode {
@@ -4358,7 +5217,7 @@ type RegisterAgentRequest struct {
 
 func (x *RegisterAgentRequest) Reset() {
 	*x = RegisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4370,7 +5229,7 @@ func (x *RegisterAgentRequest) String() string {
 func (*RegisterAgentRequest) ProtoMessage() {}
 
 func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4383,7 +5242,7 @@ func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*RegisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{61}
+	return file_metastore_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RegisterAgentRequest) GetAgent() *AgentInfo {
@@ -4402,7 +5261,7 @@ type RegisterAgentResponse struct {
 
 func (x *RegisterAgentResponse) Reset() {
 	*x = RegisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4414,7 +5273,7 @@ func (x *RegisterAgentResponse) String() string {
 func (*RegisterAgentResponse) ProtoMessage() {}
 
 func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4427,7 +5286,7 @@ func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*RegisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{62}
+	return file_metastore_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RegisterAgentResponse) GetAgent() *AgentInfo {
@@ -4446,7 +5305,7 @@ type DeregisterAgentRequest struct {
 
 func (x *DeregisterAgentRequest) Reset() {
 	*x = DeregisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4458,7 +5317,7 @@ func (x *DeregisterAgentRequest) String() string {
 func (*DeregisterAgentRequest) ProtoMessage() {}
 
 func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4471,7 +5330,7 @@ func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{63}
+	return file_metastore_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DeregisterAgentRequest) GetAgentId() string {
@@ -4489,7 +5348,7 @@ type DeregisterAgentResponse struct {
 
 func (x *DeregisterAgentResponse) Reset() {
 	*x = DeregisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4501,7 +5360,7 @@ func (x *DeregisterAgentResponse) String() string {
 func (*DeregisterAgentResponse) ProtoMessage() {}
 
 func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4514,7 +5373,7 @@ func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{64}
+	return file_metastore_proto_rawDescGZIP(), []int{72}
 }
 
 type ListAgentsRequest struct {
@@ -4525,7 +5384,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4537,7 +5396,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4550,7 +5409,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{65}
+	return file_metastore_proto_rawDescGZIP(), []int{73}
 }
 
 type ListAgentsResponse struct {
@@ -4562,7 +5421,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4574,7 +5433,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4587,7 +5446,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{66}
+	return file_metastore_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -4608,7 +5467,7 @@ type RecordIntentRequest struct {
 
 func (x *RecordIntentRequest) Reset() {
 	*x = RecordIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4620,7 +5479,7 @@ func (x *RecordIntentRequest) String() string {
 func (*RecordIntentRequest) ProtoMessage() {}
 
 func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4633,7 +5492,7 @@ func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentRequest.ProtoReflect.Descriptor instead.
 func (*RecordIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{67}
+	return file_metastore_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RecordIntentRequest) GetSegmentId() []byte {
@@ -4666,7 +5525,7 @@ type RecordIntentResponse struct {
 
 func (x *RecordIntentResponse) Reset() {
 	*x = RecordIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4678,7 +5537,7 @@ func (x *RecordIntentResponse) String() string {
 func (*RecordIntentResponse) ProtoMessage() {}
 
 func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4691,7 +5550,7 @@ func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentResponse.ProtoReflect.Descriptor instead.
 func (*RecordIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{68}
+	return file_metastore_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RecordIntentResponse) GetIntent() *UploadIntent {
@@ -4710,7 +5569,7 @@ type ResolveIntentRequest struct {
 
 func (x *ResolveIntentRequest) Reset() {
 	*x = ResolveIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4722,7 +5581,7 @@ func (x *ResolveIntentRequest) String() string {
 func (*ResolveIntentRequest) ProtoMessage() {}
 
 func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4735,7 +5594,7 @@ func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentRequest.ProtoReflect.Descriptor instead.
 func (*ResolveIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{69}
+	return file_metastore_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ResolveIntentRequest) GetSegmentId() []byte {
@@ -4753,7 +5612,7 @@ type ResolveIntentResponse struct {
 
 func (x *ResolveIntentResponse) Reset() {
 	*x = ResolveIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4765,7 +5624,7 @@ func (x *ResolveIntentResponse) String() string {
 func (*ResolveIntentResponse) ProtoMessage() {}
 
 func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4778,7 +5637,7 @@ func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentResponse.ProtoReflect.Descriptor instead.
 func (*ResolveIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{70}
+	return file_metastore_proto_rawDescGZIP(), []int{78}
 }
 
 type ListExpiredIntentsRequest struct {
@@ -4790,7 +5649,7 @@ type ListExpiredIntentsRequest struct {
 
 func (x *ListExpiredIntentsRequest) Reset() {
 	*x = ListExpiredIntentsRequest{}
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4802,7 +5661,7 @@ func (x *ListExpiredIntentsRequest) String() string {
 func (*ListExpiredIntentsRequest) ProtoMessage() {}
 
 func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4815,7 +5674,7 @@ func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsRequest.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{71}
+	return file_metastore_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ListExpiredIntentsRequest) GetLimit() int32 {
@@ -4834,7 +5693,7 @@ type ListExpiredIntentsResponse struct {
 
 func (x *ListExpiredIntentsResponse) Reset() {
 	*x = ListExpiredIntentsResponse{}
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4846,7 +5705,7 @@ func (x *ListExpiredIntentsResponse) String() string {
 func (*ListExpiredIntentsResponse) ProtoMessage() {}
 
 func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4859,7 +5718,7 @@ func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsResponse.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{72}
+	return file_metastore_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListExpiredIntentsResponse) GetIntents() []*UploadIntent {
@@ -4880,7 +5739,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_metastore_proto_msgTypes[73]
+	mi := &file_metastore_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4892,7 +5751,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[73]
+	mi := &file_metastore_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4905,7 +5764,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{73}
+	return file_metastore_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *WatchRequest) GetPartitions() []*PartitionRef {
@@ -4932,7 +5791,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_metastore_proto_msgTypes[74]
+	mi := &file_metastore_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4944,7 +5803,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[74]
+	mi := &file_metastore_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4957,7 +5816,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{74}
+	return file_metastore_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *PartitionRef) GetTopicId() []byte {
@@ -4992,7 +5851,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5004,7 +5863,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5017,7 +5876,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{75}
+	return file_metastore_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *WatchEvent) GetAppliedIndex() uint64 {
@@ -5085,7 +5944,7 @@ type CommitOffsetsRequest struct {
 
 func (x *CommitOffsetsRequest) Reset() {
 	*x = CommitOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[76]
+	mi := &file_metastore_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5097,7 +5956,7 @@ func (x *CommitOffsetsRequest) String() string {
 func (*CommitOffsetsRequest) ProtoMessage() {}
 
 func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[76]
+	mi := &file_metastore_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5110,7 +5969,7 @@ func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{76}
+	return file_metastore_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CommitOffsetsRequest) GetGroup() string {
@@ -5160,7 +6019,7 @@ type OffsetResult struct {
 
 func (x *OffsetResult) Reset() {
 	*x = OffsetResult{}
-	mi := &file_metastore_proto_msgTypes[77]
+	mi := &file_metastore_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5172,7 +6031,7 @@ func (x *OffsetResult) String() string {
 func (*OffsetResult) ProtoMessage() {}
 
 func (x *OffsetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[77]
+	mi := &file_metastore_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5185,7 +6044,7 @@ func (x *OffsetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetResult.ProtoReflect.Descriptor instead.
 func (*OffsetResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{77}
+	return file_metastore_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *OffsetResult) GetTopicId() []byte {
@@ -5221,7 +6080,7 @@ type CommitOffsetsResponse struct {
 
 func (x *CommitOffsetsResponse) Reset() {
 	*x = CommitOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[78]
+	mi := &file_metastore_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5233,7 +6092,7 @@ func (x *CommitOffsetsResponse) String() string {
 func (*CommitOffsetsResponse) ProtoMessage() {}
 
 func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[78]
+	mi := &file_metastore_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5246,7 +6105,7 @@ func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{78}
+	return file_metastore_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *CommitOffsetsResponse) GetResults() []*OffsetResult {
@@ -5267,14 +6126,17 @@ type FetchOffsetsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
 	// Empty: every partition the group has an offset for.
-	Partitions    []*PartitionRef `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	Partitions []*PartitionRef `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// require_stable: list in unstable the partitions with offsets pending in an
+	// open transaction (OffsetFetch v7+, KIP-447).
+	RequireStable bool `protobuf:"varint,3,opt,name=require_stable,json=requireStable,proto3" json:"require_stable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchOffsetsRequest) Reset() {
 	*x = FetchOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[79]
+	mi := &file_metastore_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5286,7 +6148,7 @@ func (x *FetchOffsetsRequest) String() string {
 func (*FetchOffsetsRequest) ProtoMessage() {}
 
 func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[79]
+	mi := &file_metastore_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5299,7 +6161,7 @@ func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{79}
+	return file_metastore_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *FetchOffsetsRequest) GetGroup() string {
@@ -5316,17 +6178,25 @@ func (x *FetchOffsetsRequest) GetPartitions() []*PartitionRef {
 	return nil
 }
 
+func (x *FetchOffsetsRequest) GetRequireStable() bool {
+	if x != nil {
+		return x.RequireStable
+	}
+	return false
+}
+
 type FetchOffsetsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only partitions with a committed offset are listed.
 	Offsets       []*CommittedOffset `protobuf:"bytes,1,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	Unstable      []*PartitionRef    `protobuf:"bytes,2,rep,name=unstable,proto3" json:"unstable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchOffsetsResponse) Reset() {
 	*x = FetchOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[80]
+	mi := &file_metastore_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5338,7 +6208,7 @@ func (x *FetchOffsetsResponse) String() string {
 func (*FetchOffsetsResponse) ProtoMessage() {}
 
 func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[80]
+	mi := &file_metastore_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5351,12 +6221,19 @@ func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{80}
+	return file_metastore_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *FetchOffsetsResponse) GetOffsets() []*CommittedOffset {
 	if x != nil {
 		return x.Offsets
+	}
+	return nil
+}
+
+func (x *FetchOffsetsResponse) GetUnstable() []*PartitionRef {
+	if x != nil {
+		return x.Unstable
 	}
 	return nil
 }
@@ -5371,7 +6248,7 @@ type DeleteOffsetsRequest struct {
 
 func (x *DeleteOffsetsRequest) Reset() {
 	*x = DeleteOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[81]
+	mi := &file_metastore_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5383,7 +6260,7 @@ func (x *DeleteOffsetsRequest) String() string {
 func (*DeleteOffsetsRequest) ProtoMessage() {}
 
 func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[81]
+	mi := &file_metastore_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5396,7 +6273,7 @@ func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{81}
+	return file_metastore_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *DeleteOffsetsRequest) GetGroup() string {
@@ -5422,7 +6299,7 @@ type DeleteOffsetsResponse struct {
 
 func (x *DeleteOffsetsResponse) Reset() {
 	*x = DeleteOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[82]
+	mi := &file_metastore_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5434,7 +6311,7 @@ func (x *DeleteOffsetsResponse) String() string {
 func (*DeleteOffsetsResponse) ProtoMessage() {}
 
 func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[82]
+	mi := &file_metastore_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5447,7 +6324,7 @@ func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{82}
+	return file_metastore_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *DeleteOffsetsResponse) GetResults() []*OffsetResult {
@@ -5465,7 +6342,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[83]
+	mi := &file_metastore_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5477,7 +6354,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[83]
+	mi := &file_metastore_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5490,7 +6367,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{83}
+	return file_metastore_proto_rawDescGZIP(), []int{91}
 }
 
 type ListGroupsResponse struct {
@@ -5505,7 +6382,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[84]
+	mi := &file_metastore_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5517,7 +6394,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[84]
+	mi := &file_metastore_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5530,7 +6407,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{84}
+	return file_metastore_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *ListGroupsResponse) GetGroups() []string {
@@ -5556,7 +6433,7 @@ type DeleteGroupsRequest struct {
 
 func (x *DeleteGroupsRequest) Reset() {
 	*x = DeleteGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[85]
+	mi := &file_metastore_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5568,7 +6445,7 @@ func (x *DeleteGroupsRequest) String() string {
 func (*DeleteGroupsRequest) ProtoMessage() {}
 
 func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[85]
+	mi := &file_metastore_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5581,7 +6458,7 @@ func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{85}
+	return file_metastore_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *DeleteGroupsRequest) GetGroups() []string {
@@ -5601,7 +6478,7 @@ type GroupResult struct {
 
 func (x *GroupResult) Reset() {
 	*x = GroupResult{}
-	mi := &file_metastore_proto_msgTypes[86]
+	mi := &file_metastore_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5613,7 +6490,7 @@ func (x *GroupResult) String() string {
 func (*GroupResult) ProtoMessage() {}
 
 func (x *GroupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[86]
+	mi := &file_metastore_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5626,7 +6503,7 @@ func (x *GroupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
 func (*GroupResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{86}
+	return file_metastore_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *GroupResult) GetGroup() string {
@@ -5652,7 +6529,7 @@ type DeleteGroupsResponse struct {
 
 func (x *DeleteGroupsResponse) Reset() {
 	*x = DeleteGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[87]
+	mi := &file_metastore_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5664,7 +6541,7 @@ func (x *DeleteGroupsResponse) String() string {
 func (*DeleteGroupsResponse) ProtoMessage() {}
 
 func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[87]
+	mi := &file_metastore_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5677,7 +6554,7 @@ func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{87}
+	return file_metastore_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *DeleteGroupsResponse) GetResults() []*GroupResult {
@@ -5707,7 +6584,7 @@ type JoinGroupRequest struct {
 
 func (x *JoinGroupRequest) Reset() {
 	*x = JoinGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[88]
+	mi := &file_metastore_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5719,7 +6596,7 @@ func (x *JoinGroupRequest) String() string {
 func (*JoinGroupRequest) ProtoMessage() {}
 
 func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[88]
+	mi := &file_metastore_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5732,7 +6609,7 @@ func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupRequest.ProtoReflect.Descriptor instead.
 func (*JoinGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{88}
+	return file_metastore_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *JoinGroupRequest) GetGroup() string {
@@ -5837,7 +6714,7 @@ type JoinGroupResponse struct {
 
 func (x *JoinGroupResponse) Reset() {
 	*x = JoinGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[89]
+	mi := &file_metastore_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5849,7 +6726,7 @@ func (x *JoinGroupResponse) String() string {
 func (*JoinGroupResponse) ProtoMessage() {}
 
 func (x *JoinGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[89]
+	mi := &file_metastore_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5862,7 +6739,7 @@ func (x *JoinGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupResponse.ProtoReflect.Descriptor instead.
 func (*JoinGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{89}
+	return file_metastore_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *JoinGroupResponse) GetErrorCode() int32 {
@@ -5936,7 +6813,7 @@ type SyncGroupRequest struct {
 
 func (x *SyncGroupRequest) Reset() {
 	*x = SyncGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[90]
+	mi := &file_metastore_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5948,7 +6825,7 @@ func (x *SyncGroupRequest) String() string {
 func (*SyncGroupRequest) ProtoMessage() {}
 
 func (x *SyncGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[90]
+	mi := &file_metastore_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5961,7 +6838,7 @@ func (x *SyncGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncGroupRequest.ProtoReflect.Descriptor instead.
 func (*SyncGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{90}
+	return file_metastore_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *SyncGroupRequest) GetGroup() string {
@@ -6023,7 +6900,7 @@ type GroupAssignment struct {
 
 func (x *GroupAssignment) Reset() {
 	*x = GroupAssignment{}
-	mi := &file_metastore_proto_msgTypes[91]
+	mi := &file_metastore_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6035,7 +6912,7 @@ func (x *GroupAssignment) String() string {
 func (*GroupAssignment) ProtoMessage() {}
 
 func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[91]
+	mi := &file_metastore_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6048,7 +6925,7 @@ func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupAssignment.ProtoReflect.Descriptor instead.
 func (*GroupAssignment) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{91}
+	return file_metastore_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *GroupAssignment) GetMemberId() string {
@@ -6077,7 +6954,7 @@ type SyncGroupResponse struct {
 
 func (x *SyncGroupResponse) Reset() {
 	*x = SyncGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[92]
+	mi := &file_metastore_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6089,7 +6966,7 @@ func (x *SyncGroupResponse) String() string {
 func (*SyncGroupResponse) ProtoMessage() {}
 
 func (x *SyncGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[92]
+	mi := &file_metastore_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6102,7 +6979,7 @@ func (x *SyncGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncGroupResponse.ProtoReflect.Descriptor instead.
 func (*SyncGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{92}
+	return file_metastore_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *SyncGroupResponse) GetErrorCode() int32 {
@@ -6145,7 +7022,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_metastore_proto_msgTypes[93]
+	mi := &file_metastore_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6157,7 +7034,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[93]
+	mi := &file_metastore_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6170,7 +7047,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{93}
+	return file_metastore_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *HeartbeatRequest) GetGroup() string {
@@ -6210,7 +7087,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_metastore_proto_msgTypes[94]
+	mi := &file_metastore_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6222,7 +7099,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[94]
+	mi := &file_metastore_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6235,7 +7112,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{94}
+	return file_metastore_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *HeartbeatResponse) GetErrorCode() int32 {
@@ -6255,7 +7132,7 @@ type LeaveGroupRequest struct {
 
 func (x *LeaveGroupRequest) Reset() {
 	*x = LeaveGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[95]
+	mi := &file_metastore_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6267,7 +7144,7 @@ func (x *LeaveGroupRequest) String() string {
 func (*LeaveGroupRequest) ProtoMessage() {}
 
 func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[95]
+	mi := &file_metastore_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6280,7 +7157,7 @@ func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
 func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{95}
+	return file_metastore_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *LeaveGroupRequest) GetGroup() string {
@@ -6309,7 +7186,7 @@ type LeavingMember struct {
 
 func (x *LeavingMember) Reset() {
 	*x = LeavingMember{}
-	mi := &file_metastore_proto_msgTypes[96]
+	mi := &file_metastore_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6321,7 +7198,7 @@ func (x *LeavingMember) String() string {
 func (*LeavingMember) ProtoMessage() {}
 
 func (x *LeavingMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[96]
+	mi := &file_metastore_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6334,7 +7211,7 @@ func (x *LeavingMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavingMember.ProtoReflect.Descriptor instead.
 func (*LeavingMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{96}
+	return file_metastore_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *LeavingMember) GetMemberId() string {
@@ -6375,7 +7252,7 @@ type LeaveGroupResponse struct {
 
 func (x *LeaveGroupResponse) Reset() {
 	*x = LeaveGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[97]
+	mi := &file_metastore_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6387,7 +7264,7 @@ func (x *LeaveGroupResponse) String() string {
 func (*LeaveGroupResponse) ProtoMessage() {}
 
 func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[97]
+	mi := &file_metastore_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6400,7 +7277,7 @@ func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupResponse.ProtoReflect.Descriptor instead.
 func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{97}
+	return file_metastore_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *LeaveGroupResponse) GetErrorCode() int32 {
@@ -6426,7 +7303,7 @@ type DescribeGroupsRequest struct {
 
 func (x *DescribeGroupsRequest) Reset() {
 	*x = DescribeGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[98]
+	mi := &file_metastore_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6438,7 +7315,7 @@ func (x *DescribeGroupsRequest) String() string {
 func (*DescribeGroupsRequest) ProtoMessage() {}
 
 func (x *DescribeGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[98]
+	mi := &file_metastore_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6451,7 +7328,7 @@ func (x *DescribeGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{98}
+	return file_metastore_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *DescribeGroupsRequest) GetGroups() []string {
@@ -6478,7 +7355,7 @@ type GroupDescription struct {
 
 func (x *GroupDescription) Reset() {
 	*x = GroupDescription{}
-	mi := &file_metastore_proto_msgTypes[99]
+	mi := &file_metastore_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6490,7 +7367,7 @@ func (x *GroupDescription) String() string {
 func (*GroupDescription) ProtoMessage() {}
 
 func (x *GroupDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[99]
+	mi := &file_metastore_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6503,7 +7380,7 @@ func (x *GroupDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupDescription.ProtoReflect.Descriptor instead.
 func (*GroupDescription) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{99}
+	return file_metastore_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *GroupDescription) GetGroup() string {
@@ -6571,7 +7448,7 @@ type DescribeGroupsResponse struct {
 
 func (x *DescribeGroupsResponse) Reset() {
 	*x = DescribeGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[100]
+	mi := &file_metastore_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6583,7 +7460,7 @@ func (x *DescribeGroupsResponse) String() string {
 func (*DescribeGroupsResponse) ProtoMessage() {}
 
 func (x *DescribeGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[100]
+	mi := &file_metastore_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6596,7 +7473,7 @@ func (x *DescribeGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{100}
+	return file_metastore_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *DescribeGroupsResponse) GetGroups() []*GroupDescription {
@@ -6629,7 +7506,7 @@ type ConsumerHeartbeatRequest struct {
 
 func (x *ConsumerHeartbeatRequest) Reset() {
 	*x = ConsumerHeartbeatRequest{}
-	mi := &file_metastore_proto_msgTypes[101]
+	mi := &file_metastore_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6641,7 +7518,7 @@ func (x *ConsumerHeartbeatRequest) String() string {
 func (*ConsumerHeartbeatRequest) ProtoMessage() {}
 
 func (x *ConsumerHeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[101]
+	mi := &file_metastore_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6654,7 +7531,7 @@ func (x *ConsumerHeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerHeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*ConsumerHeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{101}
+	return file_metastore_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *ConsumerHeartbeatRequest) GetGroup() string {
@@ -6777,7 +7654,7 @@ type ConsumerHeartbeatResponse struct {
 
 func (x *ConsumerHeartbeatResponse) Reset() {
 	*x = ConsumerHeartbeatResponse{}
-	mi := &file_metastore_proto_msgTypes[102]
+	mi := &file_metastore_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6789,7 +7666,7 @@ func (x *ConsumerHeartbeatResponse) String() string {
 func (*ConsumerHeartbeatResponse) ProtoMessage() {}
 
 func (x *ConsumerHeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[102]
+	mi := &file_metastore_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6802,7 +7679,7 @@ func (x *ConsumerHeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerHeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*ConsumerHeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{102}
+	return file_metastore_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *ConsumerHeartbeatResponse) GetErrorCode() int32 {
@@ -6863,7 +7740,7 @@ type ConsumerGroupDescribeRequest struct {
 
 func (x *ConsumerGroupDescribeRequest) Reset() {
 	*x = ConsumerGroupDescribeRequest{}
-	mi := &file_metastore_proto_msgTypes[103]
+	mi := &file_metastore_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6875,7 +7752,7 @@ func (x *ConsumerGroupDescribeRequest) String() string {
 func (*ConsumerGroupDescribeRequest) ProtoMessage() {}
 
 func (x *ConsumerGroupDescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[103]
+	mi := &file_metastore_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6888,7 +7765,7 @@ func (x *ConsumerGroupDescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupDescribeRequest.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupDescribeRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{103}
+	return file_metastore_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ConsumerGroupDescribeRequest) GetGroups() []string {
@@ -6914,7 +7791,7 @@ type ConsumerGroupDescription struct {
 
 func (x *ConsumerGroupDescription) Reset() {
 	*x = ConsumerGroupDescription{}
-	mi := &file_metastore_proto_msgTypes[104]
+	mi := &file_metastore_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6926,7 +7803,7 @@ func (x *ConsumerGroupDescription) String() string {
 func (*ConsumerGroupDescription) ProtoMessage() {}
 
 func (x *ConsumerGroupDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[104]
+	mi := &file_metastore_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6939,7 +7816,7 @@ func (x *ConsumerGroupDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupDescription.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupDescription) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{104}
+	return file_metastore_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ConsumerGroupDescription) GetGroup() string {
@@ -7007,7 +7884,7 @@ type ConsumerGroupDescribeResponse struct {
 
 func (x *ConsumerGroupDescribeResponse) Reset() {
 	*x = ConsumerGroupDescribeResponse{}
-	mi := &file_metastore_proto_msgTypes[105]
+	mi := &file_metastore_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7019,7 +7896,7 @@ func (x *ConsumerGroupDescribeResponse) String() string {
 func (*ConsumerGroupDescribeResponse) ProtoMessage() {}
 
 func (x *ConsumerGroupDescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[105]
+	mi := &file_metastore_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7032,7 +7909,7 @@ func (x *ConsumerGroupDescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupDescribeResponse.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupDescribeResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{105}
+	return file_metastore_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ConsumerGroupDescribeResponse) GetGroups() []*ConsumerGroupDescription {
@@ -7043,16 +7920,18 @@ func (x *ConsumerGroupDescribeResponse) GetGroups() []*ConsumerGroupDescription 
 }
 
 type InitProducerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ProducerId    int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"` // -1: a new producer id
-	ProducerEpoch int32                  `protobuf:"varint,2,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	ProducerId           int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"` // -1: a new producer id
+	ProducerEpoch        int32                  `protobuf:"varint,2,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	TransactionalId      string                 `protobuf:"bytes,3,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	TransactionTimeoutMs int32                  `protobuf:"varint,4,opt,name=transaction_timeout_ms,json=transactionTimeoutMs,proto3" json:"transaction_timeout_ms,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *InitProducerRequest) Reset() {
 	*x = InitProducerRequest{}
-	mi := &file_metastore_proto_msgTypes[106]
+	mi := &file_metastore_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7064,7 +7943,7 @@ func (x *InitProducerRequest) String() string {
 func (*InitProducerRequest) ProtoMessage() {}
 
 func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[106]
+	mi := &file_metastore_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7077,7 +7956,7 @@ func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerRequest.ProtoReflect.Descriptor instead.
 func (*InitProducerRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{106}
+	return file_metastore_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *InitProducerRequest) GetProducerId() int64 {
@@ -7094,6 +7973,866 @@ func (x *InitProducerRequest) GetProducerEpoch() int32 {
 	return 0
 }
 
+func (x *InitProducerRequest) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
+func (x *InitProducerRequest) GetTransactionTimeoutMs() int32 {
+	if x != nil {
+		return x.TransactionTimeoutMs
+	}
+	return 0
+}
+
+type AddToTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Txns          []*TxnAdd              `protobuf:"bytes,1,rep,name=txns,proto3" json:"txns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddToTxnRequest) Reset() {
+	*x = AddToTxnRequest{}
+	mi := &file_metastore_proto_msgTypes[115]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddToTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddToTxnRequest) ProtoMessage() {}
+
+func (x *AddToTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[115]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddToTxnRequest.ProtoReflect.Descriptor instead.
+func (*AddToTxnRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{115}
+}
+
+func (x *AddToTxnRequest) GetTxns() []*TxnAdd {
+	if x != nil {
+		return x.Txns
+	}
+	return nil
+}
+
+type AddToTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*TxnAddResult        `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"` // one per TxnAdd, in order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddToTxnResponse) Reset() {
+	*x = AddToTxnResponse{}
+	mi := &file_metastore_proto_msgTypes[116]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddToTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddToTxnResponse) ProtoMessage() {}
+
+func (x *AddToTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[116]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddToTxnResponse.ProtoReflect.Descriptor instead.
+func (*AddToTxnResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{116}
+}
+
+func (x *AddToTxnResponse) GetResults() []*TxnAddResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type TxnAddResult struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TransactionalId string                 `protobuf:"bytes,1,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	Error           ErrorCode              `protobuf:"varint,2,opt,name=error,proto3,enum=strata.metastore.v1.ErrorCode" json:"error,omitempty"` // the whole TxnAdd refused
+	Partitions      []*TxnPartition        `protobuf:"bytes,3,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	Groups          []*GroupResult         `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TxnAddResult) Reset() {
+	*x = TxnAddResult{}
+	mi := &file_metastore_proto_msgTypes[117]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnAddResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnAddResult) ProtoMessage() {}
+
+func (x *TxnAddResult) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[117]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnAddResult.ProtoReflect.Descriptor instead.
+func (*TxnAddResult) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{117}
+}
+
+func (x *TxnAddResult) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
+func (x *TxnAddResult) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_NONE
+}
+
+func (x *TxnAddResult) GetPartitions() []*TxnPartition {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *TxnAddResult) GetGroups() []*GroupResult {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type EndTxnRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TransactionalId string                 `protobuf:"bytes,1,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	ProducerId      int64                  `protobuf:"varint,2,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch   int32                  `protobuf:"varint,3,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	Commit          bool                   `protobuf:"varint,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *EndTxnRequest) Reset() {
+	*x = EndTxnRequest{}
+	mi := &file_metastore_proto_msgTypes[118]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndTxnRequest) ProtoMessage() {}
+
+func (x *EndTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[118]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndTxnRequest.ProtoReflect.Descriptor instead.
+func (*EndTxnRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{118}
+}
+
+func (x *EndTxnRequest) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
+func (x *EndTxnRequest) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *EndTxnRequest) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *EndTxnRequest) GetCommit() bool {
+	if x != nil {
+		return x.Commit
+	}
+	return false
+}
+
+type EndTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndTxnResponse) Reset() {
+	*x = EndTxnResponse{}
+	mi := &file_metastore_proto_msgTypes[119]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndTxnResponse) ProtoMessage() {}
+
+func (x *EndTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[119]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndTxnResponse.ProtoReflect.Descriptor instead.
+func (*EndTxnResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{119}
+}
+
+type TxnOffsetCommitRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TransactionalId string                 `protobuf:"bytes,1,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	Group           string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	ProducerId      int64                  `protobuf:"varint,3,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch   int32                  `protobuf:"varint,4,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	Offsets         []*CommittedOffset     `protobuf:"bytes,5,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	// generation set (>= 0): the group coordinator checks the member (KIP-447).
+	Generation    *int32  `protobuf:"varint,6,opt,name=generation,proto3,oneof" json:"generation,omitempty"`
+	MemberId      string  `protobuf:"bytes,7,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	InstanceId    *string `protobuf:"bytes,8,opt,name=instance_id,json=instanceId,proto3,oneof" json:"instance_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOffsetCommitRequest) Reset() {
+	*x = TxnOffsetCommitRequest{}
+	mi := &file_metastore_proto_msgTypes[120]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOffsetCommitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOffsetCommitRequest) ProtoMessage() {}
+
+func (x *TxnOffsetCommitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[120]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOffsetCommitRequest.ProtoReflect.Descriptor instead.
+func (*TxnOffsetCommitRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{120}
+}
+
+func (x *TxnOffsetCommitRequest) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
+func (x *TxnOffsetCommitRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *TxnOffsetCommitRequest) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *TxnOffsetCommitRequest) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *TxnOffsetCommitRequest) GetOffsets() []*CommittedOffset {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+func (x *TxnOffsetCommitRequest) GetGeneration() int32 {
+	if x != nil && x.Generation != nil {
+		return *x.Generation
+	}
+	return 0
+}
+
+func (x *TxnOffsetCommitRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *TxnOffsetCommitRequest) GetInstanceId() string {
+	if x != nil && x.InstanceId != nil {
+		return *x.InstanceId
+	}
+	return ""
+}
+
+type TxnOffsetCommitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*OffsetResult        `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	GroupError    int32                  `protobuf:"varint,2,opt,name=group_error,json=groupError,proto3" json:"group_error,omitempty"` // Kafka error code of a refusal of the whole commit
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOffsetCommitResponse) Reset() {
+	*x = TxnOffsetCommitResponse{}
+	mi := &file_metastore_proto_msgTypes[121]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOffsetCommitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOffsetCommitResponse) ProtoMessage() {}
+
+func (x *TxnOffsetCommitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[121]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOffsetCommitResponse.ProtoReflect.Descriptor instead.
+func (*TxnOffsetCommitResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{121}
+}
+
+func (x *TxnOffsetCommitResponse) GetResults() []*OffsetResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *TxnOffsetCommitResponse) GetGroupError() int32 {
+	if x != nil {
+		return x.GroupError
+	}
+	return 0
+}
+
+type DescribeTransactionsRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	TransactionalIds []string               `protobuf:"bytes,1,rep,name=transactional_ids,json=transactionalIds,proto3" json:"transactional_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *DescribeTransactionsRequest) Reset() {
+	*x = DescribeTransactionsRequest{}
+	mi := &file_metastore_proto_msgTypes[122]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeTransactionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeTransactionsRequest) ProtoMessage() {}
+
+func (x *DescribeTransactionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[122]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeTransactionsRequest.ProtoReflect.Descriptor instead.
+func (*DescribeTransactionsRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{122}
+}
+
+func (x *DescribeTransactionsRequest) GetTransactionalIds() []string {
+	if x != nil {
+		return x.TransactionalIds
+	}
+	return nil
+}
+
+type DescribeTransactionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per id asked, in order; an unknown id has only its name set and found false.
+	Transactions  []*TransactionRecord `protobuf:"bytes,1,rep,name=transactions,proto3" json:"transactions,omitempty"`
+	Found         []bool               `protobuf:"varint,2,rep,packed,name=found,proto3" json:"found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeTransactionsResponse) Reset() {
+	*x = DescribeTransactionsResponse{}
+	mi := &file_metastore_proto_msgTypes[123]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeTransactionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeTransactionsResponse) ProtoMessage() {}
+
+func (x *DescribeTransactionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[123]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeTransactionsResponse.ProtoReflect.Descriptor instead.
+func (*DescribeTransactionsResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{123}
+}
+
+func (x *DescribeTransactionsResponse) GetTransactions() []*TransactionRecord {
+	if x != nil {
+		return x.Transactions
+	}
+	return nil
+}
+
+func (x *DescribeTransactionsResponse) GetFound() []bool {
+	if x != nil {
+		return x.Found
+	}
+	return nil
+}
+
+type ListTransactionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	States        []TxnState             `protobuf:"varint,1,rep,packed,name=states,proto3,enum=strata.metastore.v1.TxnState" json:"states,omitempty"` // empty: any
+	ProducerIds   []int64                `protobuf:"varint,2,rep,packed,name=producer_ids,json=producerIds,proto3" json:"producer_ids,omitempty"`      // empty: any
+	MinDurationMs int64                  `protobuf:"varint,3,opt,name=min_duration_ms,json=minDurationMs,proto3" json:"min_duration_ms,omitempty"`     // > 0: only transactions open at least this long
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransactionsRequest) Reset() {
+	*x = ListTransactionsRequest{}
+	mi := &file_metastore_proto_msgTypes[124]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransactionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransactionsRequest) ProtoMessage() {}
+
+func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[124]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
+func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{124}
+}
+
+func (x *ListTransactionsRequest) GetStates() []TxnState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListTransactionsRequest) GetProducerIds() []int64 {
+	if x != nil {
+		return x.ProducerIds
+	}
+	return nil
+}
+
+func (x *ListTransactionsRequest) GetMinDurationMs() int64 {
+	if x != nil {
+		return x.MinDurationMs
+	}
+	return 0
+}
+
+type ListTransactionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Transactions  []*TransactionRecord   `protobuf:"bytes,1,rep,name=transactions,proto3" json:"transactions,omitempty"` // without partitions and groups
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransactionsResponse) Reset() {
+	*x = ListTransactionsResponse{}
+	mi := &file_metastore_proto_msgTypes[125]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransactionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransactionsResponse) ProtoMessage() {}
+
+func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[125]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
+func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{125}
+}
+
+func (x *ListTransactionsResponse) GetTransactions() []*TransactionRecord {
+	if x != nil {
+		return x.Transactions
+	}
+	return nil
+}
+
+type DescribeProducersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partitions    []*PartitionRef        `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeProducersRequest) Reset() {
+	*x = DescribeProducersRequest{}
+	mi := &file_metastore_proto_msgTypes[126]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeProducersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeProducersRequest) ProtoMessage() {}
+
+func (x *DescribeProducersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[126]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeProducersRequest.ProtoReflect.Descriptor instead.
+func (*DescribeProducersRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{126}
+}
+
+func (x *DescribeProducersRequest) GetPartitions() []*PartitionRef {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type DescribeProducersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partitions    []*PartitionProducers  `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"` // one per partition asked, in order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeProducersResponse) Reset() {
+	*x = DescribeProducersResponse{}
+	mi := &file_metastore_proto_msgTypes[127]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeProducersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeProducersResponse) ProtoMessage() {}
+
+func (x *DescribeProducersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[127]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeProducersResponse.ProtoReflect.Descriptor instead.
+func (*DescribeProducersResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{127}
+}
+
+func (x *DescribeProducersResponse) GetPartitions() []*PartitionProducers {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type PartitionProducers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TopicId       []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Error         ErrorCode              `protobuf:"varint,3,opt,name=error,proto3,enum=strata.metastore.v1.ErrorCode" json:"error,omitempty"`
+	Producers     []*ActiveProducer      `protobuf:"bytes,4,rep,name=producers,proto3" json:"producers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionProducers) Reset() {
+	*x = PartitionProducers{}
+	mi := &file_metastore_proto_msgTypes[128]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionProducers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionProducers) ProtoMessage() {}
+
+func (x *PartitionProducers) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[128]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionProducers.ProtoReflect.Descriptor instead.
+func (*PartitionProducers) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{128}
+}
+
+func (x *PartitionProducers) GetTopicId() []byte {
+	if x != nil {
+		return x.TopicId
+	}
+	return nil
+}
+
+func (x *PartitionProducers) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionProducers) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_NONE
+}
+
+func (x *PartitionProducers) GetProducers() []*ActiveProducer {
+	if x != nil {
+		return x.Producers
+	}
+	return nil
+}
+
+type ActiveProducer struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ProducerId      int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch   int32                  `protobuf:"varint,2,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	LastSequence    int32                  `protobuf:"varint,3,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	LastTimestampMs int64                  `protobuf:"varint,4,opt,name=last_timestamp_ms,json=lastTimestampMs,proto3" json:"last_timestamp_ms,omitempty"`
+	TxnStartOffset  int64                  `protobuf:"varint,5,opt,name=txn_start_offset,json=txnStartOffset,proto3" json:"txn_start_offset,omitempty"` // -1: no open transaction
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ActiveProducer) Reset() {
+	*x = ActiveProducer{}
+	mi := &file_metastore_proto_msgTypes[129]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActiveProducer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActiveProducer) ProtoMessage() {}
+
+func (x *ActiveProducer) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[129]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActiveProducer.ProtoReflect.Descriptor instead.
+func (*ActiveProducer) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{129}
+}
+
+func (x *ActiveProducer) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *ActiveProducer) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *ActiveProducer) GetLastSequence() int32 {
+	if x != nil {
+		return x.LastSequence
+	}
+	return 0
+}
+
+func (x *ActiveProducer) GetLastTimestampMs() int64 {
+	if x != nil {
+		return x.LastTimestampMs
+	}
+	return 0
+}
+
+func (x *ActiveProducer) GetTxnStartOffset() int64 {
+	if x != nil {
+		return x.TxnStartOffset
+	}
+	return 0
+}
+
 type InitProducerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ProducerId    int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
@@ -7104,7 +8843,7 @@ type InitProducerResponse struct {
 
 func (x *InitProducerResponse) Reset() {
 	*x = InitProducerResponse{}
-	mi := &file_metastore_proto_msgTypes[107]
+	mi := &file_metastore_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7116,7 +8855,7 @@ func (x *InitProducerResponse) String() string {
 func (*InitProducerResponse) ProtoMessage() {}
 
 func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[107]
+	mi := &file_metastore_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7129,7 +8868,7 @@ func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerResponse.ProtoReflect.Descriptor instead.
 func (*InitProducerResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{107}
+	return file_metastore_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *InitProducerResponse) GetProducerId() int64 {
@@ -7154,7 +8893,7 @@ type ClusterRequest struct {
 
 func (x *ClusterRequest) Reset() {
 	*x = ClusterRequest{}
-	mi := &file_metastore_proto_msgTypes[108]
+	mi := &file_metastore_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7166,7 +8905,7 @@ func (x *ClusterRequest) String() string {
 func (*ClusterRequest) ProtoMessage() {}
 
 func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[108]
+	mi := &file_metastore_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7179,7 +8918,7 @@ func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRequest.ProtoReflect.Descriptor instead.
 func (*ClusterRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{108}
+	return file_metastore_proto_rawDescGZIP(), []int{131}
 }
 
 type ClusterResponse struct {
@@ -7193,7 +8932,7 @@ type ClusterResponse struct {
 
 func (x *ClusterResponse) Reset() {
 	*x = ClusterResponse{}
-	mi := &file_metastore_proto_msgTypes[109]
+	mi := &file_metastore_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7205,7 +8944,7 @@ func (x *ClusterResponse) String() string {
 func (*ClusterResponse) ProtoMessage() {}
 
 func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[109]
+	mi := &file_metastore_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7218,7 +8957,7 @@ func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse.ProtoReflect.Descriptor instead.
 func (*ClusterResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{109}
+	return file_metastore_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *ClusterResponse) GetMembers() []*ClusterResponse_Member {
@@ -7253,7 +8992,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_metastore_proto_msgTypes[110]
+	mi := &file_metastore_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7265,7 +9004,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[110]
+	mi := &file_metastore_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7278,7 +9017,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{110}
+	return file_metastore_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -7310,7 +9049,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_metastore_proto_msgTypes[111]
+	mi := &file_metastore_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7322,7 +9061,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[111]
+	mi := &file_metastore_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7335,7 +9074,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{111}
+	return file_metastore_proto_rawDescGZIP(), []int{134}
 }
 
 type LeaveRequest struct {
@@ -7347,7 +9086,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_metastore_proto_msgTypes[112]
+	mi := &file_metastore_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7359,7 +9098,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[112]
+	mi := &file_metastore_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7372,7 +9111,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{112}
+	return file_metastore_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -7390,7 +9129,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_metastore_proto_msgTypes[113]
+	mi := &file_metastore_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7402,7 +9141,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[113]
+	mi := &file_metastore_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7415,7 +9154,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{113}
+	return file_metastore_proto_rawDescGZIP(), []int{136}
 }
 
 type ClusterResponse_Member struct {
@@ -7431,7 +9170,7 @@ type ClusterResponse_Member struct {
 
 func (x *ClusterResponse_Member) Reset() {
 	*x = ClusterResponse_Member{}
-	mi := &file_metastore_proto_msgTypes[116]
+	mi := &file_metastore_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7443,7 +9182,7 @@ func (x *ClusterResponse_Member) String() string {
 func (*ClusterResponse_Member) ProtoMessage() {}
 
 func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[116]
+	mi := &file_metastore_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7456,7 +9195,7 @@ func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse_Member.ProtoReflect.Descriptor instead.
 func (*ClusterResponse_Member) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{109, 0}
+	return file_metastore_proto_rawDescGZIP(), []int{132, 0}
 }
 
 func (x *ClusterResponse_Member) GetId() string {
@@ -7498,7 +9237,7 @@ var File_metastore_proto protoreflect.FileDescriptor
 
 const file_metastore_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmetastore.proto\x12\x13strata.metastore.v1\"\xaf\f\n" +
+	"\x0fmetastore.proto\x12\x13strata.metastore.v1\"\xda\x0e\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x15\n" +
 	"\x06now_ms\x18\x02 \x01(\x03R\x05nowMs\x12O\n" +
@@ -7521,7 +9260,13 @@ const file_metastore_proto_rawDesc = "" +
 	"\x0eexpire_offsets\x18\x18 \x01(\v2).strata.metastore.v1.ExpireOffsetsCommandH\x00R\rexpireOffsets\x12b\n" +
 	"\x14commit_offsets_batch\x18\x19 \x01(\v2..strata.metastore.v1.CommitOffsetsBatchCommandH\x00R\x12commitOffsetsBatch\x12O\n" +
 	"\rinit_producer\x18\x1a \x01(\v2(.strata.metastore.v1.InitProducerCommandH\x00R\finitProducer\x12X\n" +
-	"\x10expire_producers\x18\x1b \x01(\v2+.strata.metastore.v1.ExpireProducersCommandH\x00R\x0fexpireProducersB\x04\n" +
+	"\x10expire_producers\x18\x1b \x01(\v2+.strata.metastore.v1.ExpireProducersCommandH\x00R\x0fexpireProducers\x12D\n" +
+	"\n" +
+	"add_to_txn\x18\x1c \x01(\v2$.strata.metastore.v1.AddToTxnCommandH\x00R\baddToTxn\x12=\n" +
+	"\aend_txn\x18\x1d \x01(\v2\".strata.metastore.v1.EndTxnCommandH\x00R\x06endTxn\x12Y\n" +
+	"\x11txn_offset_commit\x18\x1e \x01(\v2+.strata.metastore.v1.TxnOffsetCommitCommandH\x00R\x0ftxnOffsetCommit\x12I\n" +
+	"\vexpire_txns\x18\x1f \x01(\v2&.strata.metastore.v1.ExpireTxnsCommandH\x00R\n" +
+	"expireTxnsB\x04\n" +
 	"\x02op\"r\n" +
 	"\x13CreateTopicsCommand\x126\n" +
 	"\x06topics\x18\x01 \x03(\v2\x1e.strata.metastore.v1.TopicSpecR\x06topics\x12#\n" +
@@ -7577,11 +9322,42 @@ const file_metastore_proto_rawDesc = "" +
 	"segment_id\x18\x01 \x01(\fR\tsegmentId\"l\n" +
 	"\x14CommitOffsetsCommand\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12>\n" +
-	"\aoffsets\x18\x02 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\"]\n" +
+	"\aoffsets\x18\x02 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\"\xfb\x01\n" +
 	"\x13InitProducerCommand\x12\x1f\n" +
 	"\vproducer_id\x18\x01 \x01(\x03R\n" +
 	"producerId\x12%\n" +
-	"\x0eproducer_epoch\x18\x02 \x01(\x05R\rproducerEpoch\"=\n" +
+	"\x0eproducer_epoch\x18\x02 \x01(\x05R\rproducerEpoch\x12)\n" +
+	"\x10transactional_id\x18\x03 \x01(\tR\x0ftransactionalId\x124\n" +
+	"\x16transaction_timeout_ms\x18\x04 \x01(\x05R\x14transactionTimeoutMs\x12;\n" +
+	"\x1amax_transaction_timeout_ms\x18\x05 \x01(\x05R\x17maxTransactionTimeoutMs\"B\n" +
+	"\x0fAddToTxnCommand\x12/\n" +
+	"\x04txns\x18\x01 \x03(\v2\x1b.strata.metastore.v1.TxnAddR\x04txns\"\xf7\x01\n" +
+	"\x06TxnAdd\x12)\n" +
+	"\x10transactional_id\x18\x01 \x01(\tR\x0ftransactionalId\x12\x1f\n" +
+	"\vproducer_id\x18\x02 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x03 \x01(\x05R\rproducerEpoch\x12A\n" +
+	"\n" +
+	"partitions\x18\x04 \x03(\v2!.strata.metastore.v1.TxnPartitionR\n" +
+	"partitions\x12\x16\n" +
+	"\x06groups\x18\x05 \x03(\tR\x06groups\x12\x1f\n" +
+	"\vverify_only\x18\x06 \x01(\bR\n" +
+	"verifyOnly\"\x9a\x01\n" +
+	"\rEndTxnCommand\x12)\n" +
+	"\x10transactional_id\x18\x01 \x01(\tR\x0ftransactionalId\x12\x1f\n" +
+	"\vproducer_id\x18\x02 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x03 \x01(\x05R\rproducerEpoch\x12\x16\n" +
+	"\x06commit\x18\x04 \x01(\bR\x06commit\"\xe1\x01\n" +
+	"\x16TxnOffsetCommitCommand\x12)\n" +
+	"\x10transactional_id\x18\x01 \x01(\tR\x0ftransactionalId\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x1f\n" +
+	"\vproducer_id\x18\x03 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x04 \x01(\x05R\rproducerEpoch\x12>\n" +
+	"\aoffsets\x18\x05 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\"8\n" +
+	"\x11ExpireTxnsCommand\x12#\n" +
+	"\rexpiration_ms\x18\x01 \x01(\x03R\fexpirationMs\"=\n" +
 	"\x16ExpireProducersCommand\x12#\n" +
 	"\rexpiration_ms\x18\x01 \x01(\x03R\fexpirationMs\"`\n" +
 	"\x19CommitOffsetsBatchCommand\x12C\n" +
@@ -7609,14 +9385,46 @@ const file_metastore_proto_rawDesc = "" +
 	"created_ms\x18\x06 \x01(\x03R\tcreatedMs\x1a:\n" +
 	"\fConfigsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x02\n" +
 	"\rPartitionHead\x12\x1f\n" +
 	"\vnext_offset\x18\x01 \x01(\x03R\n" +
 	"nextOffset\x12(\n" +
 	"\x10log_start_offset\x18\x02 \x01(\x03R\x0elogStartOffset\x12#\n" +
 	"\rmax_timestamp\x18\x03 \x01(\x03R\fmaxTimestamp\x120\n" +
 	"\x14max_timestamp_offset\x18\x04 \x01(\x03R\x12maxTimestampOffset\x12!\n" +
-	"\ftime_indexed\x18\x05 \x01(\x03R\vtimeIndexed\"\x97\x01\n" +
+	"\ftime_indexed\x18\x05 \x01(\x03R\vtimeIndexed\x12\x1b\n" +
+	"\topen_txns\x18\x06 \x01(\x05R\bopenTxns\x12%\n" +
+	"\x0efirst_unstable\x18\a \x01(\x03R\rfirstUnstable\"\x8e\x03\n" +
+	"\x11TransactionRecord\x12)\n" +
+	"\x10transactional_id\x18\x01 \x01(\tR\x0ftransactionalId\x12\x1f\n" +
+	"\vproducer_id\x18\x02 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x03 \x01(\x05R\rproducerEpoch\x12\x1d\n" +
+	"\n" +
+	"last_epoch\x18\x04 \x01(\x05R\tlastEpoch\x123\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x1d.strata.metastore.v1.TxnStateR\x05state\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x06 \x01(\x05R\ttimeoutMs\x12\x19\n" +
+	"\bstart_ms\x18\a \x01(\x03R\astartMs\x12\x1d\n" +
+	"\n" +
+	"updated_ms\x18\b \x01(\x03R\tupdatedMs\x12A\n" +
+	"\n" +
+	"partitions\x18\t \x03(\v2!.strata.metastore.v1.TxnPartitionR\n" +
+	"partitions\x12\x16\n" +
+	"\x06groups\x18\n" +
+	" \x03(\tR\x06groups\"}\n" +
+	"\fTxnPartition\x12\x19\n" +
+	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x124\n" +
+	"\x05error\x18\x03 \x01(\x0e2\x1e.strata.metastore.v1.ErrorCodeR\x05error\"\x94\x01\n" +
+	"\n" +
+	"AbortedTxn\x12\x1f\n" +
+	"\vproducer_id\x18\x01 \x01(\x03R\n" +
+	"producerId\x12!\n" +
+	"\ffirst_offset\x18\x02 \x01(\x03R\vfirstOffset\x12\x1f\n" +
+	"\vlast_offset\x18\x03 \x01(\x03R\n" +
+	"lastOffset\x12!\n" +
+	"\fstable_after\x18\x04 \x01(\x03R\vstableAfter\"\x97\x01\n" +
 	"\tAgentInfo\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -7709,16 +9517,19 @@ const file_metastore_proto_rawDesc = "" +
 	"\f_instance_id\"?\n" +
 	"\rGroupProtocol\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
-	"\bmetadata\x18\x02 \x01(\fR\bmetadata\"d\n" +
+	"\bmetadata\x18\x02 \x01(\fR\bmetadata\"\x8f\x01\n" +
 	"\x0eProducerRecord\x12\x1f\n" +
 	"\vproducer_id\x18\x01 \x01(\x03R\n" +
 	"producerId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x05R\x05epoch\x12\x1b\n" +
-	"\tissued_ms\x18\x03 \x01(\x03R\bissuedMs\"\x80\x01\n" +
+	"\tissued_ms\x18\x03 \x01(\x03R\bissuedMs\x12)\n" +
+	"\x10transactional_id\x18\x04 \x01(\tR\x0ftransactionalId\"\xc5\x01\n" +
 	"\x11ProducerPartition\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x05R\x05epoch\x12<\n" +
 	"\abatches\x18\x02 \x03(\v2\".strata.metastore.v1.ProducedBatchR\abatches\x12\x17\n" +
-	"\alast_ms\x18\x03 \x01(\x03R\x06lastMs\"\x9d\x01\n" +
+	"\alast_ms\x18\x03 \x01(\x03R\x06lastMs\x12\x19\n" +
+	"\btxn_open\x18\x04 \x01(\bR\atxnOpen\x12(\n" +
+	"\x10txn_first_offset\x18\x05 \x01(\x03R\x0etxnFirstOffset\"\x9d\x01\n" +
 	"\rProducedBatch\x12%\n" +
 	"\x0efirst_sequence\x18\x01 \x01(\x05R\rfirstSequence\x12#\n" +
 	"\rlast_sequence\x18\x02 \x01(\x05R\flastSequence\x12\x1f\n" +
@@ -7757,7 +9568,7 @@ const file_metastore_proto_rawDesc = "" +
 	"baseOffset\x12\x1c\n" +
 	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"Q\n" +
 	"\x15CommitSegmentResponse\x128\n" +
-	"\x06chunks\x18\x01 \x03(\v2 .strata.metastore.v1.ChunkResultR\x06chunks\"\xa4\x02\n" +
+	"\x06chunks\x18\x01 \x03(\v2 .strata.metastore.v1.ChunkResultR\x06chunks\"\xd2\x02\n" +
 	"\vChunkResult\x12\x19\n" +
 	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x124\n" +
@@ -7767,7 +9578,8 @@ const file_metastore_proto_rawDesc = "" +
 	"\vlast_offset\x18\x05 \x01(\x03R\n" +
 	"lastOffset\x12(\n" +
 	"\x10log_start_offset\x18\x06 \x01(\x03R\x0elogStartOffset\x12:\n" +
-	"\abatches\x18\a \x03(\v2 .strata.metastore.v1.BatchResultR\abatches\"\xd9\x02\n" +
+	"\abatches\x18\a \x03(\v2 .strata.metastore.v1.BatchResultR\abatches\x12,\n" +
+	"\x12last_stable_offset\x18\b \x01(\x03R\x10lastStableOffset\"\xe7\x03\n" +
 	"\n" +
 	"IndexEntry\x12\x19\n" +
 	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
@@ -7785,7 +9597,12 @@ const file_metastore_proto_rawDesc = "" +
 	"batchCount\x12!\n" +
 	"\frecord_count\x18\n" +
 	" \x01(\x05R\vrecordCount\x12\x14\n" +
-	"\x05flags\x18\v \x01(\rR\x05flags\"r\n" +
+	"\x05flags\x18\v \x01(\rR\x05flags\x12\x16\n" +
+	"\x06marker\x18\f \x01(\x05R\x06marker\x12\x1f\n" +
+	"\vproducer_id\x18\r \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x0e \x01(\x05R\rproducerEpoch\x12,\n" +
+	"\x12last_stable_offset\x18\x0f \x01(\x03R\x10lastStableOffset\"r\n" +
 	"\x13CreateTopicsRequest\x126\n" +
 	"\x06topics\x18\x01 \x03(\v2\x1e.strata.metastore.v1.TopicSpecR\x06topics\x12#\n" +
 	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"\xbe\x01\n" +
@@ -7815,17 +9632,19 @@ const file_metastore_proto_rawDesc = "" +
 	"\x06topics\x18\x01 \x03(\v2\x1d.strata.metastore.v1.TopicRefR\x06topics\"y\n" +
 	"\x16DescribeTopicsResponse\x12:\n" +
 	"\aresults\x18\x01 \x03(\v2 .strata.metastore.v1.TopicResultR\aresults\x12#\n" +
-	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\"\x81\x01\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\"\xa4\x01\n" +
 	"\rLookupRequest\x12\x19\n" +
 	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x1f\n" +
 	"\vmax_entries\x18\x04 \x01(\x05R\n" +
-	"maxEntries\"\xb9\x01\n" +
+	"maxEntries\x12!\n" +
+	"\faborted_upto\x18\x05 \x01(\x03R\vabortedUpto\"\xf4\x01\n" +
 	"\x0eLookupResponse\x124\n" +
 	"\x05error\x18\x01 \x01(\x0e2\x1e.strata.metastore.v1.ErrorCodeR\x05error\x126\n" +
 	"\x04head\x18\x02 \x01(\v2\".strata.metastore.v1.PartitionHeadR\x04head\x129\n" +
-	"\aentries\x18\x03 \x03(\v2\x1f.strata.metastore.v1.IndexEntryR\aentries\"k\n" +
+	"\aentries\x18\x03 \x03(\v2\x1f.strata.metastore.v1.IndexEntryR\aentries\x129\n" +
+	"\aaborted\x18\x04 \x03(\v2\x1f.strata.metastore.v1.AbortedTxnR\aaborted\"k\n" +
 	"\x12ListOffsetsRequest\x12\x19\n" +
 	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1c\n" +
@@ -7896,14 +9715,16 @@ const file_metastore_proto_rawDesc = "" +
 	"\x15CommitOffsetsResponse\x12;\n" +
 	"\aresults\x18\x01 \x03(\v2!.strata.metastore.v1.OffsetResultR\aresults\x12\x1f\n" +
 	"\vgroup_error\x18\x02 \x01(\x05R\n" +
-	"groupError\"n\n" +
+	"groupError\"\x95\x01\n" +
 	"\x13FetchOffsetsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12A\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2!.strata.metastore.v1.PartitionRefR\n" +
-	"partitions\"V\n" +
+	"partitions\x12%\n" +
+	"\x0erequire_stable\x18\x03 \x01(\bR\rrequireStable\"\x95\x01\n" +
 	"\x14FetchOffsetsResponse\x12>\n" +
-	"\aoffsets\x18\x01 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\"o\n" +
+	"\aoffsets\x18\x01 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\x12=\n" +
+	"\bunstable\x18\x02 \x03(\v2!.strata.metastore.v1.PartitionRefR\bunstable\"o\n" +
 	"\x14DeleteOffsetsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12A\n" +
 	"\n" +
@@ -8069,11 +9890,81 @@ const file_metastore_proto_rawDesc = "" +
 	"\bassignor\x18\a \x01(\tR\bassignor\x12=\n" +
 	"\amembers\x18\b \x03(\v2#.strata.metastore.v1.ConsumerMemberR\amembers\"f\n" +
 	"\x1dConsumerGroupDescribeResponse\x12E\n" +
-	"\x06groups\x18\x01 \x03(\v2-.strata.metastore.v1.ConsumerGroupDescriptionR\x06groups\"]\n" +
+	"\x06groups\x18\x01 \x03(\v2-.strata.metastore.v1.ConsumerGroupDescriptionR\x06groups\"\xbe\x01\n" +
 	"\x13InitProducerRequest\x12\x1f\n" +
 	"\vproducer_id\x18\x01 \x01(\x03R\n" +
 	"producerId\x12%\n" +
-	"\x0eproducer_epoch\x18\x02 \x01(\x05R\rproducerEpoch\"^\n" +
+	"\x0eproducer_epoch\x18\x02 \x01(\x05R\rproducerEpoch\x12)\n" +
+	"\x10transactional_id\x18\x03 \x01(\tR\x0ftransactionalId\x124\n" +
+	"\x16transaction_timeout_ms\x18\x04 \x01(\x05R\x14transactionTimeoutMs\"B\n" +
+	"\x0fAddToTxnRequest\x12/\n" +
+	"\x04txns\x18\x01 \x03(\v2\x1b.strata.metastore.v1.TxnAddR\x04txns\"O\n" +
+	"\x10AddToTxnResponse\x12;\n" +
+	"\aresults\x18\x01 \x03(\v2!.strata.metastore.v1.TxnAddResultR\aresults\"\xec\x01\n" +
+	"\fTxnAddResult\x12)\n" +
+	"\x10transactional_id\x18\x01 \x01(\tR\x0ftransactionalId\x124\n" +
+	"\x05error\x18\x02 \x01(\x0e2\x1e.strata.metastore.v1.ErrorCodeR\x05error\x12A\n" +
+	"\n" +
+	"partitions\x18\x03 \x03(\v2!.strata.metastore.v1.TxnPartitionR\n" +
+	"partitions\x128\n" +
+	"\x06groups\x18\x04 \x03(\v2 .strata.metastore.v1.GroupResultR\x06groups\"\x9a\x01\n" +
+	"\rEndTxnRequest\x12)\n" +
+	"\x10transactional_id\x18\x01 \x01(\tR\x0ftransactionalId\x12\x1f\n" +
+	"\vproducer_id\x18\x02 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x03 \x01(\x05R\rproducerEpoch\x12\x16\n" +
+	"\x06commit\x18\x04 \x01(\bR\x06commit\"\x10\n" +
+	"\x0eEndTxnResponse\"\xe8\x02\n" +
+	"\x16TxnOffsetCommitRequest\x12)\n" +
+	"\x10transactional_id\x18\x01 \x01(\tR\x0ftransactionalId\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x1f\n" +
+	"\vproducer_id\x18\x03 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x04 \x01(\x05R\rproducerEpoch\x12>\n" +
+	"\aoffsets\x18\x05 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\x12#\n" +
+	"\n" +
+	"generation\x18\x06 \x01(\x05H\x00R\n" +
+	"generation\x88\x01\x01\x12\x1b\n" +
+	"\tmember_id\x18\a \x01(\tR\bmemberId\x12$\n" +
+	"\vinstance_id\x18\b \x01(\tH\x01R\n" +
+	"instanceId\x88\x01\x01B\r\n" +
+	"\v_generationB\x0e\n" +
+	"\f_instance_id\"w\n" +
+	"\x17TxnOffsetCommitResponse\x12;\n" +
+	"\aresults\x18\x01 \x03(\v2!.strata.metastore.v1.OffsetResultR\aresults\x12\x1f\n" +
+	"\vgroup_error\x18\x02 \x01(\x05R\n" +
+	"groupError\"J\n" +
+	"\x1bDescribeTransactionsRequest\x12+\n" +
+	"\x11transactional_ids\x18\x01 \x03(\tR\x10transactionalIds\"\x80\x01\n" +
+	"\x1cDescribeTransactionsResponse\x12J\n" +
+	"\ftransactions\x18\x01 \x03(\v2&.strata.metastore.v1.TransactionRecordR\ftransactions\x12\x14\n" +
+	"\x05found\x18\x02 \x03(\bR\x05found\"\x9b\x01\n" +
+	"\x17ListTransactionsRequest\x125\n" +
+	"\x06states\x18\x01 \x03(\x0e2\x1d.strata.metastore.v1.TxnStateR\x06states\x12!\n" +
+	"\fproducer_ids\x18\x02 \x03(\x03R\vproducerIds\x12&\n" +
+	"\x0fmin_duration_ms\x18\x03 \x01(\x03R\rminDurationMs\"f\n" +
+	"\x18ListTransactionsResponse\x12J\n" +
+	"\ftransactions\x18\x01 \x03(\v2&.strata.metastore.v1.TransactionRecordR\ftransactions\"]\n" +
+	"\x18DescribeProducersRequest\x12A\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2!.strata.metastore.v1.PartitionRefR\n" +
+	"partitions\"d\n" +
+	"\x19DescribeProducersResponse\x12G\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2'.strata.metastore.v1.PartitionProducersR\n" +
+	"partitions\"\xc6\x01\n" +
+	"\x12PartitionProducers\x12\x19\n" +
+	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x124\n" +
+	"\x05error\x18\x03 \x01(\x0e2\x1e.strata.metastore.v1.ErrorCodeR\x05error\x12A\n" +
+	"\tproducers\x18\x04 \x03(\v2#.strata.metastore.v1.ActiveProducerR\tproducers\"\xd3\x01\n" +
+	"\x0eActiveProducer\x12\x1f\n" +
+	"\vproducer_id\x18\x01 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x02 \x01(\x05R\rproducerEpoch\x12#\n" +
+	"\rlast_sequence\x18\x03 \x01(\x05R\flastSequence\x12*\n" +
+	"\x11last_timestamp_ms\x18\x04 \x01(\x03R\x0flastTimestampMs\x12(\n" +
+	"\x10txn_start_offset\x18\x05 \x01(\x03R\x0etxnStartOffset\"^\n" +
 	"\x14InitProducerResponse\x12\x1f\n" +
 	"\vproducer_id\x18\x01 \x01(\x03R\n" +
 	"producerId\x12%\n" +
@@ -8098,7 +9989,7 @@ const file_metastore_proto_rawDesc = "" +
 	"\fJoinResponse\"\x1e\n" +
 	"\fLeaveRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x0f\n" +
-	"\rLeaveResponse*\xbd\x03\n" +
+	"\rLeaveResponse*\xee\x04\n" +
 	"\tErrorCode\x12\b\n" +
 	"\x04NONE\x10\x00\x12\x1e\n" +
 	"\x1aUNKNOWN_TOPIC_OR_PARTITION\x10\x01\x12\x18\n" +
@@ -8120,7 +10011,18 @@ const file_metastore_proto_rawDesc = "" +
 	"\x1cOUT_OF_ORDER_SEQUENCE_NUMBER\x10\x0f\x12\x1a\n" +
 	"\x16INVALID_PRODUCER_EPOCH\x10\x10\x12\x17\n" +
 	"\x13UNKNOWN_PRODUCER_ID\x10\x11\x12\x15\n" +
-	"\x11INVALID_TXN_STATE\x10\x122\x9e\x18\n" +
+	"\x11INVALID_TXN_STATE\x10\x12\x12\x13\n" +
+	"\x0fPRODUCER_FENCED\x10\x13\x12\x1f\n" +
+	"\x1bINVALID_PRODUCER_ID_MAPPING\x10\x14\x12\x1f\n" +
+	"\x1bINVALID_TRANSACTION_TIMEOUT\x10\x15\x12\x1b\n" +
+	"\x17CONCURRENT_TRANSACTIONS\x10\x16\x12\x1e\n" +
+	"\x1aTRANSACTIONAL_ID_NOT_FOUND\x10\x17\x12\x1b\n" +
+	"\x17OPERATION_NOT_ATTEMPTED\x10\x18*[\n" +
+	"\bTxnState\x12\r\n" +
+	"\tTXN_EMPTY\x10\x00\x12\x0f\n" +
+	"\vTXN_ONGOING\x10\x01\x12\x17\n" +
+	"\x13TXN_COMPLETE_COMMIT\x10\x02\x12\x16\n" +
+	"\x12TXN_COMPLETE_ABORT\x10\x032\x9a\x1d\n" +
 	"\tMetastore\x12c\n" +
 	"\fCreateTopics\x12(.strata.metastore.v1.CreateTopicsRequest\x1a).strata.metastore.v1.CreateTopicsResponse\x12c\n" +
 	"\fDeleteTopics\x12(.strata.metastore.v1.DeleteTopicsRequest\x1a).strata.metastore.v1.DeleteTopicsResponse\x12c\n" +
@@ -8152,7 +10054,13 @@ const file_metastore_proto_rawDesc = "" +
 	"LeaveGroup\x12&.strata.metastore.v1.LeaveGroupRequest\x1a'.strata.metastore.v1.LeaveGroupResponse\x12c\n" +
 	"\fInitProducer\x12(.strata.metastore.v1.InitProducerRequest\x1a).strata.metastore.v1.InitProducerResponse\x12r\n" +
 	"\x11ConsumerHeartbeat\x12-.strata.metastore.v1.ConsumerHeartbeatRequest\x1a..strata.metastore.v1.ConsumerHeartbeatResponse\x12~\n" +
-	"\x15ConsumerGroupDescribe\x121.strata.metastore.v1.ConsumerGroupDescribeRequest\x1a2.strata.metastore.v1.ConsumerGroupDescribeResponse\x12T\n" +
+	"\x15ConsumerGroupDescribe\x121.strata.metastore.v1.ConsumerGroupDescribeRequest\x1a2.strata.metastore.v1.ConsumerGroupDescribeResponse\x12W\n" +
+	"\bAddToTxn\x12$.strata.metastore.v1.AddToTxnRequest\x1a%.strata.metastore.v1.AddToTxnResponse\x12Q\n" +
+	"\x06EndTxn\x12\".strata.metastore.v1.EndTxnRequest\x1a#.strata.metastore.v1.EndTxnResponse\x12l\n" +
+	"\x0fTxnOffsetCommit\x12+.strata.metastore.v1.TxnOffsetCommitRequest\x1a,.strata.metastore.v1.TxnOffsetCommitResponse\x12{\n" +
+	"\x14DescribeTransactions\x120.strata.metastore.v1.DescribeTransactionsRequest\x1a1.strata.metastore.v1.DescribeTransactionsResponse\x12o\n" +
+	"\x10ListTransactions\x12,.strata.metastore.v1.ListTransactionsRequest\x1a-.strata.metastore.v1.ListTransactionsResponse\x12r\n" +
+	"\x11DescribeProducers\x12-.strata.metastore.v1.DescribeProducersRequest\x1a..strata.metastore.v1.DescribeProducersResponse\x12T\n" +
 	"\aCluster\x12#.strata.metastore.v1.ClusterRequest\x1a$.strata.metastore.v1.ClusterResponse\x12K\n" +
 	"\x04Join\x12 .strata.metastore.v1.JoinRequest\x1a!.strata.metastore.v1.JoinResponse\x12N\n" +
 	"\x05Leave\x12!.strata.metastore.v1.LeaveRequest\x1a\".strata.metastore.v1.LeaveResponseB3Z1github.com/stratalog/strata/metastore/metastorepbb\x06proto3"
@@ -8169,296 +10077,358 @@ func file_metastore_proto_rawDescGZIP() []byte {
 	return file_metastore_proto_rawDescData
 }
 
-var file_metastore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 117)
+var file_metastore_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 140)
 var file_metastore_proto_goTypes = []any{
 	(ErrorCode)(0),                        // 0: strata.metastore.v1.ErrorCode
-	(ConfigOp_Kind)(0),                    // 1: strata.metastore.v1.ConfigOp.Kind
-	(*Command)(nil),                       // 2: strata.metastore.v1.Command
-	(*CreateTopicsCommand)(nil),           // 3: strata.metastore.v1.CreateTopicsCommand
-	(*TopicSpec)(nil),                     // 4: strata.metastore.v1.TopicSpec
-	(*DeleteTopicsCommand)(nil),           // 5: strata.metastore.v1.DeleteTopicsCommand
-	(*TopicRef)(nil),                      // 6: strata.metastore.v1.TopicRef
-	(*AlterConfigsCommand)(nil),           // 7: strata.metastore.v1.AlterConfigsCommand
-	(*ConfigAlteration)(nil),              // 8: strata.metastore.v1.ConfigAlteration
-	(*ConfigOp)(nil),                      // 9: strata.metastore.v1.ConfigOp
-	(*CreatePartitionsCommand)(nil),       // 10: strata.metastore.v1.CreatePartitionsCommand
-	(*PartitionGrowth)(nil),               // 11: strata.metastore.v1.PartitionGrowth
-	(*CommitSegmentsCommand)(nil),         // 12: strata.metastore.v1.CommitSegmentsCommand
-	(*RegisterAgentCommand)(nil),          // 13: strata.metastore.v1.RegisterAgentCommand
-	(*DeregisterAgentCommand)(nil),        // 14: strata.metastore.v1.DeregisterAgentCommand
-	(*ExpireAgentsCommand)(nil),           // 15: strata.metastore.v1.ExpireAgentsCommand
-	(*RecordIntentCommand)(nil),           // 16: strata.metastore.v1.RecordIntentCommand
-	(*ResolveIntentCommand)(nil),          // 17: strata.metastore.v1.ResolveIntentCommand
-	(*CommitOffsetsCommand)(nil),          // 18: strata.metastore.v1.CommitOffsetsCommand
-	(*InitProducerCommand)(nil),           // 19: strata.metastore.v1.InitProducerCommand
-	(*ExpireProducersCommand)(nil),        // 20: strata.metastore.v1.ExpireProducersCommand
-	(*CommitOffsetsBatchCommand)(nil),     // 21: strata.metastore.v1.CommitOffsetsBatchCommand
-	(*DeleteOffsetsCommand)(nil),          // 22: strata.metastore.v1.DeleteOffsetsCommand
-	(*DeleteGroupsCommand)(nil),           // 23: strata.metastore.v1.DeleteGroupsCommand
-	(*SaveGroupCommand)(nil),              // 24: strata.metastore.v1.SaveGroupCommand
-	(*ExpireOffsetsCommand)(nil),          // 25: strata.metastore.v1.ExpireOffsetsCommand
-	(*Topic)(nil),                         // 26: strata.metastore.v1.Topic
-	(*PartitionHead)(nil),                 // 27: strata.metastore.v1.PartitionHead
-	(*AgentInfo)(nil),                     // 28: strata.metastore.v1.AgentInfo
-	(*UploadIntent)(nil),                  // 29: strata.metastore.v1.UploadIntent
-	(*SegmentRecord)(nil),                 // 30: strata.metastore.v1.SegmentRecord
-	(*CommittedOffset)(nil),               // 31: strata.metastore.v1.CommittedOffset
-	(*GroupRecord)(nil),                   // 32: strata.metastore.v1.GroupRecord
-	(*ConsumerGroupState)(nil),            // 33: strata.metastore.v1.ConsumerGroupState
-	(*ConsumerMember)(nil),                // 34: strata.metastore.v1.ConsumerMember
-	(*TopicPartitions)(nil),               // 35: strata.metastore.v1.TopicPartitions
-	(*GroupMember)(nil),                   // 36: strata.metastore.v1.GroupMember
-	(*GroupProtocol)(nil),                 // 37: strata.metastore.v1.GroupProtocol
-	(*ProducerRecord)(nil),                // 38: strata.metastore.v1.ProducerRecord
-	(*ProducerPartition)(nil),             // 39: strata.metastore.v1.ProducerPartition
-	(*ProducedBatch)(nil),                 // 40: strata.metastore.v1.ProducedBatch
-	(*CommitSegmentRequest)(nil),          // 41: strata.metastore.v1.CommitSegmentRequest
-	(*ChunkCommit)(nil),                   // 42: strata.metastore.v1.ChunkCommit
-	(*BatchInfo)(nil),                     // 43: strata.metastore.v1.BatchInfo
-	(*BatchResult)(nil),                   // 44: strata.metastore.v1.BatchResult
-	(*CommitSegmentResponse)(nil),         // 45: strata.metastore.v1.CommitSegmentResponse
-	(*ChunkResult)(nil),                   // 46: strata.metastore.v1.ChunkResult
-	(*IndexEntry)(nil),                    // 47: strata.metastore.v1.IndexEntry
-	(*CreateTopicsRequest)(nil),           // 48: strata.metastore.v1.CreateTopicsRequest
-	(*TopicResult)(nil),                   // 49: strata.metastore.v1.TopicResult
-	(*CreateTopicsResponse)(nil),          // 50: strata.metastore.v1.CreateTopicsResponse
-	(*DeleteTopicsRequest)(nil),           // 51: strata.metastore.v1.DeleteTopicsRequest
-	(*DeleteTopicsResponse)(nil),          // 52: strata.metastore.v1.DeleteTopicsResponse
-	(*AlterConfigsRequest)(nil),           // 53: strata.metastore.v1.AlterConfigsRequest
-	(*AlterConfigsResponse)(nil),          // 54: strata.metastore.v1.AlterConfigsResponse
-	(*CreatePartitionsRequest)(nil),       // 55: strata.metastore.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),      // 56: strata.metastore.v1.CreatePartitionsResponse
-	(*DescribeTopicsRequest)(nil),         // 57: strata.metastore.v1.DescribeTopicsRequest
-	(*DescribeTopicsResponse)(nil),        // 58: strata.metastore.v1.DescribeTopicsResponse
-	(*LookupRequest)(nil),                 // 59: strata.metastore.v1.LookupRequest
-	(*LookupResponse)(nil),                // 60: strata.metastore.v1.LookupResponse
-	(*ListOffsetsRequest)(nil),            // 61: strata.metastore.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),           // 62: strata.metastore.v1.ListOffsetsResponse
-	(*RegisterAgentRequest)(nil),          // 63: strata.metastore.v1.RegisterAgentRequest
-	(*RegisterAgentResponse)(nil),         // 64: strata.metastore.v1.RegisterAgentResponse
-	(*DeregisterAgentRequest)(nil),        // 65: strata.metastore.v1.DeregisterAgentRequest
-	(*DeregisterAgentResponse)(nil),       // 66: strata.metastore.v1.DeregisterAgentResponse
-	(*ListAgentsRequest)(nil),             // 67: strata.metastore.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),            // 68: strata.metastore.v1.ListAgentsResponse
-	(*RecordIntentRequest)(nil),           // 69: strata.metastore.v1.RecordIntentRequest
-	(*RecordIntentResponse)(nil),          // 70: strata.metastore.v1.RecordIntentResponse
-	(*ResolveIntentRequest)(nil),          // 71: strata.metastore.v1.ResolveIntentRequest
-	(*ResolveIntentResponse)(nil),         // 72: strata.metastore.v1.ResolveIntentResponse
-	(*ListExpiredIntentsRequest)(nil),     // 73: strata.metastore.v1.ListExpiredIntentsRequest
-	(*ListExpiredIntentsResponse)(nil),    // 74: strata.metastore.v1.ListExpiredIntentsResponse
-	(*WatchRequest)(nil),                  // 75: strata.metastore.v1.WatchRequest
-	(*PartitionRef)(nil),                  // 76: strata.metastore.v1.PartitionRef
-	(*WatchEvent)(nil),                    // 77: strata.metastore.v1.WatchEvent
-	(*CommitOffsetsRequest)(nil),          // 78: strata.metastore.v1.CommitOffsetsRequest
-	(*OffsetResult)(nil),                  // 79: strata.metastore.v1.OffsetResult
-	(*CommitOffsetsResponse)(nil),         // 80: strata.metastore.v1.CommitOffsetsResponse
-	(*FetchOffsetsRequest)(nil),           // 81: strata.metastore.v1.FetchOffsetsRequest
-	(*FetchOffsetsResponse)(nil),          // 82: strata.metastore.v1.FetchOffsetsResponse
-	(*DeleteOffsetsRequest)(nil),          // 83: strata.metastore.v1.DeleteOffsetsRequest
-	(*DeleteOffsetsResponse)(nil),         // 84: strata.metastore.v1.DeleteOffsetsResponse
-	(*ListGroupsRequest)(nil),             // 85: strata.metastore.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),            // 86: strata.metastore.v1.ListGroupsResponse
-	(*DeleteGroupsRequest)(nil),           // 87: strata.metastore.v1.DeleteGroupsRequest
-	(*GroupResult)(nil),                   // 88: strata.metastore.v1.GroupResult
-	(*DeleteGroupsResponse)(nil),          // 89: strata.metastore.v1.DeleteGroupsResponse
-	(*JoinGroupRequest)(nil),              // 90: strata.metastore.v1.JoinGroupRequest
-	(*JoinGroupResponse)(nil),             // 91: strata.metastore.v1.JoinGroupResponse
-	(*SyncGroupRequest)(nil),              // 92: strata.metastore.v1.SyncGroupRequest
-	(*GroupAssignment)(nil),               // 93: strata.metastore.v1.GroupAssignment
-	(*SyncGroupResponse)(nil),             // 94: strata.metastore.v1.SyncGroupResponse
-	(*HeartbeatRequest)(nil),              // 95: strata.metastore.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),             // 96: strata.metastore.v1.HeartbeatResponse
-	(*LeaveGroupRequest)(nil),             // 97: strata.metastore.v1.LeaveGroupRequest
-	(*LeavingMember)(nil),                 // 98: strata.metastore.v1.LeavingMember
-	(*LeaveGroupResponse)(nil),            // 99: strata.metastore.v1.LeaveGroupResponse
-	(*DescribeGroupsRequest)(nil),         // 100: strata.metastore.v1.DescribeGroupsRequest
-	(*GroupDescription)(nil),              // 101: strata.metastore.v1.GroupDescription
-	(*DescribeGroupsResponse)(nil),        // 102: strata.metastore.v1.DescribeGroupsResponse
-	(*ConsumerHeartbeatRequest)(nil),      // 103: strata.metastore.v1.ConsumerHeartbeatRequest
-	(*ConsumerHeartbeatResponse)(nil),     // 104: strata.metastore.v1.ConsumerHeartbeatResponse
-	(*ConsumerGroupDescribeRequest)(nil),  // 105: strata.metastore.v1.ConsumerGroupDescribeRequest
-	(*ConsumerGroupDescription)(nil),      // 106: strata.metastore.v1.ConsumerGroupDescription
-	(*ConsumerGroupDescribeResponse)(nil), // 107: strata.metastore.v1.ConsumerGroupDescribeResponse
-	(*InitProducerRequest)(nil),           // 108: strata.metastore.v1.InitProducerRequest
-	(*InitProducerResponse)(nil),          // 109: strata.metastore.v1.InitProducerResponse
-	(*ClusterRequest)(nil),                // 110: strata.metastore.v1.ClusterRequest
-	(*ClusterResponse)(nil),               // 111: strata.metastore.v1.ClusterResponse
-	(*JoinRequest)(nil),                   // 112: strata.metastore.v1.JoinRequest
-	(*JoinResponse)(nil),                  // 113: strata.metastore.v1.JoinResponse
-	(*LeaveRequest)(nil),                  // 114: strata.metastore.v1.LeaveRequest
-	(*LeaveResponse)(nil),                 // 115: strata.metastore.v1.LeaveResponse
-	nil,                                   // 116: strata.metastore.v1.TopicSpec.ConfigsEntry
-	nil,                                   // 117: strata.metastore.v1.Topic.ConfigsEntry
-	(*ClusterResponse_Member)(nil),        // 118: strata.metastore.v1.ClusterResponse.Member
+	(TxnState)(0),                         // 1: strata.metastore.v1.TxnState
+	(ConfigOp_Kind)(0),                    // 2: strata.metastore.v1.ConfigOp.Kind
+	(*Command)(nil),                       // 3: strata.metastore.v1.Command
+	(*CreateTopicsCommand)(nil),           // 4: strata.metastore.v1.CreateTopicsCommand
+	(*TopicSpec)(nil),                     // 5: strata.metastore.v1.TopicSpec
+	(*DeleteTopicsCommand)(nil),           // 6: strata.metastore.v1.DeleteTopicsCommand
+	(*TopicRef)(nil),                      // 7: strata.metastore.v1.TopicRef
+	(*AlterConfigsCommand)(nil),           // 8: strata.metastore.v1.AlterConfigsCommand
+	(*ConfigAlteration)(nil),              // 9: strata.metastore.v1.ConfigAlteration
+	(*ConfigOp)(nil),                      // 10: strata.metastore.v1.ConfigOp
+	(*CreatePartitionsCommand)(nil),       // 11: strata.metastore.v1.CreatePartitionsCommand
+	(*PartitionGrowth)(nil),               // 12: strata.metastore.v1.PartitionGrowth
+	(*CommitSegmentsCommand)(nil),         // 13: strata.metastore.v1.CommitSegmentsCommand
+	(*RegisterAgentCommand)(nil),          // 14: strata.metastore.v1.RegisterAgentCommand
+	(*DeregisterAgentCommand)(nil),        // 15: strata.metastore.v1.DeregisterAgentCommand
+	(*ExpireAgentsCommand)(nil),           // 16: strata.metastore.v1.ExpireAgentsCommand
+	(*RecordIntentCommand)(nil),           // 17: strata.metastore.v1.RecordIntentCommand
+	(*ResolveIntentCommand)(nil),          // 18: strata.metastore.v1.ResolveIntentCommand
+	(*CommitOffsetsCommand)(nil),          // 19: strata.metastore.v1.CommitOffsetsCommand
+	(*InitProducerCommand)(nil),           // 20: strata.metastore.v1.InitProducerCommand
+	(*AddToTxnCommand)(nil),               // 21: strata.metastore.v1.AddToTxnCommand
+	(*TxnAdd)(nil),                        // 22: strata.metastore.v1.TxnAdd
+	(*EndTxnCommand)(nil),                 // 23: strata.metastore.v1.EndTxnCommand
+	(*TxnOffsetCommitCommand)(nil),        // 24: strata.metastore.v1.TxnOffsetCommitCommand
+	(*ExpireTxnsCommand)(nil),             // 25: strata.metastore.v1.ExpireTxnsCommand
+	(*ExpireProducersCommand)(nil),        // 26: strata.metastore.v1.ExpireProducersCommand
+	(*CommitOffsetsBatchCommand)(nil),     // 27: strata.metastore.v1.CommitOffsetsBatchCommand
+	(*DeleteOffsetsCommand)(nil),          // 28: strata.metastore.v1.DeleteOffsetsCommand
+	(*DeleteGroupsCommand)(nil),           // 29: strata.metastore.v1.DeleteGroupsCommand
+	(*SaveGroupCommand)(nil),              // 30: strata.metastore.v1.SaveGroupCommand
+	(*ExpireOffsetsCommand)(nil),          // 31: strata.metastore.v1.ExpireOffsetsCommand
+	(*Topic)(nil),                         // 32: strata.metastore.v1.Topic
+	(*PartitionHead)(nil),                 // 33: strata.metastore.v1.PartitionHead
+	(*TransactionRecord)(nil),             // 34: strata.metastore.v1.TransactionRecord
+	(*TxnPartition)(nil),                  // 35: strata.metastore.v1.TxnPartition
+	(*AbortedTxn)(nil),                    // 36: strata.metastore.v1.AbortedTxn
+	(*AgentInfo)(nil),                     // 37: strata.metastore.v1.AgentInfo
+	(*UploadIntent)(nil),                  // 38: strata.metastore.v1.UploadIntent
+	(*SegmentRecord)(nil),                 // 39: strata.metastore.v1.SegmentRecord
+	(*CommittedOffset)(nil),               // 40: strata.metastore.v1.CommittedOffset
+	(*GroupRecord)(nil),                   // 41: strata.metastore.v1.GroupRecord
+	(*ConsumerGroupState)(nil),            // 42: strata.metastore.v1.ConsumerGroupState
+	(*ConsumerMember)(nil),                // 43: strata.metastore.v1.ConsumerMember
+	(*TopicPartitions)(nil),               // 44: strata.metastore.v1.TopicPartitions
+	(*GroupMember)(nil),                   // 45: strata.metastore.v1.GroupMember
+	(*GroupProtocol)(nil),                 // 46: strata.metastore.v1.GroupProtocol
+	(*ProducerRecord)(nil),                // 47: strata.metastore.v1.ProducerRecord
+	(*ProducerPartition)(nil),             // 48: strata.metastore.v1.ProducerPartition
+	(*ProducedBatch)(nil),                 // 49: strata.metastore.v1.ProducedBatch
+	(*CommitSegmentRequest)(nil),          // 50: strata.metastore.v1.CommitSegmentRequest
+	(*ChunkCommit)(nil),                   // 51: strata.metastore.v1.ChunkCommit
+	(*BatchInfo)(nil),                     // 52: strata.metastore.v1.BatchInfo
+	(*BatchResult)(nil),                   // 53: strata.metastore.v1.BatchResult
+	(*CommitSegmentResponse)(nil),         // 54: strata.metastore.v1.CommitSegmentResponse
+	(*ChunkResult)(nil),                   // 55: strata.metastore.v1.ChunkResult
+	(*IndexEntry)(nil),                    // 56: strata.metastore.v1.IndexEntry
+	(*CreateTopicsRequest)(nil),           // 57: strata.metastore.v1.CreateTopicsRequest
+	(*TopicResult)(nil),                   // 58: strata.metastore.v1.TopicResult
+	(*CreateTopicsResponse)(nil),          // 59: strata.metastore.v1.CreateTopicsResponse
+	(*DeleteTopicsRequest)(nil),           // 60: strata.metastore.v1.DeleteTopicsRequest
+	(*DeleteTopicsResponse)(nil),          // 61: strata.metastore.v1.DeleteTopicsResponse
+	(*AlterConfigsRequest)(nil),           // 62: strata.metastore.v1.AlterConfigsRequest
+	(*AlterConfigsResponse)(nil),          // 63: strata.metastore.v1.AlterConfigsResponse
+	(*CreatePartitionsRequest)(nil),       // 64: strata.metastore.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),      // 65: strata.metastore.v1.CreatePartitionsResponse
+	(*DescribeTopicsRequest)(nil),         // 66: strata.metastore.v1.DescribeTopicsRequest
+	(*DescribeTopicsResponse)(nil),        // 67: strata.metastore.v1.DescribeTopicsResponse
+	(*LookupRequest)(nil),                 // 68: strata.metastore.v1.LookupRequest
+	(*LookupResponse)(nil),                // 69: strata.metastore.v1.LookupResponse
+	(*ListOffsetsRequest)(nil),            // 70: strata.metastore.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),           // 71: strata.metastore.v1.ListOffsetsResponse
+	(*RegisterAgentRequest)(nil),          // 72: strata.metastore.v1.RegisterAgentRequest
+	(*RegisterAgentResponse)(nil),         // 73: strata.metastore.v1.RegisterAgentResponse
+	(*DeregisterAgentRequest)(nil),        // 74: strata.metastore.v1.DeregisterAgentRequest
+	(*DeregisterAgentResponse)(nil),       // 75: strata.metastore.v1.DeregisterAgentResponse
+	(*ListAgentsRequest)(nil),             // 76: strata.metastore.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),            // 77: strata.metastore.v1.ListAgentsResponse
+	(*RecordIntentRequest)(nil),           // 78: strata.metastore.v1.RecordIntentRequest
+	(*RecordIntentResponse)(nil),          // 79: strata.metastore.v1.RecordIntentResponse
+	(*ResolveIntentRequest)(nil),          // 80: strata.metastore.v1.ResolveIntentRequest
+	(*ResolveIntentResponse)(nil),         // 81: strata.metastore.v1.ResolveIntentResponse
+	(*ListExpiredIntentsRequest)(nil),     // 82: strata.metastore.v1.ListExpiredIntentsRequest
+	(*ListExpiredIntentsResponse)(nil),    // 83: strata.metastore.v1.ListExpiredIntentsResponse
+	(*WatchRequest)(nil),                  // 84: strata.metastore.v1.WatchRequest
+	(*PartitionRef)(nil),                  // 85: strata.metastore.v1.PartitionRef
+	(*WatchEvent)(nil),                    // 86: strata.metastore.v1.WatchEvent
+	(*CommitOffsetsRequest)(nil),          // 87: strata.metastore.v1.CommitOffsetsRequest
+	(*OffsetResult)(nil),                  // 88: strata.metastore.v1.OffsetResult
+	(*CommitOffsetsResponse)(nil),         // 89: strata.metastore.v1.CommitOffsetsResponse
+	(*FetchOffsetsRequest)(nil),           // 90: strata.metastore.v1.FetchOffsetsRequest
+	(*FetchOffsetsResponse)(nil),          // 91: strata.metastore.v1.FetchOffsetsResponse
+	(*DeleteOffsetsRequest)(nil),          // 92: strata.metastore.v1.DeleteOffsetsRequest
+	(*DeleteOffsetsResponse)(nil),         // 93: strata.metastore.v1.DeleteOffsetsResponse
+	(*ListGroupsRequest)(nil),             // 94: strata.metastore.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),            // 95: strata.metastore.v1.ListGroupsResponse
+	(*DeleteGroupsRequest)(nil),           // 96: strata.metastore.v1.DeleteGroupsRequest
+	(*GroupResult)(nil),                   // 97: strata.metastore.v1.GroupResult
+	(*DeleteGroupsResponse)(nil),          // 98: strata.metastore.v1.DeleteGroupsResponse
+	(*JoinGroupRequest)(nil),              // 99: strata.metastore.v1.JoinGroupRequest
+	(*JoinGroupResponse)(nil),             // 100: strata.metastore.v1.JoinGroupResponse
+	(*SyncGroupRequest)(nil),              // 101: strata.metastore.v1.SyncGroupRequest
+	(*GroupAssignment)(nil),               // 102: strata.metastore.v1.GroupAssignment
+	(*SyncGroupResponse)(nil),             // 103: strata.metastore.v1.SyncGroupResponse
+	(*HeartbeatRequest)(nil),              // 104: strata.metastore.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 105: strata.metastore.v1.HeartbeatResponse
+	(*LeaveGroupRequest)(nil),             // 106: strata.metastore.v1.LeaveGroupRequest
+	(*LeavingMember)(nil),                 // 107: strata.metastore.v1.LeavingMember
+	(*LeaveGroupResponse)(nil),            // 108: strata.metastore.v1.LeaveGroupResponse
+	(*DescribeGroupsRequest)(nil),         // 109: strata.metastore.v1.DescribeGroupsRequest
+	(*GroupDescription)(nil),              // 110: strata.metastore.v1.GroupDescription
+	(*DescribeGroupsResponse)(nil),        // 111: strata.metastore.v1.DescribeGroupsResponse
+	(*ConsumerHeartbeatRequest)(nil),      // 112: strata.metastore.v1.ConsumerHeartbeatRequest
+	(*ConsumerHeartbeatResponse)(nil),     // 113: strata.metastore.v1.ConsumerHeartbeatResponse
+	(*ConsumerGroupDescribeRequest)(nil),  // 114: strata.metastore.v1.ConsumerGroupDescribeRequest
+	(*ConsumerGroupDescription)(nil),      // 115: strata.metastore.v1.ConsumerGroupDescription
+	(*ConsumerGroupDescribeResponse)(nil), // 116: strata.metastore.v1.ConsumerGroupDescribeResponse
+	(*InitProducerRequest)(nil),           // 117: strata.metastore.v1.InitProducerRequest
+	(*AddToTxnRequest)(nil),               // 118: strata.metastore.v1.AddToTxnRequest
+	(*AddToTxnResponse)(nil),              // 119: strata.metastore.v1.AddToTxnResponse
+	(*TxnAddResult)(nil),                  // 120: strata.metastore.v1.TxnAddResult
+	(*EndTxnRequest)(nil),                 // 121: strata.metastore.v1.EndTxnRequest
+	(*EndTxnResponse)(nil),                // 122: strata.metastore.v1.EndTxnResponse
+	(*TxnOffsetCommitRequest)(nil),        // 123: strata.metastore.v1.TxnOffsetCommitRequest
+	(*TxnOffsetCommitResponse)(nil),       // 124: strata.metastore.v1.TxnOffsetCommitResponse
+	(*DescribeTransactionsRequest)(nil),   // 125: strata.metastore.v1.DescribeTransactionsRequest
+	(*DescribeTransactionsResponse)(nil),  // 126: strata.metastore.v1.DescribeTransactionsResponse
+	(*ListTransactionsRequest)(nil),       // 127: strata.metastore.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),      // 128: strata.metastore.v1.ListTransactionsResponse
+	(*DescribeProducersRequest)(nil),      // 129: strata.metastore.v1.DescribeProducersRequest
+	(*DescribeProducersResponse)(nil),     // 130: strata.metastore.v1.DescribeProducersResponse
+	(*PartitionProducers)(nil),            // 131: strata.metastore.v1.PartitionProducers
+	(*ActiveProducer)(nil),                // 132: strata.metastore.v1.ActiveProducer
+	(*InitProducerResponse)(nil),          // 133: strata.metastore.v1.InitProducerResponse
+	(*ClusterRequest)(nil),                // 134: strata.metastore.v1.ClusterRequest
+	(*ClusterResponse)(nil),               // 135: strata.metastore.v1.ClusterResponse
+	(*JoinRequest)(nil),                   // 136: strata.metastore.v1.JoinRequest
+	(*JoinResponse)(nil),                  // 137: strata.metastore.v1.JoinResponse
+	(*LeaveRequest)(nil),                  // 138: strata.metastore.v1.LeaveRequest
+	(*LeaveResponse)(nil),                 // 139: strata.metastore.v1.LeaveResponse
+	nil,                                   // 140: strata.metastore.v1.TopicSpec.ConfigsEntry
+	nil,                                   // 141: strata.metastore.v1.Topic.ConfigsEntry
+	(*ClusterResponse_Member)(nil),        // 142: strata.metastore.v1.ClusterResponse.Member
 }
 var file_metastore_proto_depIdxs = []int32{
-	3,   // 0: strata.metastore.v1.Command.create_topics:type_name -> strata.metastore.v1.CreateTopicsCommand
-	5,   // 1: strata.metastore.v1.Command.delete_topics:type_name -> strata.metastore.v1.DeleteTopicsCommand
-	7,   // 2: strata.metastore.v1.Command.alter_configs:type_name -> strata.metastore.v1.AlterConfigsCommand
-	10,  // 3: strata.metastore.v1.Command.create_partitions:type_name -> strata.metastore.v1.CreatePartitionsCommand
-	12,  // 4: strata.metastore.v1.Command.commit_segments:type_name -> strata.metastore.v1.CommitSegmentsCommand
-	13,  // 5: strata.metastore.v1.Command.register_agent:type_name -> strata.metastore.v1.RegisterAgentCommand
-	15,  // 6: strata.metastore.v1.Command.expire_agents:type_name -> strata.metastore.v1.ExpireAgentsCommand
-	16,  // 7: strata.metastore.v1.Command.record_intent:type_name -> strata.metastore.v1.RecordIntentCommand
-	17,  // 8: strata.metastore.v1.Command.resolve_intent:type_name -> strata.metastore.v1.ResolveIntentCommand
-	14,  // 9: strata.metastore.v1.Command.deregister_agent:type_name -> strata.metastore.v1.DeregisterAgentCommand
-	18,  // 10: strata.metastore.v1.Command.commit_offsets:type_name -> strata.metastore.v1.CommitOffsetsCommand
-	22,  // 11: strata.metastore.v1.Command.delete_offsets:type_name -> strata.metastore.v1.DeleteOffsetsCommand
-	23,  // 12: strata.metastore.v1.Command.delete_groups:type_name -> strata.metastore.v1.DeleteGroupsCommand
-	24,  // 13: strata.metastore.v1.Command.save_group:type_name -> strata.metastore.v1.SaveGroupCommand
-	25,  // 14: strata.metastore.v1.Command.expire_offsets:type_name -> strata.metastore.v1.ExpireOffsetsCommand
-	21,  // 15: strata.metastore.v1.Command.commit_offsets_batch:type_name -> strata.metastore.v1.CommitOffsetsBatchCommand
-	19,  // 16: strata.metastore.v1.Command.init_producer:type_name -> strata.metastore.v1.InitProducerCommand
-	20,  // 17: strata.metastore.v1.Command.expire_producers:type_name -> strata.metastore.v1.ExpireProducersCommand
-	4,   // 18: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
-	116, // 19: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
-	6,   // 20: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
-	8,   // 21: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	6,   // 22: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
-	9,   // 23: strata.metastore.v1.ConfigAlteration.ops:type_name -> strata.metastore.v1.ConfigOp
-	1,   // 24: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
-	11,  // 25: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	6,   // 26: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
-	41,  // 27: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
-	28,  // 28: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
-	29,  // 29: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
-	31,  // 30: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	18,  // 31: strata.metastore.v1.CommitOffsetsBatchCommand.commits:type_name -> strata.metastore.v1.CommitOffsetsCommand
-	76,  // 32: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
-	32,  // 33: strata.metastore.v1.SaveGroupCommand.group:type_name -> strata.metastore.v1.GroupRecord
-	117, // 34: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
-	45,  // 35: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
-	36,  // 36: strata.metastore.v1.GroupRecord.members:type_name -> strata.metastore.v1.GroupMember
-	33,  // 37: strata.metastore.v1.GroupRecord.consumer:type_name -> strata.metastore.v1.ConsumerGroupState
-	34,  // 38: strata.metastore.v1.ConsumerGroupState.members:type_name -> strata.metastore.v1.ConsumerMember
-	35,  // 39: strata.metastore.v1.ConsumerMember.assigned:type_name -> strata.metastore.v1.TopicPartitions
-	35,  // 40: strata.metastore.v1.ConsumerMember.revoking:type_name -> strata.metastore.v1.TopicPartitions
-	35,  // 41: strata.metastore.v1.ConsumerMember.target:type_name -> strata.metastore.v1.TopicPartitions
-	37,  // 42: strata.metastore.v1.GroupMember.protocols:type_name -> strata.metastore.v1.GroupProtocol
-	40,  // 43: strata.metastore.v1.ProducerPartition.batches:type_name -> strata.metastore.v1.ProducedBatch
-	42,  // 44: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
-	43,  // 45: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
-	0,   // 46: strata.metastore.v1.BatchResult.error:type_name -> strata.metastore.v1.ErrorCode
-	46,  // 47: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
-	0,   // 48: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
-	44,  // 49: strata.metastore.v1.ChunkResult.batches:type_name -> strata.metastore.v1.BatchResult
-	4,   // 50: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
-	0,   // 51: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
-	26,  // 52: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
-	49,  // 53: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	6,   // 54: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	49,  // 55: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	8,   // 56: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	49,  // 57: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	11,  // 58: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	49,  // 59: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	6,   // 60: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	49,  // 61: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	0,   // 62: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	27,  // 63: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	47,  // 64: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
-	0,   // 65: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	27,  // 66: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	47,  // 67: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
-	28,  // 68: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
-	28,  // 69: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
-	28,  // 70: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
-	29,  // 71: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
-	29,  // 72: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
-	76,  // 73: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	47,  // 74: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
-	26,  // 75: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
-	28,  // 76: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
-	31,  // 77: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	0,   // 78: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
-	79,  // 79: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	76,  // 80: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	31,  // 81: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	76,  // 82: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	79,  // 83: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	101, // 84: strata.metastore.v1.ListGroupsResponse.listed:type_name -> strata.metastore.v1.GroupDescription
-	0,   // 85: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
-	88,  // 86: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
-	37,  // 87: strata.metastore.v1.JoinGroupRequest.protocols:type_name -> strata.metastore.v1.GroupProtocol
-	36,  // 88: strata.metastore.v1.JoinGroupResponse.members:type_name -> strata.metastore.v1.GroupMember
-	93,  // 89: strata.metastore.v1.SyncGroupRequest.assignments:type_name -> strata.metastore.v1.GroupAssignment
-	98,  // 90: strata.metastore.v1.LeaveGroupRequest.members:type_name -> strata.metastore.v1.LeavingMember
-	98,  // 91: strata.metastore.v1.LeaveGroupResponse.members:type_name -> strata.metastore.v1.LeavingMember
-	36,  // 92: strata.metastore.v1.GroupDescription.members:type_name -> strata.metastore.v1.GroupMember
-	101, // 93: strata.metastore.v1.DescribeGroupsResponse.groups:type_name -> strata.metastore.v1.GroupDescription
-	35,  // 94: strata.metastore.v1.ConsumerHeartbeatRequest.owned:type_name -> strata.metastore.v1.TopicPartitions
-	35,  // 95: strata.metastore.v1.ConsumerHeartbeatResponse.assignment:type_name -> strata.metastore.v1.TopicPartitions
-	34,  // 96: strata.metastore.v1.ConsumerGroupDescription.members:type_name -> strata.metastore.v1.ConsumerMember
-	106, // 97: strata.metastore.v1.ConsumerGroupDescribeResponse.groups:type_name -> strata.metastore.v1.ConsumerGroupDescription
-	118, // 98: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
-	48,  // 99: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
-	51,  // 100: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
-	53,  // 101: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
-	55,  // 102: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
-	57,  // 103: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
-	41,  // 104: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
-	59,  // 105: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
-	61,  // 106: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
-	63,  // 107: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
-	65,  // 108: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
-	67,  // 109: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
-	69,  // 110: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
-	71,  // 111: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
-	73,  // 112: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
-	75,  // 113: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
-	78,  // 114: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
-	81,  // 115: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
-	83,  // 116: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
-	85,  // 117: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
-	87,  // 118: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
-	100, // 119: strata.metastore.v1.Metastore.DescribeGroups:input_type -> strata.metastore.v1.DescribeGroupsRequest
-	90,  // 120: strata.metastore.v1.Metastore.JoinGroup:input_type -> strata.metastore.v1.JoinGroupRequest
-	92,  // 121: strata.metastore.v1.Metastore.SyncGroup:input_type -> strata.metastore.v1.SyncGroupRequest
-	95,  // 122: strata.metastore.v1.Metastore.Heartbeat:input_type -> strata.metastore.v1.HeartbeatRequest
-	97,  // 123: strata.metastore.v1.Metastore.LeaveGroup:input_type -> strata.metastore.v1.LeaveGroupRequest
-	108, // 124: strata.metastore.v1.Metastore.InitProducer:input_type -> strata.metastore.v1.InitProducerRequest
-	103, // 125: strata.metastore.v1.Metastore.ConsumerHeartbeat:input_type -> strata.metastore.v1.ConsumerHeartbeatRequest
-	105, // 126: strata.metastore.v1.Metastore.ConsumerGroupDescribe:input_type -> strata.metastore.v1.ConsumerGroupDescribeRequest
-	110, // 127: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
-	112, // 128: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
-	114, // 129: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
-	50,  // 130: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
-	52,  // 131: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
-	54,  // 132: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
-	56,  // 133: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
-	58,  // 134: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
-	45,  // 135: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
-	60,  // 136: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
-	62,  // 137: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
-	64,  // 138: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
-	66,  // 139: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
-	68,  // 140: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
-	70,  // 141: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
-	72,  // 142: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
-	74,  // 143: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
-	77,  // 144: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
-	80,  // 145: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
-	82,  // 146: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
-	84,  // 147: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
-	86,  // 148: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
-	89,  // 149: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
-	102, // 150: strata.metastore.v1.Metastore.DescribeGroups:output_type -> strata.metastore.v1.DescribeGroupsResponse
-	91,  // 151: strata.metastore.v1.Metastore.JoinGroup:output_type -> strata.metastore.v1.JoinGroupResponse
-	94,  // 152: strata.metastore.v1.Metastore.SyncGroup:output_type -> strata.metastore.v1.SyncGroupResponse
-	96,  // 153: strata.metastore.v1.Metastore.Heartbeat:output_type -> strata.metastore.v1.HeartbeatResponse
-	99,  // 154: strata.metastore.v1.Metastore.LeaveGroup:output_type -> strata.metastore.v1.LeaveGroupResponse
-	109, // 155: strata.metastore.v1.Metastore.InitProducer:output_type -> strata.metastore.v1.InitProducerResponse
-	104, // 156: strata.metastore.v1.Metastore.ConsumerHeartbeat:output_type -> strata.metastore.v1.ConsumerHeartbeatResponse
-	107, // 157: strata.metastore.v1.Metastore.ConsumerGroupDescribe:output_type -> strata.metastore.v1.ConsumerGroupDescribeResponse
-	111, // 158: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
-	113, // 159: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
-	115, // 160: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
-	130, // [130:161] is the sub-list for method output_type
-	99,  // [99:130] is the sub-list for method input_type
-	99,  // [99:99] is the sub-list for extension type_name
-	99,  // [99:99] is the sub-list for extension extendee
-	0,   // [0:99] is the sub-list for field type_name
+	4,   // 0: strata.metastore.v1.Command.create_topics:type_name -> strata.metastore.v1.CreateTopicsCommand
+	6,   // 1: strata.metastore.v1.Command.delete_topics:type_name -> strata.metastore.v1.DeleteTopicsCommand
+	8,   // 2: strata.metastore.v1.Command.alter_configs:type_name -> strata.metastore.v1.AlterConfigsCommand
+	11,  // 3: strata.metastore.v1.Command.create_partitions:type_name -> strata.metastore.v1.CreatePartitionsCommand
+	13,  // 4: strata.metastore.v1.Command.commit_segments:type_name -> strata.metastore.v1.CommitSegmentsCommand
+	14,  // 5: strata.metastore.v1.Command.register_agent:type_name -> strata.metastore.v1.RegisterAgentCommand
+	16,  // 6: strata.metastore.v1.Command.expire_agents:type_name -> strata.metastore.v1.ExpireAgentsCommand
+	17,  // 7: strata.metastore.v1.Command.record_intent:type_name -> strata.metastore.v1.RecordIntentCommand
+	18,  // 8: strata.metastore.v1.Command.resolve_intent:type_name -> strata.metastore.v1.ResolveIntentCommand
+	15,  // 9: strata.metastore.v1.Command.deregister_agent:type_name -> strata.metastore.v1.DeregisterAgentCommand
+	19,  // 10: strata.metastore.v1.Command.commit_offsets:type_name -> strata.metastore.v1.CommitOffsetsCommand
+	28,  // 11: strata.metastore.v1.Command.delete_offsets:type_name -> strata.metastore.v1.DeleteOffsetsCommand
+	29,  // 12: strata.metastore.v1.Command.delete_groups:type_name -> strata.metastore.v1.DeleteGroupsCommand
+	30,  // 13: strata.metastore.v1.Command.save_group:type_name -> strata.metastore.v1.SaveGroupCommand
+	31,  // 14: strata.metastore.v1.Command.expire_offsets:type_name -> strata.metastore.v1.ExpireOffsetsCommand
+	27,  // 15: strata.metastore.v1.Command.commit_offsets_batch:type_name -> strata.metastore.v1.CommitOffsetsBatchCommand
+	20,  // 16: strata.metastore.v1.Command.init_producer:type_name -> strata.metastore.v1.InitProducerCommand
+	26,  // 17: strata.metastore.v1.Command.expire_producers:type_name -> strata.metastore.v1.ExpireProducersCommand
+	21,  // 18: strata.metastore.v1.Command.add_to_txn:type_name -> strata.metastore.v1.AddToTxnCommand
+	23,  // 19: strata.metastore.v1.Command.end_txn:type_name -> strata.metastore.v1.EndTxnCommand
+	24,  // 20: strata.metastore.v1.Command.txn_offset_commit:type_name -> strata.metastore.v1.TxnOffsetCommitCommand
+	25,  // 21: strata.metastore.v1.Command.expire_txns:type_name -> strata.metastore.v1.ExpireTxnsCommand
+	5,   // 22: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
+	140, // 23: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
+	7,   // 24: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
+	9,   // 25: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	7,   // 26: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
+	10,  // 27: strata.metastore.v1.ConfigAlteration.ops:type_name -> strata.metastore.v1.ConfigOp
+	2,   // 28: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
+	12,  // 29: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	7,   // 30: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
+	50,  // 31: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
+	37,  // 32: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
+	38,  // 33: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
+	40,  // 34: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	22,  // 35: strata.metastore.v1.AddToTxnCommand.txns:type_name -> strata.metastore.v1.TxnAdd
+	35,  // 36: strata.metastore.v1.TxnAdd.partitions:type_name -> strata.metastore.v1.TxnPartition
+	40,  // 37: strata.metastore.v1.TxnOffsetCommitCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	19,  // 38: strata.metastore.v1.CommitOffsetsBatchCommand.commits:type_name -> strata.metastore.v1.CommitOffsetsCommand
+	85,  // 39: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
+	41,  // 40: strata.metastore.v1.SaveGroupCommand.group:type_name -> strata.metastore.v1.GroupRecord
+	141, // 41: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
+	1,   // 42: strata.metastore.v1.TransactionRecord.state:type_name -> strata.metastore.v1.TxnState
+	35,  // 43: strata.metastore.v1.TransactionRecord.partitions:type_name -> strata.metastore.v1.TxnPartition
+	0,   // 44: strata.metastore.v1.TxnPartition.error:type_name -> strata.metastore.v1.ErrorCode
+	54,  // 45: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
+	45,  // 46: strata.metastore.v1.GroupRecord.members:type_name -> strata.metastore.v1.GroupMember
+	42,  // 47: strata.metastore.v1.GroupRecord.consumer:type_name -> strata.metastore.v1.ConsumerGroupState
+	43,  // 48: strata.metastore.v1.ConsumerGroupState.members:type_name -> strata.metastore.v1.ConsumerMember
+	44,  // 49: strata.metastore.v1.ConsumerMember.assigned:type_name -> strata.metastore.v1.TopicPartitions
+	44,  // 50: strata.metastore.v1.ConsumerMember.revoking:type_name -> strata.metastore.v1.TopicPartitions
+	44,  // 51: strata.metastore.v1.ConsumerMember.target:type_name -> strata.metastore.v1.TopicPartitions
+	46,  // 52: strata.metastore.v1.GroupMember.protocols:type_name -> strata.metastore.v1.GroupProtocol
+	49,  // 53: strata.metastore.v1.ProducerPartition.batches:type_name -> strata.metastore.v1.ProducedBatch
+	51,  // 54: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
+	52,  // 55: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
+	0,   // 56: strata.metastore.v1.BatchResult.error:type_name -> strata.metastore.v1.ErrorCode
+	55,  // 57: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
+	0,   // 58: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
+	53,  // 59: strata.metastore.v1.ChunkResult.batches:type_name -> strata.metastore.v1.BatchResult
+	5,   // 60: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
+	0,   // 61: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
+	32,  // 62: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
+	58,  // 63: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	7,   // 64: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	58,  // 65: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	9,   // 66: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	58,  // 67: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	12,  // 68: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	58,  // 69: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	7,   // 70: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	58,  // 71: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	0,   // 72: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	33,  // 73: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	56,  // 74: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
+	36,  // 75: strata.metastore.v1.LookupResponse.aborted:type_name -> strata.metastore.v1.AbortedTxn
+	0,   // 76: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	33,  // 77: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	56,  // 78: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
+	37,  // 79: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
+	37,  // 80: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
+	37,  // 81: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
+	38,  // 82: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
+	38,  // 83: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
+	85,  // 84: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	56,  // 85: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
+	32,  // 86: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
+	37,  // 87: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
+	40,  // 88: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	0,   // 89: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
+	88,  // 90: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	85,  // 91: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	40,  // 92: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	85,  // 93: strata.metastore.v1.FetchOffsetsResponse.unstable:type_name -> strata.metastore.v1.PartitionRef
+	85,  // 94: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	88,  // 95: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	110, // 96: strata.metastore.v1.ListGroupsResponse.listed:type_name -> strata.metastore.v1.GroupDescription
+	0,   // 97: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
+	97,  // 98: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
+	46,  // 99: strata.metastore.v1.JoinGroupRequest.protocols:type_name -> strata.metastore.v1.GroupProtocol
+	45,  // 100: strata.metastore.v1.JoinGroupResponse.members:type_name -> strata.metastore.v1.GroupMember
+	102, // 101: strata.metastore.v1.SyncGroupRequest.assignments:type_name -> strata.metastore.v1.GroupAssignment
+	107, // 102: strata.metastore.v1.LeaveGroupRequest.members:type_name -> strata.metastore.v1.LeavingMember
+	107, // 103: strata.metastore.v1.LeaveGroupResponse.members:type_name -> strata.metastore.v1.LeavingMember
+	45,  // 104: strata.metastore.v1.GroupDescription.members:type_name -> strata.metastore.v1.GroupMember
+	110, // 105: strata.metastore.v1.DescribeGroupsResponse.groups:type_name -> strata.metastore.v1.GroupDescription
+	44,  // 106: strata.metastore.v1.ConsumerHeartbeatRequest.owned:type_name -> strata.metastore.v1.TopicPartitions
+	44,  // 107: strata.metastore.v1.ConsumerHeartbeatResponse.assignment:type_name -> strata.metastore.v1.TopicPartitions
+	43,  // 108: strata.metastore.v1.ConsumerGroupDescription.members:type_name -> strata.metastore.v1.ConsumerMember
+	115, // 109: strata.metastore.v1.ConsumerGroupDescribeResponse.groups:type_name -> strata.metastore.v1.ConsumerGroupDescription
+	22,  // 110: strata.metastore.v1.AddToTxnRequest.txns:type_name -> strata.metastore.v1.TxnAdd
+	120, // 111: strata.metastore.v1.AddToTxnResponse.results:type_name -> strata.metastore.v1.TxnAddResult
+	0,   // 112: strata.metastore.v1.TxnAddResult.error:type_name -> strata.metastore.v1.ErrorCode
+	35,  // 113: strata.metastore.v1.TxnAddResult.partitions:type_name -> strata.metastore.v1.TxnPartition
+	97,  // 114: strata.metastore.v1.TxnAddResult.groups:type_name -> strata.metastore.v1.GroupResult
+	40,  // 115: strata.metastore.v1.TxnOffsetCommitRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	88,  // 116: strata.metastore.v1.TxnOffsetCommitResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	34,  // 117: strata.metastore.v1.DescribeTransactionsResponse.transactions:type_name -> strata.metastore.v1.TransactionRecord
+	1,   // 118: strata.metastore.v1.ListTransactionsRequest.states:type_name -> strata.metastore.v1.TxnState
+	34,  // 119: strata.metastore.v1.ListTransactionsResponse.transactions:type_name -> strata.metastore.v1.TransactionRecord
+	85,  // 120: strata.metastore.v1.DescribeProducersRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	131, // 121: strata.metastore.v1.DescribeProducersResponse.partitions:type_name -> strata.metastore.v1.PartitionProducers
+	0,   // 122: strata.metastore.v1.PartitionProducers.error:type_name -> strata.metastore.v1.ErrorCode
+	132, // 123: strata.metastore.v1.PartitionProducers.producers:type_name -> strata.metastore.v1.ActiveProducer
+	142, // 124: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
+	57,  // 125: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
+	60,  // 126: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
+	62,  // 127: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
+	64,  // 128: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
+	66,  // 129: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
+	50,  // 130: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
+	68,  // 131: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
+	70,  // 132: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
+	72,  // 133: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
+	74,  // 134: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
+	76,  // 135: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
+	78,  // 136: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
+	80,  // 137: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
+	82,  // 138: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
+	84,  // 139: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
+	87,  // 140: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
+	90,  // 141: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
+	92,  // 142: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
+	94,  // 143: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
+	96,  // 144: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
+	109, // 145: strata.metastore.v1.Metastore.DescribeGroups:input_type -> strata.metastore.v1.DescribeGroupsRequest
+	99,  // 146: strata.metastore.v1.Metastore.JoinGroup:input_type -> strata.metastore.v1.JoinGroupRequest
+	101, // 147: strata.metastore.v1.Metastore.SyncGroup:input_type -> strata.metastore.v1.SyncGroupRequest
+	104, // 148: strata.metastore.v1.Metastore.Heartbeat:input_type -> strata.metastore.v1.HeartbeatRequest
+	106, // 149: strata.metastore.v1.Metastore.LeaveGroup:input_type -> strata.metastore.v1.LeaveGroupRequest
+	117, // 150: strata.metastore.v1.Metastore.InitProducer:input_type -> strata.metastore.v1.InitProducerRequest
+	112, // 151: strata.metastore.v1.Metastore.ConsumerHeartbeat:input_type -> strata.metastore.v1.ConsumerHeartbeatRequest
+	114, // 152: strata.metastore.v1.Metastore.ConsumerGroupDescribe:input_type -> strata.metastore.v1.ConsumerGroupDescribeRequest
+	118, // 153: strata.metastore.v1.Metastore.AddToTxn:input_type -> strata.metastore.v1.AddToTxnRequest
+	121, // 154: strata.metastore.v1.Metastore.EndTxn:input_type -> strata.metastore.v1.EndTxnRequest
+	123, // 155: strata.metastore.v1.Metastore.TxnOffsetCommit:input_type -> strata.metastore.v1.TxnOffsetCommitRequest
+	125, // 156: strata.metastore.v1.Metastore.DescribeTransactions:input_type -> strata.metastore.v1.DescribeTransactionsRequest
+	127, // 157: strata.metastore.v1.Metastore.ListTransactions:input_type -> strata.metastore.v1.ListTransactionsRequest
+	129, // 158: strata.metastore.v1.Metastore.DescribeProducers:input_type -> strata.metastore.v1.DescribeProducersRequest
+	134, // 159: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
+	136, // 160: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
+	138, // 161: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
+	59,  // 162: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
+	61,  // 163: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
+	63,  // 164: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
+	65,  // 165: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
+	67,  // 166: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
+	54,  // 167: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
+	69,  // 168: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
+	71,  // 169: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
+	73,  // 170: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
+	75,  // 171: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
+	77,  // 172: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
+	79,  // 173: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
+	81,  // 174: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
+	83,  // 175: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
+	86,  // 176: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
+	89,  // 177: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
+	91,  // 178: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
+	93,  // 179: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
+	95,  // 180: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
+	98,  // 181: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
+	111, // 182: strata.metastore.v1.Metastore.DescribeGroups:output_type -> strata.metastore.v1.DescribeGroupsResponse
+	100, // 183: strata.metastore.v1.Metastore.JoinGroup:output_type -> strata.metastore.v1.JoinGroupResponse
+	103, // 184: strata.metastore.v1.Metastore.SyncGroup:output_type -> strata.metastore.v1.SyncGroupResponse
+	105, // 185: strata.metastore.v1.Metastore.Heartbeat:output_type -> strata.metastore.v1.HeartbeatResponse
+	108, // 186: strata.metastore.v1.Metastore.LeaveGroup:output_type -> strata.metastore.v1.LeaveGroupResponse
+	133, // 187: strata.metastore.v1.Metastore.InitProducer:output_type -> strata.metastore.v1.InitProducerResponse
+	113, // 188: strata.metastore.v1.Metastore.ConsumerHeartbeat:output_type -> strata.metastore.v1.ConsumerHeartbeatResponse
+	116, // 189: strata.metastore.v1.Metastore.ConsumerGroupDescribe:output_type -> strata.metastore.v1.ConsumerGroupDescribeResponse
+	119, // 190: strata.metastore.v1.Metastore.AddToTxn:output_type -> strata.metastore.v1.AddToTxnResponse
+	122, // 191: strata.metastore.v1.Metastore.EndTxn:output_type -> strata.metastore.v1.EndTxnResponse
+	124, // 192: strata.metastore.v1.Metastore.TxnOffsetCommit:output_type -> strata.metastore.v1.TxnOffsetCommitResponse
+	126, // 193: strata.metastore.v1.Metastore.DescribeTransactions:output_type -> strata.metastore.v1.DescribeTransactionsResponse
+	128, // 194: strata.metastore.v1.Metastore.ListTransactions:output_type -> strata.metastore.v1.ListTransactionsResponse
+	130, // 195: strata.metastore.v1.Metastore.DescribeProducers:output_type -> strata.metastore.v1.DescribeProducersResponse
+	135, // 196: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
+	137, // 197: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
+	139, // 198: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
+	162, // [162:199] is the sub-list for method output_type
+	125, // [125:162] is the sub-list for method input_type
+	125, // [125:125] is the sub-list for extension type_name
+	125, // [125:125] is the sub-list for extension extendee
+	0,   // [0:125] is the sub-list for field type_name
 }
 
 func init() { file_metastore_proto_init() }
@@ -8485,22 +10455,27 @@ func file_metastore_proto_init() {
 		(*Command_CommitOffsetsBatch)(nil),
 		(*Command_InitProducer)(nil),
 		(*Command_ExpireProducers)(nil),
+		(*Command_AddToTxn)(nil),
+		(*Command_EndTxn)(nil),
+		(*Command_TxnOffsetCommit)(nil),
+		(*Command_ExpireTxns)(nil),
 	}
-	file_metastore_proto_msgTypes[32].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[34].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[76].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[88].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[90].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[93].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[40].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[42].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[84].OneofWrappers = []any{}
 	file_metastore_proto_msgTypes[96].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[98].OneofWrappers = []any{}
 	file_metastore_proto_msgTypes[101].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[104].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[109].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[120].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metastore_proto_rawDesc), len(file_metastore_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   117,
+			NumEnums:      3,
+			NumMessages:   140,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -55,6 +55,12 @@ const (
 	Metastore_InitProducer_FullMethodName          = "/strata.metastore.v1.Metastore/InitProducer"
 	Metastore_ConsumerHeartbeat_FullMethodName     = "/strata.metastore.v1.Metastore/ConsumerHeartbeat"
 	Metastore_ConsumerGroupDescribe_FullMethodName = "/strata.metastore.v1.Metastore/ConsumerGroupDescribe"
+	Metastore_AddToTxn_FullMethodName              = "/strata.metastore.v1.Metastore/AddToTxn"
+	Metastore_EndTxn_FullMethodName                = "/strata.metastore.v1.Metastore/EndTxn"
+	Metastore_TxnOffsetCommit_FullMethodName       = "/strata.metastore.v1.Metastore/TxnOffsetCommit"
+	Metastore_DescribeTransactions_FullMethodName  = "/strata.metastore.v1.Metastore/DescribeTransactions"
+	Metastore_ListTransactions_FullMethodName      = "/strata.metastore.v1.Metastore/ListTransactions"
+	Metastore_DescribeProducers_FullMethodName     = "/strata.metastore.v1.Metastore/DescribeProducers"
 	Metastore_Cluster_FullMethodName               = "/strata.metastore.v1.Metastore/Cluster"
 	Metastore_Join_FullMethodName                  = "/strata.metastore.v1.Metastore/Join"
 	Metastore_Leave_FullMethodName                 = "/strata.metastore.v1.Metastore/Leave"
@@ -92,6 +98,12 @@ type MetastoreClient interface {
 	InitProducer(ctx context.Context, in *InitProducerRequest, opts ...grpc.CallOption) (*InitProducerResponse, error)
 	ConsumerHeartbeat(ctx context.Context, in *ConsumerHeartbeatRequest, opts ...grpc.CallOption) (*ConsumerHeartbeatResponse, error)
 	ConsumerGroupDescribe(ctx context.Context, in *ConsumerGroupDescribeRequest, opts ...grpc.CallOption) (*ConsumerGroupDescribeResponse, error)
+	AddToTxn(ctx context.Context, in *AddToTxnRequest, opts ...grpc.CallOption) (*AddToTxnResponse, error)
+	EndTxn(ctx context.Context, in *EndTxnRequest, opts ...grpc.CallOption) (*EndTxnResponse, error)
+	TxnOffsetCommit(ctx context.Context, in *TxnOffsetCommitRequest, opts ...grpc.CallOption) (*TxnOffsetCommitResponse, error)
+	DescribeTransactions(ctx context.Context, in *DescribeTransactionsRequest, opts ...grpc.CallOption) (*DescribeTransactionsResponse, error)
+	ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error)
+	DescribeProducers(ctx context.Context, in *DescribeProducersRequest, opts ...grpc.CallOption) (*DescribeProducersResponse, error)
 	Cluster(ctx context.Context, in *ClusterRequest, opts ...grpc.CallOption) (*ClusterResponse, error)
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
@@ -394,6 +406,66 @@ func (c *metastoreClient) ConsumerGroupDescribe(ctx context.Context, in *Consume
 	return out, nil
 }
 
+func (c *metastoreClient) AddToTxn(ctx context.Context, in *AddToTxnRequest, opts ...grpc.CallOption) (*AddToTxnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddToTxnResponse)
+	err := c.cc.Invoke(ctx, Metastore_AddToTxn_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) EndTxn(ctx context.Context, in *EndTxnRequest, opts ...grpc.CallOption) (*EndTxnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EndTxnResponse)
+	err := c.cc.Invoke(ctx, Metastore_EndTxn_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) TxnOffsetCommit(ctx context.Context, in *TxnOffsetCommitRequest, opts ...grpc.CallOption) (*TxnOffsetCommitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnOffsetCommitResponse)
+	err := c.cc.Invoke(ctx, Metastore_TxnOffsetCommit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) DescribeTransactions(ctx context.Context, in *DescribeTransactionsRequest, opts ...grpc.CallOption) (*DescribeTransactionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DescribeTransactionsResponse)
+	err := c.cc.Invoke(ctx, Metastore_DescribeTransactions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTransactionsResponse)
+	err := c.cc.Invoke(ctx, Metastore_ListTransactions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) DescribeProducers(ctx context.Context, in *DescribeProducersRequest, opts ...grpc.CallOption) (*DescribeProducersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DescribeProducersResponse)
+	err := c.cc.Invoke(ctx, Metastore_DescribeProducers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *metastoreClient) Cluster(ctx context.Context, in *ClusterRequest, opts ...grpc.CallOption) (*ClusterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ClusterResponse)
@@ -456,6 +528,12 @@ type MetastoreServer interface {
 	InitProducer(context.Context, *InitProducerRequest) (*InitProducerResponse, error)
 	ConsumerHeartbeat(context.Context, *ConsumerHeartbeatRequest) (*ConsumerHeartbeatResponse, error)
 	ConsumerGroupDescribe(context.Context, *ConsumerGroupDescribeRequest) (*ConsumerGroupDescribeResponse, error)
+	AddToTxn(context.Context, *AddToTxnRequest) (*AddToTxnResponse, error)
+	EndTxn(context.Context, *EndTxnRequest) (*EndTxnResponse, error)
+	TxnOffsetCommit(context.Context, *TxnOffsetCommitRequest) (*TxnOffsetCommitResponse, error)
+	DescribeTransactions(context.Context, *DescribeTransactionsRequest) (*DescribeTransactionsResponse, error)
+	ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error)
+	DescribeProducers(context.Context, *DescribeProducersRequest) (*DescribeProducersResponse, error)
 	Cluster(context.Context, *ClusterRequest) (*ClusterResponse, error)
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
@@ -552,6 +630,24 @@ func (UnimplementedMetastoreServer) ConsumerHeartbeat(context.Context, *Consumer
 }
 func (UnimplementedMetastoreServer) ConsumerGroupDescribe(context.Context, *ConsumerGroupDescribeRequest) (*ConsumerGroupDescribeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ConsumerGroupDescribe not implemented")
+}
+func (UnimplementedMetastoreServer) AddToTxn(context.Context, *AddToTxnRequest) (*AddToTxnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddToTxn not implemented")
+}
+func (UnimplementedMetastoreServer) EndTxn(context.Context, *EndTxnRequest) (*EndTxnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EndTxn not implemented")
+}
+func (UnimplementedMetastoreServer) TxnOffsetCommit(context.Context, *TxnOffsetCommitRequest) (*TxnOffsetCommitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TxnOffsetCommit not implemented")
+}
+func (UnimplementedMetastoreServer) DescribeTransactions(context.Context, *DescribeTransactionsRequest) (*DescribeTransactionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DescribeTransactions not implemented")
+}
+func (UnimplementedMetastoreServer) ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTransactions not implemented")
+}
+func (UnimplementedMetastoreServer) DescribeProducers(context.Context, *DescribeProducersRequest) (*DescribeProducersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DescribeProducers not implemented")
 }
 func (UnimplementedMetastoreServer) Cluster(context.Context, *ClusterRequest) (*ClusterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cluster not implemented")
@@ -1080,6 +1176,114 @@ func _Metastore_ConsumerGroupDescribe_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Metastore_AddToTxn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddToTxnRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).AddToTxn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_AddToTxn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).AddToTxn(ctx, req.(*AddToTxnRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_EndTxn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EndTxnRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).EndTxn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_EndTxn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).EndTxn(ctx, req.(*EndTxnRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_TxnOffsetCommit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnOffsetCommitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).TxnOffsetCommit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_TxnOffsetCommit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).TxnOffsetCommit(ctx, req.(*TxnOffsetCommitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_DescribeTransactions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeTransactionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).DescribeTransactions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_DescribeTransactions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).DescribeTransactions(ctx, req.(*DescribeTransactionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_ListTransactions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTransactionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).ListTransactions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_ListTransactions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).ListTransactions(ctx, req.(*ListTransactionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_DescribeProducers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeProducersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).DescribeProducers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_DescribeProducers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).DescribeProducers(ctx, req.(*DescribeProducersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Metastore_Cluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ClusterRequest)
 	if err := dec(in); err != nil {
@@ -1248,6 +1452,30 @@ var Metastore_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ConsumerGroupDescribe",
 			Handler:    _Metastore_ConsumerGroupDescribe_Handler,
+		},
+		{
+			MethodName: "AddToTxn",
+			Handler:    _Metastore_AddToTxn_Handler,
+		},
+		{
+			MethodName: "EndTxn",
+			Handler:    _Metastore_EndTxn_Handler,
+		},
+		{
+			MethodName: "TxnOffsetCommit",
+			Handler:    _Metastore_TxnOffsetCommit_Handler,
+		},
+		{
+			MethodName: "DescribeTransactions",
+			Handler:    _Metastore_DescribeTransactions_Handler,
+		},
+		{
+			MethodName: "ListTransactions",
+			Handler:    _Metastore_ListTransactions_Handler,
+		},
+		{
+			MethodName: "DescribeProducers",
+			Handler:    _Metastore_DescribeProducers_Handler,
 		},
 		{
 			MethodName: "Cluster",

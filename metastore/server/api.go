@@ -160,7 +160,7 @@ func (a *api) Lookup(ctx context.Context, req *pb.LookupRequest) (*pb.LookupResp
 		if err := a.n.linearize(ctx); err != nil {
 			return nil, err
 		}
-		resp, err := a.n.st.Lookup(req.TopicId, req.Partition, req.Offset, int(req.MaxEntries))
+		resp, err := a.n.st.Lookup(req.TopicId, req.Partition, req.Offset, int(req.MaxEntries), req.AbortedUpto)
 		if err != nil {
 			return nil, readError(err)
 		}
@@ -269,7 +269,25 @@ func (a *api) FetchOffsets(ctx context.Context, req *pb.FetchOffsetsRequest) (*p
 		if err != nil {
 			return nil, readError(err)
 		}
-		return &pb.FetchOffsetsResponse{Offsets: offsets}, nil
+		resp := &pb.FetchOffsetsResponse{Offsets: offsets}
+		if req.RequireStable {
+			parts := req.Partitions
+			if len(parts) == 0 {
+				for _, o := range offsets {
+					parts = append(parts, &pb.PartitionRef{TopicId: o.TopicId, Partition: o.Partition})
+				}
+			}
+			unstable, err := a.n.st.Unstable(req.Group, parts)
+			if err != nil {
+				return nil, readError(err)
+			}
+			for i, u := range unstable {
+				if u {
+					resp.Unstable = append(resp.Unstable, parts[i])
+				}
+			}
+		}
+		return resp, nil
 	})
 }
 

@@ -100,6 +100,11 @@ type Config struct {
 	// long are forgotten (0: never). ProducerExpiryInterval is how often the leader
 	// looks for them.
 	ProducerExpiration, ProducerExpiryInterval time.Duration
+	// TransactionMaxTimeout is transaction.max.timeout.ms: the longest timeout a
+	// transactional producer may ask for. TransactionalIDExpiration is
+	// transactional.id.expiration.ms: an id with no transaction for this long is
+	// forgotten (0: never), checked every ProducerExpiryInterval.
+	TransactionMaxTimeout, TransactionalIDExpiration time.Duration
 
 	// raftFS, when set, is the file system of the Raft log (tests inject faults).
 	raftFS vfs.FS
@@ -128,6 +133,9 @@ func DefaultConfig() Config {
 
 		ProducerExpiration:     24 * time.Hour,
 		ProducerExpiryInterval: 10 * time.Minute,
+
+		TransactionMaxTimeout:     15 * time.Minute,
+		TransactionalIDExpiration: 7 * 24 * time.Hour,
 	}
 }
 
@@ -155,6 +163,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Groups.Validate(); err != nil {
 		bad("%v", err)
+	}
+	if c.TransactionMaxTimeout <= 0 || c.TransactionalIDExpiration < 0 {
+		bad("transaction max timeout %v must be positive and transactional id expiration %v not negative", c.TransactionMaxTimeout, c.TransactionalIDExpiration)
+	}
+	if c.TransactionalIDExpiration > 0 && c.ProducerExpiryInterval <= 0 {
+		bad("transactional id expiration %v needs a positive check interval, got %v", c.TransactionalIDExpiration, c.ProducerExpiryInterval)
 	}
 	if c.ProducerExpiration < 0 || (c.ProducerExpiration > 0 && c.ProducerExpiryInterval <= 0) {
 		bad("producer expiration %v needs a positive check interval, got %v", c.ProducerExpiration, c.ProducerExpiryInterval)

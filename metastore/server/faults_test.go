@@ -132,7 +132,7 @@ func TestCommitsSurviveLeaderKills(t *testing.T) {
 	}
 	entries := map[loc]*pb.IndexEntry{}
 	for p := range int32(partitions) {
-		lk, err := c.nodes[l].n.st.Lookup(topic, p, 0, 10_000)
+		lk, err := c.nodes[l].n.st.Lookup(topic, p, 0, 10_000, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,7 +191,7 @@ func TestCommitsSurviveLeaderKills(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := c.nodes[l].n.st.Lookup(topic, 0, 0, 10_000)
+	want, _ := c.nodes[l].n.st.Lookup(topic, 0, 0, 10_000, 0)
 	if !equalEntries(lk.Entries, want.Entries) {
 		t.Fatalf("client lookup: %d entries, state %d", len(lk.Entries), len(want.Entries))
 	}

@@ -78,6 +78,7 @@ func (n *Node) groupLoop() {
 	cfg := n.cfg.Groups
 	lastExpiry := time.Now() // the first check one interval after start, as Kafka
 	lastProducerExpiry := time.Now()
+	lastTxnIDExpiry := time.Now()
 	var loadedTerm uint64
 	for {
 		select {
@@ -122,6 +123,13 @@ func (n *Node) groupLoop() {
 				n.log.Debug("metastore server: expire producers", "err", err)
 			case res.More:
 				lastProducerExpiry = time.Time{}
+			}
+		}
+		n.expireTxns(false)
+		if n.cfg.TransactionalIDExpiration > 0 && time.Since(lastTxnIDExpiry) >= n.cfg.ProducerExpiryInterval {
+			lastTxnIDExpiry = time.Now()
+			if n.expireTxns(true) {
+				lastTxnIDExpiry = time.Time{}
 			}
 		}
 	}
@@ -324,14 +332,3 @@ func (a *api) ConsumerGroupDescribe(ctx context.Context, req *pb.ConsumerGroupDe
 	})
 }
 
-// InitProducer issues a producer id, or bumps an issued one's epoch (KIP-360).
-func (a *api) InitProducer(ctx context.Context, req *pb.InitProducerRequest) (*pb.InitProducerResponse, error) {
-	return onLeader(ctx, a.n, req, pb.MetastoreClient.InitProducer, func() (*pb.InitProducerResponse, error) {
-		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_InitProducer{InitProducer: &pb.InitProducerCommand{
-			ProducerId: req.ProducerId, ProducerEpoch: req.ProducerEpoch}}})
-		if err != nil {
-			return nil, err
-		}
-		return &pb.InitProducerResponse{ProducerId: res.Producer.ProducerId, ProducerEpoch: res.Producer.Epoch}, nil
-	})
-}

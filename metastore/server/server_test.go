@@ -250,11 +250,11 @@ func TestRestartedNodeCatchesUp(t *testing.T) {
 	l := c.waitLeader()
 	c.waitApplied(c.nodes[l].n.st.Applied())
 	for p := int32(0); p < 4; p++ {
-		want, err := c.nodes[l].n.st.Lookup(topic, p, 0, 100)
+		want, err := c.nodes[l].n.st.Lookup(topic, p, 0, 100, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := c.nodes[f].n.st.Lookup(topic, p, 0, 100)
+		got, err := c.nodes[f].n.st.Lookup(topic, p, 0, 100, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,7 +426,7 @@ func assertSameIndex(t *testing.T, c *testCluster, topic []byte, partitions int3
 	t.Helper()
 	l := c.waitLeader()
 	for p := range partitions {
-		want, err := c.nodes[l].n.st.Lookup(topic, p, 0, 10_000)
+		want, err := c.nodes[l].n.st.Lookup(topic, p, 0, 10_000, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -434,7 +434,7 @@ func assertSameIndex(t *testing.T, c *testCluster, topic []byte, partitions int3
 			if tn.n == nil || i == l {
 				continue
 			}
-			got, err := tn.n.st.Lookup(topic, p, 0, 10_000)
+			got, err := tn.n.st.Lookup(topic, p, 0, 10_000, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -52,7 +52,7 @@ func BenchmarkLookup(b *testing.B) {
 	for b.Loop() {
 		p := int32(rng.IntN(50))
 		off := rng.Int64N(commits * 32)
-		lk, err := a.s.Lookup(id(1), p, off, 1)
+		lk, err := a.s.Lookup(id(1), p, off, 1, 0)
 		if err != nil || lk.Error != pb.ErrorCode_NONE || len(lk.Entries) != 1 {
 			b.Fatalf("lookup %d/%d: %v %v", p, off, lk, err)
 		}

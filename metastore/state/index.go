@@ -23,12 +23,31 @@ import (
 //	uvarint flags (objectlog.ChunkFlags)
 //
 // A typical entry is ~35 bytes of value and 29 of key.
-const indexValueVersion = 1
+//
+// A transaction marker (a control record with no segment behind it; readers build
+// its batch) is version 2:
+//
+//	byte    version (2)
+//	byte    marker (1 abort, 2 commit)
+//	varint  producer id
+//	uvarint producer epoch
+//	varint  timestamp
+const (
+	indexValueVersion  = 1
+	markerValueVersion = 2
+)
 
 // ErrCorrupt marks state that does not decode: a bug or a damaged disk, never input.
 var ErrCorrupt = errors.New("state: corrupt state")
 
 func encodeIndexValue(e *pb.IndexEntry) []byte {
+	if e.Marker != 0 {
+		b := make([]byte, 0, 24)
+		b = append(b, markerValueVersion, byte(e.Marker))
+		b = binary.AppendVarint(b, e.ProducerId)
+		b = binary.AppendUvarint(b, uint64(e.ProducerEpoch))
+		return binary.AppendVarint(b, e.MaxTimestamp)
+	}
 	b := make([]byte, 0, 48)
 	b = append(b, indexValueVersion)
 	b = binary.AppendUvarint(b, uint64(e.LastOffset-e.BaseOffset))
@@ -44,6 +63,9 @@ func encodeIndexValue(e *pb.IndexEntry) []byte {
 
 // decodeIndexEntry rebuilds an entry from its key (after the prefix byte) and value.
 func decodeIndexEntry(key, val []byte) (*pb.IndexEntry, error) {
+	if len(key) == 1+16+4+8 && len(val) > 2 && val[0] == markerValueVersion {
+		return decodeMarker(key, val)
+	}
 	if len(key) != 1+16+4+8 || len(val) < 1+1+16 || val[0] != indexValueVersion {
 		return nil, fmt.Errorf("%w: index entry key %x value %x", ErrCorrupt, key, val)
 	}
@@ -84,5 +106,34 @@ func decodeIndexEntry(key, val []byte) (*pb.IndexEntry, error) {
 	}
 	e.Flags = uint32(flags)
 	e.BaseOffset = e.LastOffset - int64(span)
+	return e, nil
+}
+
+func decodeMarker(key, val []byte) (*pb.IndexEntry, error) {
+	e := &pb.IndexEntry{
+		TopicId:     append([]byte(nil), key[1:17]...),
+		Partition:   int32(binary.BigEndian.Uint32(key[17:21])),
+		LastOffset:  int64(binary.BigEndian.Uint64(key[21:29])),
+		Marker:      int32(val[1]),
+		BatchCount:  1,
+		RecordCount: 1,
+	}
+	e.BaseOffset = e.LastOffset
+	v := val[2:]
+	pid, n := binary.Varint(v)
+	if n <= 0 {
+		return nil, fmt.Errorf("%w: marker value %x", ErrCorrupt, val)
+	}
+	v = v[n:]
+	epoch, n := binary.Uvarint(v)
+	if n <= 0 || epoch > 1<<15 {
+		return nil, fmt.Errorf("%w: marker value %x", ErrCorrupt, val)
+	}
+	v = v[n:]
+	ts, n := binary.Varint(v)
+	if n <= 0 || n != len(v) || (e.Marker != pb.MarkerAbort && e.Marker != pb.MarkerCommit) {
+		return nil, fmt.Errorf("%w: marker value %x", ErrCorrupt, val)
+	}
+	e.ProducerId, e.ProducerEpoch, e.MaxTimestamp = pid, int32(epoch), ts
 	return e, nil
 }

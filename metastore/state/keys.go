@@ -20,12 +20,14 @@ const (
 	prefixIntent     byte = 0x18 // segment id(16) -> pb.UploadIntent
 	prefixIntentExp  byte = 0x19 // expires ms(8, sign-flipped) segment id(16) -> empty
 	prefixAgent      byte = 0x1a // agent id -> pb.AgentInfo
-	prefixProducer   byte = 0x20 // reserved: idempotent producer state (issue 6)
-	prefixTxn        byte = 0x21 // reserved: transactions (issue 6)
+	prefixProducer   byte = 0x20 // idempotent and transactional producers (producers.go)
+	prefixTxn        byte = 0x21 // transactions (txn.go)
 	prefixGroup      byte = 0x22 // reserved: consumer groups (issue 5)
 	prefixGroupOff   byte = 0x23 // committed offsets: group length (2) | group | topic id | partition
 	prefixACL        byte = 0x24 // reserved: ACLs and SCRAM credentials
 	prefixSchema     byte = 0x25 // reserved: schema registry
+	prefixAborted    byte = 0x26 // topic id(16) partition(4) marker offset(8) -> pb.AbortedTxn
+	prefixOpenTxn    byte = 0x27 // topic id(16) partition(4) first offset(8) producer id(8) -> empty
 	prefixEndOfState byte = 0xff // never a key: the upper bound of every scan
 )
 

@@ -188,7 +188,9 @@ func (t *txn) deleteTopic(topic *pb.Topic) error {
 			it.Close()
 			return err
 		}
-		released = append(released, e.SegmentId)
+		if e.Marker == 0 {
+			released = append(released, e.SegmentId)
+		}
 	}
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("state: %w", err)
@@ -198,11 +200,15 @@ func (t *txn) deleteTopic(topic *pb.Topic) error {
 			return err
 		}
 	}
-	for _, p := range []byte{prefixHead, prefixIndex, prefixTimeIndex} {
+	for _, p := range []byte{prefixHead, prefixIndex, prefixTimeIndex, prefixAborted, prefixOpenTxn} {
 		lo := append([]byte{p}, id...)
 		if err := t.b.DeleteRange(lo, upperBound(lo), nil); err != nil {
 			return fmt.Errorf("state: %w", err)
 		}
+	}
+	lo := producersOf(id, -1)
+	if err := t.b.DeleteRange(lo, upperBound(lo), nil); err != nil {
+		return fmt.Errorf("state: %w", err)
 	}
 	t.markDeleted(id)
 	t.ev.TopicsDeleted = append(t.ev.TopicsDeleted, id)
@@ -362,6 +368,9 @@ func validateCommit(req *pb.CommitSegmentRequest) string {
 			if b.Size < 0 || int64(b.Size) > ch.Length {
 				return fmt.Sprintf("batch size %d in a chunk of %d bytes", b.Size, ch.Length)
 			}
+			if b.Transactional && b.ProducerId < 0 {
+				return "a transactional batch without a producer id"
+			}
 		}
 		k := string(ch.TopicId) + strconv.Itoa(int(ch.Partition))
 		if seen[k] {
@@ -434,8 +443,9 @@ func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit, now int64) (*pb.Ch
 	if cur == nil {
 		return nil, 0, fmt.Errorf("%w: topic %x partition %d has no head", ErrCorrupt, ch.TopicId, ch.Partition)
 	}
-	head := pb.PartitionHead{NextOffset: cur.NextOffset, LogStartOffset: cur.LogStartOffset, MaxTimestamp: cur.MaxTimestamp, MaxTimestampOffset: cur.MaxTimestampOffset, TimeIndexed: cur.TimeIndexed}
+	head := proto.Clone(cur).(*pb.PartitionHead)
 	r.LogStartOffset = head.LogStartOffset
+	r.LastStableOffset = head.StableOffset()
 
 	// Every batch of a plain producer goes in; those of idempotent producers are
 	// checked first. Accepted batches take offsets in order; each run of them
@@ -481,15 +491,22 @@ func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit, now int64) (*pb.Ch
 			switch dupBase, dup, code, err := check.check(b); {
 			case err != nil:
 				return nil, 0, err
-			case b.Transactional:
-				br.Error, keep = pb.ErrorCode_INVALID_TXN_STATE, false // transactions are not served yet
 			case dup:
 				br.BaseOffset, br.Duplicate, keep = dupBase, true, false
 			case code != pb.ErrorCode_NONE:
 				br.Error, keep = code, false
 			default:
 				br.BaseOffset = next
-				check.accepted(b, next, next+int64(b.OffsetCount)-1)
+				if check.accepted(b, next, next+int64(b.OffsetCount)-1) {
+					// The producer's transaction begins here in this partition.
+					if err := t.set(openTxnKey(ch.TopicId, ch.Partition, next, b.ProducerId), nil); err != nil {
+						return nil, 0, err
+					}
+					if head.OpenTxns == 0 {
+						head.FirstUnstable = next
+					}
+					head.OpenTxns++
+				}
 			}
 		} else if idempotent {
 			r.Batches[i] = &pb.BatchResult{BaseOffset: next}
@@ -531,6 +548,10 @@ func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit, now int64) (*pb.Ch
 		}
 	}
 	r.BaseOffset, r.LastOffset = -1, -1
+	if len(runs) > 0 {
+		head.NextOffset = next
+	}
+	stable := head.StableOffset()
 	for k, ru := range runs {
 		entry := &pb.IndexEntry{
 			BaseOffset:   ru.base,
@@ -557,7 +578,7 @@ func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit, now int64) (*pb.Ch
 				head.TimeIndexed = ru.maxTs
 			}
 		}
-		entry.TopicId, entry.Partition = ch.TopicId, ch.Partition
+		entry.TopicId, entry.Partition, entry.LastStableOffset = ch.TopicId, ch.Partition, stable
 		t.ev.Entries = append(t.ev.Entries, entry)
 		t.watchable = true
 		if k == 0 {
@@ -566,11 +587,11 @@ func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit, now int64) (*pb.Ch
 		r.LastOffset = ru.last
 	}
 	if len(runs) > 0 {
-		head.NextOffset = next
-		if err := t.putHead(ch.TopicId, ch.Partition, &head); err != nil {
+		if err := t.putHead(ch.TopicId, ch.Partition, head); err != nil {
 			return nil, 0, err
 		}
 	}
+	r.LastStableOffset = stable
 	return r, int32(len(runs)), nil
 }
 

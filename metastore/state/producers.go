@@ -30,7 +30,7 @@ import (
 const (
 	producerNextKey byte = 0x01 // -> uint64: the next producer id to issue
 	producerIDKey   byte = 0x02 // producer id (8) -> pb.ProducerRecord
-	producerPartKey byte = 0x03 // producer id (8) topic id (16) partition (4) -> pb.ProducerPartition
+	producerPartKey byte = 0x03 // topic id (16) partition (4) producer id (8) -> pb.ProducerPartition
 )
 
 // recentBatches is how many batches per producer and partition are remembered for
@@ -43,13 +43,24 @@ func producerKey(pid int64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixProducer, producerIDKey}, uint64(pid))
 }
 
-func producerPartitionKey(pid int64, topic []byte, partition int32) []byte {
-	k := binary.BigEndian.AppendUint64([]byte{prefixProducer, producerPartKey}, uint64(pid))
-	k = append(k, topic...)
+// producersOf is the prefix of one partition's producer states (DescribeProducers),
+// or with partition < 0 of a topic's.
+func producersOf(topic []byte, partition int32) []byte {
+	k := append([]byte{prefixProducer, producerPartKey}, topic...)
+	if partition < 0 {
+		return k
+	}
 	return binary.BigEndian.AppendUint32(k, uint32(partition))
 }
 
+func producerPartitionKey(pid int64, topic []byte, partition int32) []byte {
+	return binary.BigEndian.AppendUint64(producersOf(topic, partition), uint64(pid))
+}
+
 func (t *txn) initProducer(cmd *pb.InitProducerCommand, now int64) (*Result, error) {
+	if cmd.GetTransactionalId() != "" {
+		return t.initTxnProducer(cmd, now)
+	}
 	if cmd.GetProducerId() >= 0 {
 		var rec pb.ProducerRecord
 		ok, err := t.getProto(producerKey(cmd.ProducerId), &rec)
@@ -70,6 +81,15 @@ func (t *txn) initProducer(cmd *pb.InitProducerCommand, now int64) (*Result, err
 		}
 		// The epoch is exhausted: a new producer id.
 	}
+	rec, err := t.newProducer(now, "")
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Producer: rec}, nil
+}
+
+// newProducer issues the next producer id at epoch 0.
+func (t *txn) newProducer(now int64, transactionalID string) (*pb.ProducerRecord, error) {
 	var next uint64
 	v, ok, err := t.get(producerNext())
 	if err != nil {
@@ -78,14 +98,14 @@ func (t *txn) initProducer(cmd *pb.InitProducerCommand, now int64) (*Result, err
 	if ok && len(v) == 8 {
 		next = binary.BigEndian.Uint64(v)
 	}
-	rec := &pb.ProducerRecord{ProducerId: int64(next), Epoch: 0, IssuedMs: now}
+	rec := &pb.ProducerRecord{ProducerId: int64(next), Epoch: 0, IssuedMs: now, TransactionalId: transactionalID}
 	if err := t.set(producerNext(), binary.BigEndian.AppendUint64(nil, next+1)); err != nil {
 		return nil, err
 	}
 	if err := t.setProto(producerKey(rec.ProducerId), rec); err != nil {
 		return nil, err
 	}
-	return &Result{Producer: rec}, nil
+	return rec, nil
 }
 
 // producerCheck checks the batches of idempotent producers in one chunk, in order.
@@ -95,12 +115,13 @@ type producerCheck struct {
 	partition int32
 	now       int64
 	states    map[int64]*pb.ProducerPartition // loaded or created, written back by flush
-	epochs    map[int64]int32                 // issued producers' current epochs; -1: never issued
+	producers map[int64]*pb.ProducerRecord    // issued producers; nil: never issued
+	txns      map[int64]bool                  // transactional producers: this partition is in their open transaction
 }
 
 func newProducerCheck(t *txn, topic []byte, partition int32, now int64) *producerCheck {
 	return &producerCheck{t: t, topic: topic, partition: partition, now: now,
-		states: map[int64]*pb.ProducerPartition{}, epochs: map[int64]int32{}}
+		states: map[int64]*pb.ProducerPartition{}, producers: map[int64]*pb.ProducerRecord{}, txns: map[int64]bool{}}
 }
 
 // lastSequence is the sequence of a batch's last record: sequences wrap to 0
@@ -124,18 +145,21 @@ func nextSequence(last int32) int32 {
 // its original base offset, or refused with a code. base is where the batch lands
 // if accepted; record with accepted() once its offsets are final.
 func (c *producerCheck) check(b *pb.BatchInfo) (dupBase int64, dup bool, code pb.ErrorCode, err error) {
-	epoch, ok := c.epochs[b.ProducerId]
+	prec, ok := c.producers[b.ProducerId]
 	if !ok {
 		var rec pb.ProducerRecord
 		found, err := c.t.getProto(producerKey(b.ProducerId), &rec)
 		if err != nil {
 			return 0, false, 0, err
 		}
-		epoch = -1
 		if found {
-			epoch = rec.Epoch
+			prec = &rec
 		}
-		c.epochs[b.ProducerId] = epoch
+		c.producers[b.ProducerId] = prec
+	}
+	epoch := int32(-1)
+	if prec != nil {
+		epoch = prec.Epoch
 	}
 	switch {
 	case epoch < 0:
@@ -160,6 +184,17 @@ func (c *producerCheck) check(b *pb.BatchInfo) (dupBase int64, dup bool, code pb
 			}
 		}
 	}
+	if b.Transactional {
+		// KIP-890 part 1: a transactional batch only for a partition added to
+		// the producer's open transaction.
+		in, err := c.inTxn(prec)
+		if err != nil {
+			return 0, false, 0, err
+		}
+		if !in {
+			return 0, false, pb.ErrorCode_INVALID_TXN_STATE, nil
+		}
+	}
 	switch {
 	case st.Epoch != b.ProducerEpoch || len(st.Batches) == 0:
 		// A new epoch (or the first batch here) starts at sequence 0.
@@ -172,11 +207,41 @@ func (c *producerCheck) check(b *pb.BatchInfo) (dupBase int64, dup bool, code pb
 	return 0, false, pb.ErrorCode_NONE, nil
 }
 
-// accepted records an accepted batch at its offsets.
-func (c *producerCheck) accepted(b *pb.BatchInfo, base, last int64) {
+// inTxn reports whether this partition is in the producer's open transaction.
+func (c *producerCheck) inTxn(prec *pb.ProducerRecord) (bool, error) {
+	if in, ok := c.txns[prec.ProducerId]; ok {
+		return in, nil
+	}
+	in := false
+	if prec.TransactionalId != "" {
+		var rec pb.TransactionRecord
+		found, err := c.t.getProto(txnKey(prec.TransactionalId), &rec)
+		if err != nil {
+			return false, err
+		}
+		if found && rec.ProducerId == prec.ProducerId && rec.ProducerEpoch == prec.Epoch && rec.State == pb.TxnState_TXN_ONGOING {
+			for _, p := range rec.Partitions {
+				if p.Partition == c.partition && string(p.TopicId) == string(c.topic) {
+					in = true
+					break
+				}
+			}
+		}
+	}
+	c.txns[prec.ProducerId] = in
+	return in, nil
+}
+
+// accepted records an accepted batch at its offsets. It reports whether the batch
+// opened its transaction in this partition (its base is the transaction's first
+// offset here).
+func (c *producerCheck) accepted(b *pb.BatchInfo, base, last int64) (opened bool) {
 	st := c.states[b.ProducerId]
 	if st.Epoch != b.ProducerEpoch {
 		st.Epoch, st.Batches = b.ProducerEpoch, nil
+	}
+	if b.Transactional && !st.TxnOpen {
+		st.TxnOpen, st.TxnFirstOffset, opened = true, base, true
 	}
 	st.Batches = append(st.Batches, &pb.ProducedBatch{FirstSequence: b.BaseSequence,
 		LastSequence: lastSequence(b.BaseSequence, b.RecordCount), BaseOffset: base, LastOffset: last})
@@ -184,6 +249,7 @@ func (c *producerCheck) accepted(b *pb.BatchInfo, base, last int64) {
 		st.Batches = st.Batches[len(st.Batches)-recentBatches:]
 	}
 	st.LastMs = c.now
+	return opened
 }
 
 func (c *producerCheck) state(pid int64) (*pb.ProducerPartition, error) {
@@ -228,17 +294,17 @@ func (t *txn) expireProducers(expirationMs, now int64) (*Result, error) {
 	}
 	for valid := it.First(); valid; valid = it.Next() {
 		k := it.Key()
-		if len(k) != 2+8+16+4 {
+		if len(k) != 2+16+4+8 {
 			it.Close()
 			return nil, fmt.Errorf("%w: producer key %x", ErrCorrupt, k)
 		}
-		pid := int64(binary.BigEndian.Uint64(k[2:10]))
+		pid := int64(binary.BigEndian.Uint64(k[2+16+4:]))
 		var st pb.ProducerPartition
 		if err := proto.Unmarshal(it.Value(), &st); err != nil {
 			it.Close()
 			return nil, fmt.Errorf("%w: %x: %v", ErrCorrupt, k, err)
 		}
-		if st.LastMs > cutoff {
+		if st.LastMs > cutoff || st.TxnOpen {
 			live[pid] = true
 			continue
 		}
@@ -254,7 +320,8 @@ func (t *txn) expireProducers(expirationMs, now int64) (*Result, error) {
 	}
 	if !more {
 		err := scanProtosUnder(t.b, []byte{prefixProducer, producerIDKey}, func(r *pb.ProducerRecord) error {
-			if !live[r.ProducerId] && r.IssuedMs <= cutoff && len(drop) < maxExpirePerCommand {
+			// A transactional producer's id lives as long as its transactional id.
+			if !live[r.ProducerId] && r.TransactionalId == "" && r.IssuedMs <= cutoff && len(drop) < maxExpirePerCommand {
 				drop = append(drop, producerKey(r.ProducerId))
 			}
 			return nil

@@ -66,7 +66,7 @@ func TestIdempotentProducerDuplicatesAndGaps(t *testing.T) {
 	if r.Error != 0 || !r.Batches[0].Duplicate || r.Batches[0].BaseOffset != 5 || r.Batches[1].BaseOffset != 7 || r.Batches[2].BaseOffset != 8 {
 		t.Fatalf("chunk with a duplicate: %v", r)
 	}
-	lk, err := a.s.Lookup(id(1), 0, 0, 100)
+	lk, err := a.s.Lookup(id(1), 0, 0, 100, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +105,9 @@ func TestIdempotentProducerDuplicatesAndGaps(t *testing.T) {
 		t.Fatalf("bump from a stale epoch: %v", r.Err)
 	}
 	// A chunk whose batches are all duplicates commits nothing and moves nothing.
-	before, _ := a.s.Lookup(id(1), 0, 0, 100)
+	before, _ := a.s.Lookup(id(1), 0, 0, 100, 0)
 	r = commitChunkOf(a, 21, idemChunk(0, pbatch{0, 1, 0, 1}))
-	after, _ := a.s.Lookup(id(1), 0, 0, 100)
+	after, _ := a.s.Lookup(id(1), 0, 0, 100, 0)
 	if !r.Batches[0].Duplicate || len(after.Entries) != len(before.Entries) || after.Head.NextOffset != before.Head.NextOffset {
 		t.Fatalf("all-duplicate chunk: %v, entries %d -> %d", r, len(before.Entries), len(after.Entries))
 	}

@@ -93,7 +93,10 @@ func headOf(r pebble.Reader, topic []byte, partition int32) (*pb.PartitionHead, 
 // Lookup returns up to max index entries starting with the one holding offset, and
 // the partition head. An offset equal to the head's next offset is valid and yields
 // no entries (the reader is caught up).
-func (s *State) Lookup(topic []byte, partition int32, offset int64, maxEntries int) (*pb.LookupResponse, error) {
+//
+// With abortedUpto > 0 it also returns the aborted transactions overlapping
+// [offset, abortedUpto) (for a read_committed fetch).
+func (s *State) Lookup(topic []byte, partition int32, offset int64, maxEntries int, abortedUpto int64) (*pb.LookupResponse, error) {
 	maxEntries = min(max(maxEntries, 1), 10_000)
 	resp := &pb.LookupResponse{}
 	err := s.view(func(r pebble.Reader, _ uint64) error {
@@ -123,10 +126,20 @@ func (s *State) Lookup(topic []byte, partition int32, offset int64, maxEntries i
 			}
 			resp.Entries = append(resp.Entries, e)
 		}
-		return it.Error()
+		if err := it.Error(); err != nil {
+			return err
+		}
+		if abortedUpto > 0 {
+			resp.Aborted, err = abortedIn(r, topic, partition, offset, abortedUpto, maxAbortedPerLookup)
+		}
+		return err
 	})
 	return resp, err
 }
+
+// maxAbortedPerLookup bounds a Lookup's aborted transactions: a fetch range holds
+// at most one per batch, and the agent asks for ranges of at most a few MiB.
+const maxAbortedPerLookup = 100_000
 
 // ListOffsets answers Kafka's ListOffsets for one partition: timestamp -2 earliest,
 // -1 latest, -3 the max-timestamp chunk, >= 0 the first chunk that can hold a record

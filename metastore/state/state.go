@@ -200,6 +200,8 @@ type Result struct {
 	More bool
 	// Producer is the outcome of an InitProducer.
 	Producer *pb.ProducerRecord
+	// TxnAdds has one result per TxnAdd of an AddToTxn.
+	TxnAdds []*pb.TxnAddResult
 	// Err is set when the command as a whole was refused.
 	Err *Error
 }
@@ -329,6 +331,14 @@ func (t *txn) apply(cmd *pb.Command) (*Result, error) {
 		return t.initProducer(op.InitProducer, now)
 	case *pb.Command_ExpireProducers:
 		return t.expireProducers(op.ExpireProducers.GetExpirationMs(), now)
+	case *pb.Command_AddToTxn:
+		return t.addToTxn(op.AddToTxn, now)
+	case *pb.Command_EndTxn:
+		return t.endTxn(op.EndTxn, now)
+	case *pb.Command_TxnOffsetCommit:
+		return t.txnOffsetCommit(op.TxnOffsetCommit, now)
+	case *pb.Command_ExpireTxns:
+		return t.expireTxns(op.ExpireTxns.GetExpirationMs(), now)
 	case *pb.Command_SaveGroup:
 		return t.saveGroup(op.SaveGroup.GetGroup(), now)
 	case *pb.Command_ExpireOffsets:

@@ -155,7 +155,7 @@ func TestCommitAssignsContiguousOffsets(t *testing.T) {
 	if c := r3.Commits[0].Chunks[0]; c.BaseOffset != 0 || c.LastOffset != 4 {
 		t.Fatalf("retried commit: %v", c)
 	}
-	lk, err := a.s.Lookup(id(1), 0, 0, 10)
+	lk, err := a.s.Lookup(id(1), 0, 0, 10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,17 +168,17 @@ func TestCommitAssignsContiguousOffsets(t *testing.T) {
 	}
 	// Offset 3 lies inside the first entry; 5 inside the second; 6 is the end.
 	for off, wantEntries := range map[int64]int{3: 2, 5: 1, 6: 0} {
-		lk, _ := a.s.Lookup(id(1), 0, off, 10)
+		lk, _ := a.s.Lookup(id(1), 0, off, 10, 0)
 		if lk.Error != pb.ErrorCode_NONE || len(lk.Entries) != wantEntries {
 			t.Fatalf("lookup %d: %v", off, lk)
 		}
 	}
 	for _, off := range []int64{-1, 7} {
-		if lk, _ := a.s.Lookup(id(1), 0, off, 10); lk.Error != pb.ErrorCode_OFFSET_OUT_OF_RANGE {
+		if lk, _ := a.s.Lookup(id(1), 0, off, 10, 0); lk.Error != pb.ErrorCode_OFFSET_OUT_OF_RANGE {
 			t.Fatalf("lookup %d: %v", off, lk.Error)
 		}
 	}
-	if lk, _ := a.s.Lookup(id(1), 2, 0, 10); lk.Error != pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION {
+	if lk, _ := a.s.Lookup(id(1), 2, 0, 10, 0); lk.Error != pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION {
 		t.Fatalf("lookup partition 2: %v", lk.Error)
 	}
 }
@@ -208,7 +208,7 @@ func TestCommitBadInput(t *testing.T) {
 	if cs[0].Error != pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION || cs[1].Error != pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION || cs[2].Error != pb.ErrorCode_NONE || cs[2].LastOffset != 1 {
 		t.Fatalf("mixed commit: %v", cs)
 	}
-	if lk, _ := a.s.Lookup(id(1), 0, 0, 10); lk.Head.NextOffset != 2 {
+	if lk, _ := a.s.Lookup(id(1), 0, 0, 10, 0); lk.Head.NextOffset != 2 {
 		t.Fatalf("bad commits moved the head: %v", lk.Head)
 	}
 }
@@ -259,7 +259,7 @@ func TestDeleteTopicReleasesSegments(t *testing.T) {
 	if s1.References != 1 || s2.References != 0 {
 		t.Fatalf("references after delete: %d %d", s1.References, s2.References)
 	}
-	if lk, _ := a.s.Lookup(id(1), 0, 0, 1); lk.Error != pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION {
+	if lk, _ := a.s.Lookup(id(1), 0, 0, 1, 0); lk.Error != pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION {
 		t.Fatalf("lookup of deleted topic: %v", lk.Error)
 	}
 	// The name is free again; a commit to the old id now fails.
@@ -299,7 +299,7 @@ func TestAlterConfigsAndPartitions(t *testing.T) {
 	if r := grow(5); r.Error != pb.ErrorCode_NONE || r.Topic.Partitions != 5 {
 		t.Fatalf("grow: %v", r)
 	}
-	if lk, _ := a.s.Lookup(id(1), 4, 0, 1); lk.Error != pb.ErrorCode_NONE {
+	if lk, _ := a.s.Lookup(id(1), 4, 0, 1, 0); lk.Error != pb.ErrorCode_NONE {
 		t.Fatalf("new partition lookup: %v", lk.Error)
 	}
 }
@@ -375,7 +375,7 @@ func TestApplyIsIdempotentAcrossRestart(t *testing.T) {
 	if r, err := s.Apply(2, again); err != nil || r != nil {
 		t.Fatalf("replayed index 2: %v %v", r, err)
 	}
-	if lk, _ := s.Lookup(id(1), 0, 0, 10); lk.Head.NextOffset != 4 {
+	if lk, _ := s.Lookup(id(1), 0, 0, 10, 0); lk.Head.NextOffset != 4 {
 		t.Fatalf("replay changed state: next offset %d", lk.Head.NextOffset)
 	}
 }

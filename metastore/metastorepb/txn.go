@@ -1,0 +1,17 @@
+package metastorepb
+
+// Marker values of IndexEntry.marker: a transaction's control record.
+const (
+	MarkerAbort  int32 = 1
+	MarkerCommit int32 = 2
+)
+
+// StableOffset is the partition's last stable offset: every offset below it
+// belongs to no open transaction. Without open transactions it is the high
+// watermark (next_offset).
+func (h *PartitionHead) StableOffset() int64 {
+	if h.GetOpenTxns() > 0 {
+		return h.GetFirstUnstable()
+	}
+	return h.GetNextOffset()
+}
