@@ -10,8 +10,12 @@ package agent
 // trimmed; base offsets are patched from the index.
 //
 // Incremental fetch sessions (KIP-227) are kept per agent (fetchsession.go). Both
-// isolation levels are served; until transactions exist (issue 6) the last stable
-// offset equals the high watermark and no aborted transactions are reported.
+// isolation levels are served: read_uncommitted reads to the high watermark;
+// read_committed stops at the last stable offset (below which no transaction is
+// open) and, when what it returns holds transactional batches, lists the aborted
+// transactions of that range (asked of the metastore's aborted-transaction index),
+// so the client drops their records. Transaction markers are index entries without
+// bytes in storage; their control batches are built as they are served.
 // OFFSET_OUT_OF_RANGE is returned for an offset below the log start or above the
 // high watermark. Deviations: no preferred read replica (KIP-392) is named; every
 // agent serves every partition; the leader epoch is always 0.
@@ -23,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	pb "github.com/stratalog/strata/metastore/metastorepb"
 	"github.com/stratalog/strata/objectlog"
 )
 
@@ -53,8 +58,12 @@ type partResult struct {
 	sp       *sessPart
 	code     int16
 	hwm      int64
+	lso      int64
 	logStart int64
 	records  []byte
+	aborted  []*pb.AbortedTxn
+	// committed: a read_committed fetch (aborted transactions are listed).
+	committed bool
 }
 
 func (s *Server) fetch(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, sess *fetchSession, parts []*sessPart, full bool) {
@@ -66,7 +75,7 @@ func (s *Server) fetch(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.F
 	var results []partResult
 	for {
 		wake := s.rd.changed()
-		results = s.readParts(ctx, req.Version, parts, maxBytes)
+		results = s.readParts(ctx, req, parts, maxBytes)
 		got, failed := 0, false
 		for _, pr := range results {
 			got += len(pr.records)
@@ -85,7 +94,7 @@ func (s *Server) fetch(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.F
 			t.Stop()
 		}
 		// One last read at the deadline, so data that arrived with it is not missed.
-		results = s.readParts(ctx, req.Version, parts, maxBytes)
+		results = s.readParts(ctx, req, parts, maxBytes)
 		break
 	}
 	s.fillFetch(req, resp, results, full)
@@ -93,21 +102,75 @@ func (s *Server) fetch(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.F
 }
 
 // readParts reads every partition once, within the byte limits.
-func (s *Server) readParts(ctx context.Context, version int16, parts []*sessPart, maxBytes int) []partResult {
+func (s *Server) readParts(ctx context.Context, req *kmsg.FetchRequest, parts []*sessPart, maxBytes int) []partResult {
 	results := make([]partResult, len(parts))
 	total := 0
+	committed := req.Version >= 4 && req.IsolationLevel == 1
 	for i, sp := range parts {
-		pr := partResult{sp: sp, hwm: -1, logStart: -1}
-		pr.code, pr.hwm, pr.logStart, pr.records = s.readPart(ctx, version, sp, maxBytes-total, total == 0)
+		pr := s.readPart(ctx, req.Version, committed, sp, maxBytes-total, total == 0)
 		total += len(pr.records)
 		results[i] = pr
 	}
 	return results
 }
 
-// readPart reads one partition from its fetch offset: at most limit bytes (and the
-// partition's own max), but at least one whole batch when first is set.
-func (s *Server) readPart(ctx context.Context, version int16, sp *sessPart, limit int, first bool) (code int16, hwm, logStart int64, records []byte) {
+// readPart reads one partition from its fetch offset (to the high watermark, or for
+// read_committed the last stable offset): at most limit bytes (and the partition's
+// own max), but at least one whole batch when first is set.
+func (s *Server) readPart(ctx context.Context, version int16, committed bool, sp *sessPart, limit int, first bool) partResult {
+	pr := partResult{sp: sp, hwm: -1, lso: -1, logStart: -1, committed: committed}
+	pr.code, pr.hwm, pr.lso, pr.logStart, pr.records = s.readRange(ctx, version, committed, sp, limit, first)
+	if !committed || pr.code != 0 || len(pr.records) == 0 {
+		return pr
+	}
+	// Aborted transactions matter only where transactional batches were returned.
+	from, end, txnData := int64(-1), int64(-1), false
+	for data := pr.records; len(data) > 0; {
+		h, err := objectlog.ParseBatchHeader(data)
+		if err != nil {
+			break
+		}
+		if from < 0 {
+			from = h.BaseOffset
+		}
+		end = h.BaseOffset + int64(h.LastOffsetDelta) + 1
+		txnData = txnData || h.Attributes.Transactional() && !h.Attributes.Control()
+		data = data[h.Size():]
+	}
+	if !txnData {
+		return pr
+	}
+	k, ok := s.partKeyOf(ctx, version, sp)
+	if !ok {
+		return pr
+	}
+	aborted, err := s.rd.aborted(ctx, k, min(sp.fetchOffset, from), end)
+	if err != nil {
+		// Without the list the client could keep aborted records: answer no data.
+		pr.code, pr.records, pr.aborted = kafkaCode(err), nil, nil
+		return pr
+	}
+	pr.aborted = aborted
+	return pr
+}
+
+// partKeyOf resolves a session partition to its topic id.
+func (s *Server) partKeyOf(ctx context.Context, version int16, sp *sessPart) (partKey, bool) {
+	var ti *topicInfo
+	var err error
+	if version >= 13 {
+		ti, err = s.cat.topicID(ctx, objectlog.TopicID(sp.key.topicID))
+	} else {
+		ti, err = s.cat.topic(ctx, sp.key.topic)
+	}
+	if err != nil || ti == nil {
+		return partKey{}, false
+	}
+	return partKey{ti.id, sp.key.partition}, true
+}
+
+// readRange reads the records of one partition for readPart.
+func (s *Server) readRange(ctx context.Context, version int16, committed bool, sp *sessPart, limit int, first bool) (code int16, hwm, lso, logStart int64, records []byte) {
 	var ti *topicInfo
 	var err error
 	if version >= 13 {
@@ -117,36 +180,40 @@ func (s *Server) readPart(ctx context.Context, version int16, sp *sessPart, limi
 	}
 	switch {
 	case err != nil:
-		return kafkaCode(err), -1, -1, nil
+		return kafkaCode(err), -1, -1, -1, nil
 	case ti == nil && version >= 13:
-		return kerr.UnknownTopicID.Code, -1, -1, nil
+		return kerr.UnknownTopicID.Code, -1, -1, -1, nil
 	case ti == nil || sp.key.partition < 0 || sp.key.partition >= ti.partitions:
-		return kerr.UnknownTopicOrPartition.Code, -1, -1, nil
+		return kerr.UnknownTopicOrPartition.Code, -1, -1, -1, nil
 	}
 	k := partKey{ti.id, sp.key.partition}
 	off := sp.fetchOffset
-	hwm, logStart, err = s.rd.head(ctx, k, false)
+	hwm, lso, logStart, err = s.rd.head(ctx, k, false)
 	if err == nil && off > hwm {
 		// The cached watermark may trail the metastore's: ask before refusing.
-		hwm, logStart, err = s.rd.head(ctx, k, true)
+		hwm, lso, logStart, err = s.rd.head(ctx, k, true)
 	}
 	if err != nil {
-		return kafkaCode(err), -1, -1, nil
+		return kafkaCode(err), -1, -1, -1, nil
 	}
 	if off < logStart || off > hwm {
-		return kerr.OffsetOutOfRange.Code, hwm, logStart, nil
+		return kerr.OffsetOutOfRange.Code, hwm, lso, logStart, nil
+	}
+	upto := hwm
+	if committed {
+		upto = lso
 	}
 	limit = min(limit, int(sp.maxBytes))
 	if sp.maxBytes <= 0 {
 		limit = 0
 	}
-	for off < hwm {
+	for off < upto {
 		entries, err := s.rd.entries(ctx, k, off, entriesPerRead)
 		if err != nil {
 			if len(records) > 0 {
 				break
 			}
-			return kafkaCode(err), hwm, logStart, nil
+			return kafkaCode(err), hwm, lso, logStart, nil
 		}
 		if len(entries) == 0 {
 			break
@@ -155,24 +222,24 @@ func (s *Server) readPart(ctx context.Context, version int16, sp *sessPart, limi
 			data, err := s.rd.chunk(e)
 			if err != nil {
 				if len(records) > 0 {
-					return 0, hwm, logStart, records
+					return 0, hwm, lso, logStart, records
 				}
 				s.log.Warn("agent: fetch read failed", "topic", ti.name, "partition", k.partition, "offset", off, "err", err)
-				return kafkaCode(err), hwm, logStart, nil
+				return kafkaCode(err), hwm, lso, logStart, nil
 			}
 			for len(data) > 0 {
 				h, err := objectlog.ParseBatchHeader(data)
 				if err != nil {
-					return kerr.CorruptMessage.Code, hwm, logStart, records
+					return kerr.CorruptMessage.Code, hwm, lso, logStart, records
 				}
 				n := h.Size()
-				if h.BaseOffset >= hwm {
-					return 0, hwm, logStart, records // never past the watermark the answer reports
+				if h.BaseOffset >= upto {
+					return 0, hwm, lso, logStart, records // never past the watermark (or stable offset) the answer reports
 				}
 				last := h.BaseOffset + int64(h.LastOffsetDelta)
 				if last >= off {
 					if len(records)+n > limit && !(first && len(records) == 0) {
-						return 0, hwm, logStart, records
+						return 0, hwm, lso, logStart, records
 					}
 					records = append(records, data[:n]...)
 					off = last + 1
@@ -181,7 +248,7 @@ func (s *Server) readPart(ctx context.Context, version int16, sp *sessPart, limi
 			}
 		}
 	}
-	return 0, hwm, logStart, records
+	return 0, hwm, lso, logStart, records
 }
 
 // fillFetch writes the results into the response: every partition for a full
@@ -191,7 +258,7 @@ func (s *Server) fillFetch(req *kmsg.FetchRequest, resp *kmsg.FetchResponse, res
 	byTopic := map[sessKey]int{} // topic (partition zeroed) -> index in resp.Topics
 	for _, pr := range results {
 		sp := pr.sp
-		lso := pr.hwm
+		lso := pr.lso
 		changed := !sp.sent || pr.hwm != sp.hwm || pr.logStart != sp.logStart || lso != sp.lso
 		if !full && len(pr.records) == 0 && pr.code == 0 && !changed {
 			continue
@@ -212,6 +279,14 @@ func (s *Server) fillFetch(req *kmsg.FetchRequest, resp *kmsg.FetchResponse, res
 		p.HighWatermark, p.LastStableOffset, p.LogStartOffset = pr.hwm, lso, pr.logStart
 		p.PreferredReadReplica = -1
 		p.RecordBatches = pr.records
+		if pr.committed {
+			p.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{}
+			for _, a := range pr.aborted {
+				at := kmsg.NewFetchResponseTopicPartitionAbortedTransaction()
+				at.ProducerID, at.FirstOffset = a.ProducerId, a.FirstOffset
+				p.AbortedTransactions = append(p.AbortedTransactions, at)
+			}
+		}
 		if p.RecordBatches == nil {
 			p.RecordBatches = []byte{} // empty, not null: librdkafka rejects a null record set
 		}

@@ -2,8 +2,8 @@ package agent
 
 // ListOffsets (key 2), versions 0-10.
 //
-// Timestamps: -2 earliest (the log start offset), -1 latest (the high watermark, which
-// is also the last stable offset until transactions exist), -3 the record with the
+// Timestamps: -2 earliest (the log start offset), -1 latest (the high watermark, or
+// with isolation level read_committed (v2+) the last stable offset), -3 the record with the
 // largest timestamp (v7+), -4 earliest local (v8+, the same as earliest: all data is
 // in object storage), >= 0 the first record whose timestamp is at or after it. The
 // metastore names the index entry to search; the agent reads that chunk and finds
@@ -43,7 +43,7 @@ func serveListOffsets(c *conn, r *request) reply {
 				case rp.CurrentLeaderEpoch > 0:
 					sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
 				default:
-					sp.Offset, sp.Timestamp, err = s.listOffset(c.ctx, partKey{ti.id, rp.Partition}, rp.Timestamp)
+					sp.Offset, sp.Timestamp, err = s.listOffset(c.ctx, partKey{ti.id, rp.Partition}, rp.Timestamp, req.Version >= 2 && req.IsolationLevel == 1)
 				}
 				if err != nil {
 					sp.ErrorCode = kafkaCode(err)
@@ -61,7 +61,7 @@ func serveListOffsets(c *conn, r *request) reply {
 }
 
 // listOffset answers one partition's query: the offset and timestamp found.
-func (s *Server) listOffset(ctx context.Context, k partKey, ts int64) (int64, int64, error) {
+func (s *Server) listOffset(ctx context.Context, k partKey, ts int64, committed bool) (int64, int64, error) {
 	switch ts {
 	case -4:
 		ts = -2
@@ -79,6 +79,8 @@ func (s *Server) listOffset(ctx context.Context, k partKey, ts int64) (int64, in
 		return -1, -1, err
 	}
 	switch {
+	case ts == -1 && committed && resp.Head != nil:
+		return resp.Head.StableOffset(), -1, nil
 	case ts == -1 || ts == -2:
 		return resp.Offset, -1, nil
 	case resp.Entry == nil || resp.Offset < 0:

@@ -6,8 +6,10 @@ package agent
 // acknowledged through any agent is seen). Null topics (v2+) list every partition the
 // group has an offset for; a requested partition without one answers offset -1 and
 // no error, as Kafka does; a topic deleted since the commit is left out of "all".
-// RequireStable (v7+) needs nothing until transactions exist (issue 6). The KIP-848
-// member id and epoch (v9) are not checked yet.
+// RequireStable (v7+): a partition with offsets pending in an open transaction
+// answers UNSTABLE_OFFSET_COMMIT (retriable; offset -1) until the transaction ends,
+// so a new owner does not resume from an offset about to change (KIP-447). The
+// KIP-848 member id and epoch (v9) are not checked yet.
 
 import (
 	"context"
@@ -47,7 +49,7 @@ func serveOffsetFetch(c *conn, r *request) reply {
 					topics[t.Topic] = append(topics[t.Topic], t.Partitions...)
 				}
 			}
-			fts, code := s.groupOffsets(c.ctx, req.Group, topics, topicOrder(req.Topics))
+			fts, code := s.groupOffsets(c.ctx, req.Group, topics, topicOrder(req.Topics), req.Version >= 7 && req.RequireStable)
 			resp.ErrorCode = code
 			for _, ft := range fts {
 				rt := kmsg.NewOffsetFetchResponseTopic()
@@ -76,7 +78,7 @@ func serveOffsetFetch(c *conn, r *request) reply {
 					topics[t.Topic] = append(topics[t.Topic], t.Partitions...)
 				}
 			}
-			fts, code := s.groupOffsets(c.ctx, g.Group, topics, order)
+			fts, code := s.groupOffsets(c.ctx, g.Group, topics, order, req.RequireStable)
 			rg := kmsg.NewOffsetFetchResponseGroup()
 			rg.Group, rg.ErrorCode = g.Group, code
 			for _, ft := range fts {
@@ -109,11 +111,11 @@ func topicOrder(ts []kmsg.OffsetFetchRequestTopic) []string {
 
 // groupOffsets reads a group's offsets: for the topics and partitions asked (in
 // order), or all of them when topics is nil. The code is a group-level error.
-func (s *Server) groupOffsets(ctx context.Context, group string, topics map[string][]int32, order []string) ([]fetchedTopic, int16) {
+func (s *Server) groupOffsets(ctx context.Context, group string, topics map[string][]int32, order []string, requireStable bool) ([]fetchedTopic, int16) {
 	if group == "" {
 		return nil, kerr.InvalidGroupID.Code
 	}
-	req := &pb.FetchOffsetsRequest{Group: group}
+	req := &pb.FetchOffsetsRequest{Group: group, RequireStable: requireStable}
 	infos := map[string]*topicInfo{}
 	for _, name := range order {
 		ti, err := s.cat.topic(ctx, name)
@@ -146,6 +148,18 @@ func (s *Server) groupOffsets(ctx context.Context, group string, topics map[stri
 		copy(id[:], o.TopicId)
 		got[pk{id, o.Partition}] = o
 	}
+	unstable := map[pk]bool{}
+	for _, u := range mresp.Unstable {
+		var id objectlog.TopicID
+		copy(id[:], u.TopicId)
+		unstable[pk{id, u.Partition}] = true
+	}
+	fetchedOf := func(id objectlog.TopicID, o *pb.CommittedOffset) fetchedPartition {
+		if unstable[pk{id, o.Partition}] {
+			return fetchedPartition{partition: o.Partition, offset: -1, leaderEpoch: -1, metadata: new(string), code: kerr.UnstableOffsetCommit.Code}
+		}
+		return fetched(o)
+	}
 	if topics == nil {
 		// Everything the group has, grouped by topic, topics known to the catalog.
 		at := map[string]int{} // topic name -> index in out
@@ -163,7 +177,7 @@ func (s *Server) groupOffsets(ctx context.Context, group string, topics map[stri
 				at[ti.name] = i
 				out = append(out, fetchedTopic{name: ti.name})
 			}
-			out[i].parts = append(out[i].parts, fetched(o))
+			out[i].parts = append(out[i].parts, fetchedOf(id, o))
 		}
 		return out, 0
 	}
@@ -174,8 +188,11 @@ func (s *Server) groupOffsets(ctx context.Context, group string, topics map[stri
 			continue
 		}
 		for j := range out[i].parts {
-			if o := got[pk{ti.id, out[i].parts[j].partition}]; o != nil {
-				out[i].parts[j] = fetched(o)
+			p := out[i].parts[j].partition
+			if o := got[pk{ti.id, p}]; o != nil {
+				out[i].parts[j] = fetchedOf(ti.id, o)
+			} else if unstable[pk{ti.id, p}] {
+				out[i].parts[j] = fetchedOf(ti.id, &pb.CommittedOffset{Partition: p})
 			}
 		}
 	}

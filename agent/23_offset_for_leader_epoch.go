@@ -39,7 +39,7 @@ func serveOffsetForLeaderEpoch(c *conn, r *request) reply {
 					sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
 				case rp.LeaderEpoch != 0:
 				default:
-					hwm, _, err := s.rd.head(c.ctx, partKey{ti.id, rp.Partition}, true)
+					hwm, _, _, err := s.rd.head(c.ctx, partKey{ti.id, rp.Partition}, true)
 					if err != nil {
 						sp.ErrorCode = kafkaCode(err)
 						break

@@ -124,7 +124,7 @@ func logDirsError(resp *kmsg.DescribeLogDirsResponse, dir kmsg.DescribeLogDirsRe
 // at a time, up to maxSizeEntries entries. A partition that disappears (its topic
 // deleted) has size 0.
 func (s *Server) partitionSize(ctx context.Context, k partKey) (int64, error) {
-	_, next, err := s.rd.head(ctx, k, true)
+	_, _, next, err := s.rd.head(ctx, k, true)
 	if err != nil {
 		if errors.Is(err, metastore.ErrUnknownTopic) {
 			return 0, nil

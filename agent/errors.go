@@ -68,6 +68,18 @@ func kafkaCode(err error) int16 {
 			return kerr.UnknownProducerID.Code
 		case pb.ErrorCode_INVALID_TXN_STATE:
 			return kerr.InvalidTxnState.Code
+		case pb.ErrorCode_PRODUCER_FENCED:
+			return kerr.ProducerFenced.Code
+		case pb.ErrorCode_INVALID_PRODUCER_ID_MAPPING:
+			return kerr.InvalidProducerIDMapping.Code
+		case pb.ErrorCode_INVALID_TRANSACTION_TIMEOUT:
+			return kerr.InvalidTransactionTimeout.Code
+		case pb.ErrorCode_CONCURRENT_TRANSACTIONS:
+			return kerr.ConcurrentTransactions.Code
+		case pb.ErrorCode_TRANSACTIONAL_ID_NOT_FOUND:
+			return kerr.TransactionalIDNotFound.Code
+		case pb.ErrorCode_OPERATION_NOT_ATTEMPTED:
+			return kerr.OperationNotAttempted.Code
 		}
 		return kerr.UnknownServerError.Code
 	}

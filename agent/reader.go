@@ -38,6 +38,7 @@ const (
 type partState struct {
 	known    bool  // hwm and logStart are from the metastore or the watch
 	hwm      int64 // next offset (every offset below is committed)
+	lso      int64 // last stable offset: no open transaction below it
 	logStart int64
 	entries  []*pb.IndexEntry // sorted by base offset, not necessarily contiguous
 	used     uint64           // reader.clock at the last fetch
@@ -132,6 +133,11 @@ func (r *reader) addLocked(e *pb.IndexEntry) {
 	if e.LastOffset+1 > p.hwm {
 		p.hwm = e.LastOffset + 1
 	}
+	// The last stable offset never goes back, so the highest one heard is right
+	// whichever source (watch, own commit, Lookup) said it first.
+	if e.LastStableOffset > p.lso {
+		p.lso = e.LastStableOffset
+	}
 	i, found := slices.BinarySearchFunc(p.entries, e.BaseOffset, func(x *pb.IndexEntry, off int64) int {
 		return cmpInt64(x.BaseOffset, off)
 	})
@@ -224,6 +230,8 @@ func (r *reader) hot(seg *segBuf) {
 			BatchCount:   c.BatchCount,
 			RecordCount:  c.RecordCount,
 			Flags:        uint32(c.Flags),
+
+			LastStableOffset: res.LastStableOffset,
 		})
 	}
 	r.mu.Lock()
@@ -238,29 +246,42 @@ func (r *reader) hot(seg *segBuf) {
 	r.wakeLocked()
 }
 
-// head returns a partition's watermark and log start, asking the metastore when the
-// agent does not know them.
+// head returns a partition's watermark, last stable offset and log start, asking
+// the metastore when the agent does not know them.
 // With fresh set it always asks (a fetch beyond the cached watermark may be right).
-func (r *reader) head(ctx context.Context, k partKey, fresh bool) (hwm, logStart int64, err error) {
+func (r *reader) head(ctx context.Context, k partKey, fresh bool) (hwm, lso, logStart int64, err error) {
 	r.mu.Lock()
 	p := r.parts[k]
 	if p != nil && p.known && !fresh {
 		r.touchLocked(p)
-		hwm, logStart = p.hwm, p.logStart
+		hwm, lso, logStart = p.hwm, min(p.lso, p.hwm), p.logStart
 		r.mu.Unlock()
-		return hwm, logStart, nil
+		return hwm, lso, logStart, nil
 	}
 	gen := r.gen
 	r.mu.Unlock()
 	resp, err := r.s.meta.Lookup(ctx, &pb.LookupRequest{TopicId: k.topic[:], Partition: k.partition, Offset: -1, MaxEntries: 1})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if resp.Error != pb.ErrorCode_NONE && resp.Error != pb.ErrorCode_OFFSET_OUT_OF_RANGE {
-		return 0, 0, errOf(resp.Error)
+		return 0, 0, 0, errOf(resp.Error)
 	}
 	r.learn(k, resp, gen)
-	return resp.Head.GetNextOffset(), resp.Head.GetLogStartOffset(), nil
+	return resp.Head.GetNextOffset(), resp.Head.StableOffset(), resp.Head.GetLogStartOffset(), nil
+}
+
+// aborted returns the aborted transactions overlapping [from, upto) of a partition
+// (for a read_committed fetch that returns transactional batches in that range).
+func (r *reader) aborted(ctx context.Context, k partKey, from, upto int64) ([]*pb.AbortedTxn, error) {
+	resp, err := r.s.meta.Lookup(ctx, &pb.LookupRequest{TopicId: k.topic[:], Partition: k.partition, Offset: from, MaxEntries: 1, AbortedUpto: upto})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Error != pb.ErrorCode_NONE {
+		return nil, errOf(resp.Error)
+	}
+	return resp.Aborted, nil
 }
 
 // learn records a Lookup answer's head and entries; gen is the resync generation
@@ -277,6 +298,9 @@ func (r *reader) learn(k partKey, resp *pb.LookupResponse, gen uint64) {
 	if h := resp.Head; h != nil {
 		if !p.known || h.NextOffset > p.hwm {
 			p.hwm = h.NextOffset
+		}
+		if st := h.StableOffset(); !p.known || st > p.lso {
+			p.lso = st
 		}
 		p.logStart = h.LogStartOffset
 		p.known = gen == r.gen
@@ -350,6 +374,10 @@ func (r *reader) cachedEntries(k partKey, offset int64, n int) []*pb.IndexEntry 
 // chunk returns an entry's batches with absolute offsets, from cache or storage.
 // The slice is shared: callers must not modify it.
 func (r *reader) chunk(e *pb.IndexEntry) ([]byte, error) {
+	if e.Marker != 0 {
+		// A transaction marker: its control batch is built, never stored.
+		return objectlog.ControlBatch(e.BaseOffset, e.ProducerId, int16(e.ProducerEpoch), e.Marker == pb.MarkerCommit, e.MaxTimestamp), nil
+	}
 	var id objectlog.SegmentID
 	copy(id[:], e.SegmentId)
 	ck := chunkKey{id, e.Position}
