@@ -331,4 +331,3 @@ func (a *api) ConsumerGroupDescribe(ctx context.Context, req *pb.ConsumerGroupDe
 		return &pb.ConsumerGroupDescribeResponse{Groups: c.ConsumerDescribe(ctx, req.Groups)}, nil
 	})
 }
-
