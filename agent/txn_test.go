@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/stratalog/strata/metastore/groups"
 	"github.com/stratalog/strata/objectlog"
 )
 
@@ -242,4 +243,157 @@ func txnBatch(t testing.TB, pid int64, epoch int16, seq int32, values ...string)
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestTransactionTimeout: a producer that begins a transaction and goes silent is
+// aborted by the coordinator after its timeout: the last stable offset moves past
+// its data, read_committed consumers never see it, and the producer is fenced.
+func TestTransactionTimeout(t *testing.T) {
+	s := startAgent(t)
+	createTopic(t, s, "timeout", 1, nil)
+	ctx := testContext(t)
+	p := txnProducer(t, s, "silent", kgo.TransactionTimeout(time.Second))
+	if err := p.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ProduceSync(ctx, &kgo.Record{Topic: "timeout", Value: []byte("lost")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cl := kafkaClient(t, s)
+	lso := func() (int64, int64) {
+		f := fetchRaw(t, s, cl, "timeout", 0, 0, func(r *kmsg.FetchRequest) { r.IsolationLevel = 1 })
+		fp := f.Topics[0].Partitions[0]
+		return fp.LastStableOffset, fp.HighWatermark
+	}
+	if stable, hwm := lso(); stable != 0 || hwm != 1 {
+		t.Fatalf("open transaction: lso %d hwm %d, want 0 and 1", stable, hwm)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		stable, hwm := lso()
+		if stable == 2 && hwm == 2 {
+			break // the data and the abort marker
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("transaction not aborted on timeout: lso %d hwm %d", stable, hwm)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	f := fetchRaw(t, s, cl, "timeout", 0, 0, func(r *kmsg.FetchRequest) { r.IsolationLevel = 1 })
+	fp := f.Topics[0].Partitions[0]
+	if len(fp.AbortedTransactions) != 1 || fp.AbortedTransactions[0].FirstOffset != 0 {
+		t.Fatalf("aborted transactions: %+v", fp.AbortedTransactions)
+	}
+	if err := p.EndTransaction(ctx, kgo.TryCommit); err == nil {
+		t.Fatal("the timed-out producer committed")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if got := consumeAll(t, cctx, s, "timeout", true, 1); len(got) != 0 {
+		t.Fatalf("read_committed saw %v", got)
+	}
+}
+
+// TestTransactionalPipeline: consume-transform-produce with GroupTransactSession:
+// two members move topic in to topic out, the first transaction of each of them
+// aborted on purpose. out holds every input record exactly once for read_committed
+// consumers; the aborted copies are visible only to read_uncommitted ones.
+func TestTransactionalPipeline(t *testing.T) {
+	s := startAgent(t, withGroups(func(c *groups.Config) { c.InitialRebalanceDelay = 0 }))
+	createTopic(t, s, "in", 4, nil)
+	createTopic(t, s, "out", 4, nil)
+	ctx := testContext(t)
+	const n = 400
+	src := kafkaClient(t, s, kgo.DefaultProduceTopic("in"))
+	for i := range n {
+		src.Produce(ctx, kgo.StringRecord(fmt.Sprintf("r%03d", i)), nil)
+	}
+	if err := src.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	run := func(id string, abortFirst bool, done <-chan struct{}) error {
+		sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(s.AdvertiseAddr()), kgo.TransactionalID(id),
+			kgo.ConsumerGroup("pipe"), kgo.ConsumeTopics("in"), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.RequireStableFetchOffsets(), kgo.DefaultProduceTopic("out"), kgo.TransactionTimeout(10*time.Second),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
+		if err != nil {
+			return err
+		}
+		defer sess.Close()
+		first := true
+		for {
+			select {
+			case <-done:
+				return nil
+			default:
+			}
+			pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			fs := sess.PollFetches(pctx)
+			cancel()
+			if fs.NumRecords() == 0 {
+				continue
+			}
+			if err := sess.Begin(); err != nil {
+				return err
+			}
+			var out []*kgo.Record
+			fs.EachRecord(func(r *kgo.Record) {
+				out = append(out, &kgo.Record{Partition: r.Partition, Value: append([]byte("x-"), r.Value...)})
+			})
+			if err := sess.ProduceSync(ctx, out...).FirstErr(); err != nil {
+				return err
+			}
+			end := kgo.TryCommit
+			if abortFirst && first {
+				end = kgo.TryAbort
+			}
+			first = false
+			if _, err := sess.End(ctx, end); err != nil {
+				return err
+			}
+		}
+	}
+	done := make(chan struct{})
+	errs := make(chan error, 2)
+	go func() { errs <- run("pipe-a", true, done) }()
+	go func() { errs <- run("pipe-b", true, done) }()
+
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	consumeAll(t, wctx, s, "out", true, n) // until the pipeline is through
+	close(done)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("pipeline member: %v", err)
+		}
+	}
+	// Everything read_committed shows, now that nothing more comes: an aborted copy
+	// has the same value as its committed one, so count them all.
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	got := consumeAll(t, cctx, s, "out", true, 2*n)
+	seen := map[string]int{}
+	for _, vs := range got {
+		for _, v := range vs {
+			seen[v]++
+		}
+	}
+	for i := range n {
+		if v := fmt.Sprintf("x-r%03d", i); seen[v] != 1 {
+			t.Fatalf("%s seen %d times in read_committed output", v, seen[v])
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct records, want %d", len(seen), n)
+	}
+	// The aborted first transaction's copies are there, uncommitted.
+	uctx, ucancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ucancel()
+	total := 0
+	for _, vs := range consumeAll(t, uctx, s, "out", false, n+1) {
+		total += len(vs)
+	}
+	if total <= n {
+		t.Fatalf("read_uncommitted saw %d records, want the aborted copies too (more than %d)", total, n)
+	}
 }
