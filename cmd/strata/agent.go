@@ -189,6 +189,7 @@ func runLocal(ctx context.Context, env *environment, args []string) error {
 	mcfg.Logger = log
 	mcfg.Groups = groupCfg
 	mcfg.ProducerExpiration, mcfg.ProducerExpiryInterval = producerCfg.ProducerExpiration, producerCfg.ProducerExpiryInterval
+	mcfg.TransactionMaxTimeout, mcfg.TransactionalIDExpiration = producerCfg.TransactionMaxTimeout, producerCfg.TransactionalIDExpiration
 	if err := mcfg.Validate(); err != nil {
 		return fmt.Errorf("strata local: %w", err)
 	}

@@ -203,5 +203,7 @@ func registerGroupFlags(fs *flag.FlagSet, c *groups.Config) {
 // runs a metastore.
 func registerProducerFlags(fs *flag.FlagSet, c *server.Config) {
 	fs.DurationVar(&c.ProducerExpiration, "producer-id-expiration", c.ProducerExpiration, "forget idempotent producers idle this long, 0 for never (producer.id.expiration.ms)")
-	fs.DurationVar(&c.ProducerExpiryInterval, "producer-id-expiration-check-interval", c.ProducerExpiryInterval, "how often idle producers are looked for")
+	fs.DurationVar(&c.ProducerExpiryInterval, "producer-id-expiration-check-interval", c.ProducerExpiryInterval, "how often idle producers (and unused transactional ids) are looked for")
+	fs.DurationVar(&c.TransactionMaxTimeout, "transaction-max-timeout", c.TransactionMaxTimeout, "the longest transaction timeout a producer may ask for (transaction.max.timeout.ms)")
+	fs.DurationVar(&c.TransactionalIDExpiration, "transactional-id-expiration", c.TransactionalIDExpiration, "forget transactional ids with no transaction for this long, 0 for never (transactional.id.expiration.ms)")
 }
