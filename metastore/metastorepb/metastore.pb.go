@@ -277,6 +277,7 @@ type Command struct {
 	//	*Command_EndTxn
 	//	*Command_TxnOffsetCommit
 	//	*Command_ExpireTxns
+	//	*Command_TxnBatch
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -531,6 +532,15 @@ func (x *Command) GetExpireTxns() *ExpireTxnsCommand {
 	return nil
 }
 
+func (x *Command) GetTxnBatch() *TxnBatchCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_TxnBatch); ok {
+			return x.TxnBatch
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -623,6 +633,10 @@ type Command_ExpireTxns struct {
 	ExpireTxns *ExpireTxnsCommand `protobuf:"bytes,31,opt,name=expire_txns,json=expireTxns,proto3,oneof"`
 }
 
+type Command_TxnBatch struct {
+	TxnBatch *TxnBatchCommand `protobuf:"bytes,32,opt,name=txn_batch,json=txnBatch,proto3,oneof"`
+}
+
 func (*Command_CreateTopics) isCommand_Op() {}
 
 func (*Command_DeleteTopics) isCommand_Op() {}
@@ -666,6 +680,8 @@ func (*Command_EndTxn) isCommand_Op() {}
 func (*Command_TxnOffsetCommit) isCommand_Op() {}
 
 func (*Command_ExpireTxns) isCommand_Op() {}
+
+func (*Command_TxnBatch) isCommand_Op() {}
 
 type CreateTopicsCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1853,6 +1869,53 @@ func (x *TxnOffsetCommitCommand) GetOffsets() []*CommittedOffset {
 	return nil
 }
 
+// TxnBatchCommand is several transaction coordinator commands (AddToTxn, EndTxn,
+// TxnOffsetCommit, of any transactions) gathered into one entry, applied in order,
+// each with its own result; any other command inside is refused.
+type TxnBatchCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ops           []*Command             `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnBatchCommand) Reset() {
+	*x = TxnBatchCommand{}
+	mi := &file_metastore_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnBatchCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnBatchCommand) ProtoMessage() {}
+
+func (x *TxnBatchCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnBatchCommand.ProtoReflect.Descriptor instead.
+func (*TxnBatchCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *TxnBatchCommand) GetOps() []*Command {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
 // ExpireTxnsCommand aborts transactions open longer than their timeout (bumping
 // the epoch, which fences the producer that left them) and forgets transactional
 // ids unused for expiration_ms (transactional.id.expiration.ms). Both are bounded
@@ -1866,7 +1929,7 @@ type ExpireTxnsCommand struct {
 
 func (x *ExpireTxnsCommand) Reset() {
 	*x = ExpireTxnsCommand{}
-	mi := &file_metastore_proto_msgTypes[22]
+	mi := &file_metastore_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +1941,7 @@ func (x *ExpireTxnsCommand) String() string {
 func (*ExpireTxnsCommand) ProtoMessage() {}
 
 func (x *ExpireTxnsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[22]
+	mi := &file_metastore_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +1954,7 @@ func (x *ExpireTxnsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireTxnsCommand.ProtoReflect.Descriptor instead.
 func (*ExpireTxnsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{22}
+	return file_metastore_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExpireTxnsCommand) GetExpirationMs() int64 {
@@ -1915,7 +1978,7 @@ type ExpireProducersCommand struct {
 
 func (x *ExpireProducersCommand) Reset() {
 	*x = ExpireProducersCommand{}
-	mi := &file_metastore_proto_msgTypes[23]
+	mi := &file_metastore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +1990,7 @@ func (x *ExpireProducersCommand) String() string {
 func (*ExpireProducersCommand) ProtoMessage() {}
 
 func (x *ExpireProducersCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[23]
+	mi := &file_metastore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2003,7 @@ func (x *ExpireProducersCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireProducersCommand.ProtoReflect.Descriptor instead.
 func (*ExpireProducersCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{23}
+	return file_metastore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExpireProducersCommand) GetExpirationMs() int64 {
@@ -1961,7 +2024,7 @@ type CommitOffsetsBatchCommand struct {
 
 func (x *CommitOffsetsBatchCommand) Reset() {
 	*x = CommitOffsetsBatchCommand{}
-	mi := &file_metastore_proto_msgTypes[24]
+	mi := &file_metastore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2036,7 @@ func (x *CommitOffsetsBatchCommand) String() string {
 func (*CommitOffsetsBatchCommand) ProtoMessage() {}
 
 func (x *CommitOffsetsBatchCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[24]
+	mi := &file_metastore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2049,7 @@ func (x *CommitOffsetsBatchCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsBatchCommand.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsBatchCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{24}
+	return file_metastore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CommitOffsetsBatchCommand) GetCommits() []*CommitOffsetsCommand {
@@ -2006,7 +2069,7 @@ type DeleteOffsetsCommand struct {
 
 func (x *DeleteOffsetsCommand) Reset() {
 	*x = DeleteOffsetsCommand{}
-	mi := &file_metastore_proto_msgTypes[25]
+	mi := &file_metastore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2081,7 @@ func (x *DeleteOffsetsCommand) String() string {
 func (*DeleteOffsetsCommand) ProtoMessage() {}
 
 func (x *DeleteOffsetsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[25]
+	mi := &file_metastore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2094,7 @@ func (x *DeleteOffsetsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsCommand.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{25}
+	return file_metastore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteOffsetsCommand) GetGroup() string {
@@ -2057,7 +2120,7 @@ type DeleteGroupsCommand struct {
 
 func (x *DeleteGroupsCommand) Reset() {
 	*x = DeleteGroupsCommand{}
-	mi := &file_metastore_proto_msgTypes[26]
+	mi := &file_metastore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2132,7 @@ func (x *DeleteGroupsCommand) String() string {
 func (*DeleteGroupsCommand) ProtoMessage() {}
 
 func (x *DeleteGroupsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[26]
+	mi := &file_metastore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2145,7 @@ func (x *DeleteGroupsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsCommand.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{26}
+	return file_metastore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteGroupsCommand) GetGroups() []string {
@@ -2106,7 +2169,7 @@ type SaveGroupCommand struct {
 
 func (x *SaveGroupCommand) Reset() {
 	*x = SaveGroupCommand{}
-	mi := &file_metastore_proto_msgTypes[27]
+	mi := &file_metastore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2181,7 @@ func (x *SaveGroupCommand) String() string {
 func (*SaveGroupCommand) ProtoMessage() {}
 
 func (x *SaveGroupCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[27]
+	mi := &file_metastore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2194,7 @@ func (x *SaveGroupCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveGroupCommand.ProtoReflect.Descriptor instead.
 func (*SaveGroupCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{27}
+	return file_metastore_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SaveGroupCommand) GetGroup() *GroupRecord {
@@ -2155,7 +2218,7 @@ type ExpireOffsetsCommand struct {
 
 func (x *ExpireOffsetsCommand) Reset() {
 	*x = ExpireOffsetsCommand{}
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2230,7 @@ func (x *ExpireOffsetsCommand) String() string {
 func (*ExpireOffsetsCommand) ProtoMessage() {}
 
 func (x *ExpireOffsetsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2243,7 @@ func (x *ExpireOffsetsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireOffsetsCommand.ProtoReflect.Descriptor instead.
 func (*ExpireOffsetsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{28}
+	return file_metastore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ExpireOffsetsCommand) GetRetentionMs() int64 {
@@ -2204,7 +2267,7 @@ type Topic struct {
 
 func (x *Topic) Reset() {
 	*x = Topic{}
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2279,7 @@ func (x *Topic) String() string {
 func (*Topic) ProtoMessage() {}
 
 func (x *Topic) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2292,7 @@ func (x *Topic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Topic.ProtoReflect.Descriptor instead.
 func (*Topic) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{29}
+	return file_metastore_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Topic) GetTopicId() []byte {
@@ -2299,7 +2362,7 @@ type PartitionHead struct {
 
 func (x *PartitionHead) Reset() {
 	*x = PartitionHead{}
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2374,7 @@ func (x *PartitionHead) String() string {
 func (*PartitionHead) ProtoMessage() {}
 
 func (x *PartitionHead) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2387,7 @@ func (x *PartitionHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionHead.ProtoReflect.Descriptor instead.
 func (*PartitionHead) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{30}
+	return file_metastore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PartitionHead) GetNextOffset() int64 {
@@ -2397,7 +2460,7 @@ type TransactionRecord struct {
 
 func (x *TransactionRecord) Reset() {
 	*x = TransactionRecord{}
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2472,7 @@ func (x *TransactionRecord) String() string {
 func (*TransactionRecord) ProtoMessage() {}
 
 func (x *TransactionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2485,7 @@ func (x *TransactionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransactionRecord.ProtoReflect.Descriptor instead.
 func (*TransactionRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{31}
+	return file_metastore_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TransactionRecord) GetTransactionalId() string {
@@ -2506,7 +2569,7 @@ type TxnPartition struct {
 
 func (x *TxnPartition) Reset() {
 	*x = TxnPartition{}
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2581,7 @@ func (x *TxnPartition) String() string {
 func (*TxnPartition) ProtoMessage() {}
 
 func (x *TxnPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2594,7 @@ func (x *TxnPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnPartition.ProtoReflect.Descriptor instead.
 func (*TxnPartition) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{32}
+	return file_metastore_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TxnPartition) GetTopicId() []byte {
@@ -2570,7 +2633,7 @@ type AbortedTxn struct {
 
 func (x *AbortedTxn) Reset() {
 	*x = AbortedTxn{}
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2582,7 +2645,7 @@ func (x *AbortedTxn) String() string {
 func (*AbortedTxn) ProtoMessage() {}
 
 func (x *AbortedTxn) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2595,7 +2658,7 @@ func (x *AbortedTxn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortedTxn.ProtoReflect.Descriptor instead.
 func (*AbortedTxn) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{33}
+	return file_metastore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AbortedTxn) GetProducerId() int64 {
@@ -2641,7 +2704,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2716,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2729,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{34}
+	return file_metastore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AgentInfo) GetAgentId() string {
@@ -2717,7 +2780,7 @@ type UploadIntent struct {
 
 func (x *UploadIntent) Reset() {
 	*x = UploadIntent{}
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2729,7 +2792,7 @@ func (x *UploadIntent) String() string {
 func (*UploadIntent) ProtoMessage() {}
 
 func (x *UploadIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2742,7 +2805,7 @@ func (x *UploadIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadIntent.ProtoReflect.Descriptor instead.
 func (*UploadIntent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{35}
+	return file_metastore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UploadIntent) GetSegmentId() []byte {
@@ -2789,7 +2852,7 @@ type SegmentRecord struct {
 
 func (x *SegmentRecord) Reset() {
 	*x = SegmentRecord{}
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2801,7 +2864,7 @@ func (x *SegmentRecord) String() string {
 func (*SegmentRecord) ProtoMessage() {}
 
 func (x *SegmentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2814,7 +2877,7 @@ func (x *SegmentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentRecord.ProtoReflect.Descriptor instead.
 func (*SegmentRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{36}
+	return file_metastore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SegmentRecord) GetSegmentId() []byte {
@@ -2868,7 +2931,7 @@ type CommittedOffset struct {
 
 func (x *CommittedOffset) Reset() {
 	*x = CommittedOffset{}
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2880,7 +2943,7 @@ func (x *CommittedOffset) String() string {
 func (*CommittedOffset) ProtoMessage() {}
 
 func (x *CommittedOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2893,7 +2956,7 @@ func (x *CommittedOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffset.ProtoReflect.Descriptor instead.
 func (*CommittedOffset) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{37}
+	return file_metastore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CommittedOffset) GetTopicId() []byte {
@@ -2967,7 +3030,7 @@ type GroupRecord struct {
 
 func (x *GroupRecord) Reset() {
 	*x = GroupRecord{}
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3042,7 @@ func (x *GroupRecord) String() string {
 func (*GroupRecord) ProtoMessage() {}
 
 func (x *GroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3055,7 @@ func (x *GroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
 func (*GroupRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{38}
+	return file_metastore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GroupRecord) GetGroup() string {
@@ -3081,7 +3144,7 @@ type ConsumerGroupState struct {
 
 func (x *ConsumerGroupState) Reset() {
 	*x = ConsumerGroupState{}
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3093,7 +3156,7 @@ func (x *ConsumerGroupState) String() string {
 func (*ConsumerGroupState) ProtoMessage() {}
 
 func (x *ConsumerGroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3106,7 +3169,7 @@ func (x *ConsumerGroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupState.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupState) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{39}
+	return file_metastore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ConsumerGroupState) GetGroupEpoch() int32 {
@@ -3161,7 +3224,7 @@ type ConsumerMember struct {
 
 func (x *ConsumerMember) Reset() {
 	*x = ConsumerMember{}
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3173,7 +3236,7 @@ func (x *ConsumerMember) String() string {
 func (*ConsumerMember) ProtoMessage() {}
 
 func (x *ConsumerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3186,7 +3249,7 @@ func (x *ConsumerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerMember.ProtoReflect.Descriptor instead.
 func (*ConsumerMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{40}
+	return file_metastore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ConsumerMember) GetMemberId() string {
@@ -3311,7 +3374,7 @@ type TopicPartitions struct {
 
 func (x *TopicPartitions) Reset() {
 	*x = TopicPartitions{}
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3323,7 +3386,7 @@ func (x *TopicPartitions) String() string {
 func (*TopicPartitions) ProtoMessage() {}
 
 func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3336,7 +3399,7 @@ func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartitions.ProtoReflect.Descriptor instead.
 func (*TopicPartitions) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{41}
+	return file_metastore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TopicPartitions) GetTopicId() []byte {
@@ -3370,7 +3433,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3382,7 +3445,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3395,7 +3458,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{42}
+	return file_metastore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GroupMember) GetMemberId() string {
@@ -3464,7 +3527,7 @@ type GroupProtocol struct {
 
 func (x *GroupProtocol) Reset() {
 	*x = GroupProtocol{}
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3476,7 +3539,7 @@ func (x *GroupProtocol) String() string {
 func (*GroupProtocol) ProtoMessage() {}
 
 func (x *GroupProtocol) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3489,7 +3552,7 @@ func (x *GroupProtocol) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupProtocol.ProtoReflect.Descriptor instead.
 func (*GroupProtocol) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{43}
+	return file_metastore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GroupProtocol) GetName() string {
@@ -3521,7 +3584,7 @@ type ProducerRecord struct {
 
 func (x *ProducerRecord) Reset() {
 	*x = ProducerRecord{}
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3533,7 +3596,7 @@ func (x *ProducerRecord) String() string {
 func (*ProducerRecord) ProtoMessage() {}
 
 func (x *ProducerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3546,7 +3609,7 @@ func (x *ProducerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducerRecord.ProtoReflect.Descriptor instead.
 func (*ProducerRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{44}
+	return file_metastore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ProducerRecord) GetProducerId() int64 {
@@ -3595,7 +3658,7 @@ type ProducerPartition struct {
 
 func (x *ProducerPartition) Reset() {
 	*x = ProducerPartition{}
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3607,7 +3670,7 @@ func (x *ProducerPartition) String() string {
 func (*ProducerPartition) ProtoMessage() {}
 
 func (x *ProducerPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3620,7 +3683,7 @@ func (x *ProducerPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducerPartition.ProtoReflect.Descriptor instead.
 func (*ProducerPartition) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{45}
+	return file_metastore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ProducerPartition) GetEpoch() int32 {
@@ -3670,7 +3733,7 @@ type ProducedBatch struct {
 
 func (x *ProducedBatch) Reset() {
 	*x = ProducedBatch{}
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3682,7 +3745,7 @@ func (x *ProducedBatch) String() string {
 func (*ProducedBatch) ProtoMessage() {}
 
 func (x *ProducedBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3695,7 +3758,7 @@ func (x *ProducedBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducedBatch.ProtoReflect.Descriptor instead.
 func (*ProducedBatch) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{46}
+	return file_metastore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ProducedBatch) GetFirstSequence() int32 {
@@ -3738,7 +3801,7 @@ type CommitSegmentRequest struct {
 
 func (x *CommitSegmentRequest) Reset() {
 	*x = CommitSegmentRequest{}
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3750,7 +3813,7 @@ func (x *CommitSegmentRequest) String() string {
 func (*CommitSegmentRequest) ProtoMessage() {}
 
 func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3763,7 +3826,7 @@ func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentRequest.ProtoReflect.Descriptor instead.
 func (*CommitSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{47}
+	return file_metastore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CommitSegmentRequest) GetSegmentId() []byte {
@@ -3811,7 +3874,7 @@ type ChunkCommit struct {
 
 func (x *ChunkCommit) Reset() {
 	*x = ChunkCommit{}
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3823,7 +3886,7 @@ func (x *ChunkCommit) String() string {
 func (*ChunkCommit) ProtoMessage() {}
 
 func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3836,7 +3899,7 @@ func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkCommit.ProtoReflect.Descriptor instead.
 func (*ChunkCommit) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{48}
+	return file_metastore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ChunkCommit) GetTopicId() []byte {
@@ -3915,7 +3978,7 @@ type BatchInfo struct {
 
 func (x *BatchInfo) Reset() {
 	*x = BatchInfo{}
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3927,7 +3990,7 @@ func (x *BatchInfo) String() string {
 func (*BatchInfo) ProtoMessage() {}
 
 func (x *BatchInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3940,7 +4003,7 @@ func (x *BatchInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchInfo.ProtoReflect.Descriptor instead.
 func (*BatchInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{49}
+	return file_metastore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *BatchInfo) GetOffsetCount() int32 {
@@ -4013,7 +4076,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4025,7 +4088,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4038,7 +4101,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{50}
+	return file_metastore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *BatchResult) GetError() ErrorCode {
@@ -4071,7 +4134,7 @@ type CommitSegmentResponse struct {
 
 func (x *CommitSegmentResponse) Reset() {
 	*x = CommitSegmentResponse{}
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4146,7 @@ func (x *CommitSegmentResponse) String() string {
 func (*CommitSegmentResponse) ProtoMessage() {}
 
 func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4159,7 @@ func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentResponse.ProtoReflect.Descriptor instead.
 func (*CommitSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{51}
+	return file_metastore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CommitSegmentResponse) GetChunks() []*ChunkResult {
@@ -4126,7 +4189,7 @@ type ChunkResult struct {
 
 func (x *ChunkResult) Reset() {
 	*x = ChunkResult{}
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4138,7 +4201,7 @@ func (x *ChunkResult) String() string {
 func (*ChunkResult) ProtoMessage() {}
 
 func (x *ChunkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4151,7 +4214,7 @@ func (x *ChunkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkResult.ProtoReflect.Descriptor instead.
 func (*ChunkResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{52}
+	return file_metastore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ChunkResult) GetTopicId() []byte {
@@ -4237,7 +4300,7 @@ type IndexEntry struct {
 
 func (x *IndexEntry) Reset() {
 	*x = IndexEntry{}
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4249,7 +4312,7 @@ func (x *IndexEntry) String() string {
 func (*IndexEntry) ProtoMessage() {}
 
 func (x *IndexEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4262,7 +4325,7 @@ func (x *IndexEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexEntry.ProtoReflect.Descriptor instead.
 func (*IndexEntry) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{53}
+	return file_metastore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *IndexEntry) GetTopicId() []byte {
@@ -4380,7 +4443,7 @@ type CreateTopicsRequest struct {
 
 func (x *CreateTopicsRequest) Reset() {
 	*x = CreateTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4392,7 +4455,7 @@ func (x *CreateTopicsRequest) String() string {
 func (*CreateTopicsRequest) ProtoMessage() {}
 
 func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4405,7 +4468,7 @@ func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{54}
+	return file_metastore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateTopicsRequest) GetTopics() []*TopicSpec {
@@ -4435,7 +4498,7 @@ type TopicResult struct {
 
 func (x *TopicResult) Reset() {
 	*x = TopicResult{}
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4447,7 +4510,7 @@ func (x *TopicResult) String() string {
 func (*TopicResult) ProtoMessage() {}
 
 func (x *TopicResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4460,7 +4523,7 @@ func (x *TopicResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicResult.ProtoReflect.Descriptor instead.
 func (*TopicResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{55}
+	return file_metastore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *TopicResult) GetName() string {
@@ -4507,7 +4570,7 @@ type CreateTopicsResponse struct {
 
 func (x *CreateTopicsResponse) Reset() {
 	*x = CreateTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4519,7 +4582,7 @@ func (x *CreateTopicsResponse) String() string {
 func (*CreateTopicsResponse) ProtoMessage() {}
 
 func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4532,7 +4595,7 @@ func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{56}
+	return file_metastore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateTopicsResponse) GetResults() []*TopicResult {
@@ -4551,7 +4614,7 @@ type DeleteTopicsRequest struct {
 
 func (x *DeleteTopicsRequest) Reset() {
 	*x = DeleteTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4563,7 +4626,7 @@ func (x *DeleteTopicsRequest) String() string {
 func (*DeleteTopicsRequest) ProtoMessage() {}
 
 func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4576,7 +4639,7 @@ func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{57}
+	return file_metastore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DeleteTopicsRequest) GetTopics() []*TopicRef {
@@ -4595,7 +4658,7 @@ type DeleteTopicsResponse struct {
 
 func (x *DeleteTopicsResponse) Reset() {
 	*x = DeleteTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4607,7 +4670,7 @@ func (x *DeleteTopicsResponse) String() string {
 func (*DeleteTopicsResponse) ProtoMessage() {}
 
 func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4620,7 +4683,7 @@ func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{58}
+	return file_metastore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DeleteTopicsResponse) GetResults() []*TopicResult {
@@ -4640,7 +4703,7 @@ type AlterConfigsRequest struct {
 
 func (x *AlterConfigsRequest) Reset() {
 	*x = AlterConfigsRequest{}
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4652,7 +4715,7 @@ func (x *AlterConfigsRequest) String() string {
 func (*AlterConfigsRequest) ProtoMessage() {}
 
 func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4665,7 +4728,7 @@ func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsRequest.ProtoReflect.Descriptor instead.
 func (*AlterConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{59}
+	return file_metastore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *AlterConfigsRequest) GetAlterations() []*ConfigAlteration {
@@ -4691,7 +4754,7 @@ type AlterConfigsResponse struct {
 
 func (x *AlterConfigsResponse) Reset() {
 	*x = AlterConfigsResponse{}
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4703,7 +4766,7 @@ func (x *AlterConfigsResponse) String() string {
 func (*AlterConfigsResponse) ProtoMessage() {}
 
 func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4716,7 +4779,7 @@ func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsResponse.ProtoReflect.Descriptor instead.
 func (*AlterConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{60}
+	return file_metastore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *AlterConfigsResponse) GetResults() []*TopicResult {
@@ -4736,7 +4799,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4748,7 +4811,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4761,7 +4824,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{61}
+	return file_metastore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CreatePartitionsRequest) GetTopics() []*PartitionGrowth {
@@ -4787,7 +4850,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4799,7 +4862,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4812,7 +4875,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{62}
+	return file_metastore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CreatePartitionsResponse) GetResults() []*TopicResult {
@@ -4832,7 +4895,7 @@ type DescribeTopicsRequest struct {
 
 func (x *DescribeTopicsRequest) Reset() {
 	*x = DescribeTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4844,7 +4907,7 @@ func (x *DescribeTopicsRequest) String() string {
 func (*DescribeTopicsRequest) ProtoMessage() {}
 
 func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4857,7 +4920,7 @@ func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{63}
+	return file_metastore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *DescribeTopicsRequest) GetTopics() []*TopicRef {
@@ -4878,7 +4941,7 @@ type DescribeTopicsResponse struct {
 
 func (x *DescribeTopicsResponse) Reset() {
 	*x = DescribeTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4890,7 +4953,7 @@ func (x *DescribeTopicsResponse) String() string {
 func (*DescribeTopicsResponse) ProtoMessage() {}
 
 func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4903,7 +4966,7 @@ func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{64}
+	return file_metastore_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *DescribeTopicsResponse) GetResults() []*TopicResult {
@@ -4937,7 +5000,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4949,7 +5012,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4962,7 +5025,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{65}
+	return file_metastore_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *LookupRequest) GetTopicId() []byte {
@@ -5013,7 +5076,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5025,7 +5088,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5038,7 +5101,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{66}
+	return file_metastore_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *LookupResponse) GetError() ErrorCode {
@@ -5082,7 +5145,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5094,7 +5157,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5107,7 +5170,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{67}
+	return file_metastore_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListOffsetsRequest) GetTopicId() []byte {
@@ -5145,7 +5208,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5157,7 +5220,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5170,7 +5233,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{68}
+	return file_metastore_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListOffsetsResponse) GetError() ErrorCode {
@@ -5217,7 +5280,7 @@ type RegisterAgentRequest struct {
 
 func (x *RegisterAgentRequest) Reset() {
 	*x = RegisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5229,7 +5292,7 @@ func (x *RegisterAgentRequest) String() string {
 func (*RegisterAgentRequest) ProtoMessage() {}
 
 func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5242,7 +5305,7 @@ func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*RegisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{69}
+	return file_metastore_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RegisterAgentRequest) GetAgent() *AgentInfo {
@@ -5261,7 +5324,7 @@ type RegisterAgentResponse struct {
 
 func (x *RegisterAgentResponse) Reset() {
 	*x = RegisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5273,7 +5336,7 @@ func (x *RegisterAgentResponse) String() string {
 func (*RegisterAgentResponse) ProtoMessage() {}
 
 func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5286,7 +5349,7 @@ func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*RegisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{70}
+	return file_metastore_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *RegisterAgentResponse) GetAgent() *AgentInfo {
@@ -5305,7 +5368,7 @@ type DeregisterAgentRequest struct {
 
 func (x *DeregisterAgentRequest) Reset() {
 	*x = DeregisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5317,7 +5380,7 @@ func (x *DeregisterAgentRequest) String() string {
 func (*DeregisterAgentRequest) ProtoMessage() {}
 
 func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5330,7 +5393,7 @@ func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{71}
+	return file_metastore_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *DeregisterAgentRequest) GetAgentId() string {
@@ -5348,7 +5411,7 @@ type DeregisterAgentResponse struct {
 
 func (x *DeregisterAgentResponse) Reset() {
 	*x = DeregisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5360,7 +5423,7 @@ func (x *DeregisterAgentResponse) String() string {
 func (*DeregisterAgentResponse) ProtoMessage() {}
 
 func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5373,7 +5436,7 @@ func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{72}
+	return file_metastore_proto_rawDescGZIP(), []int{73}
 }
 
 type ListAgentsRequest struct {
@@ -5384,7 +5447,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_metastore_proto_msgTypes[73]
+	mi := &file_metastore_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5396,7 +5459,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[73]
+	mi := &file_metastore_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5409,7 +5472,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{73}
+	return file_metastore_proto_rawDescGZIP(), []int{74}
 }
 
 type ListAgentsResponse struct {
@@ -5421,7 +5484,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_metastore_proto_msgTypes[74]
+	mi := &file_metastore_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5433,7 +5496,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[74]
+	mi := &file_metastore_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5446,7 +5509,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{74}
+	return file_metastore_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -5467,7 +5530,7 @@ type RecordIntentRequest struct {
 
 func (x *RecordIntentRequest) Reset() {
 	*x = RecordIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5479,7 +5542,7 @@ func (x *RecordIntentRequest) String() string {
 func (*RecordIntentRequest) ProtoMessage() {}
 
 func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5492,7 +5555,7 @@ func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentRequest.ProtoReflect.Descriptor instead.
 func (*RecordIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{75}
+	return file_metastore_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RecordIntentRequest) GetSegmentId() []byte {
@@ -5525,7 +5588,7 @@ type RecordIntentResponse struct {
 
 func (x *RecordIntentResponse) Reset() {
 	*x = RecordIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[76]
+	mi := &file_metastore_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5537,7 +5600,7 @@ func (x *RecordIntentResponse) String() string {
 func (*RecordIntentResponse) ProtoMessage() {}
 
 func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[76]
+	mi := &file_metastore_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5550,7 +5613,7 @@ func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentResponse.ProtoReflect.Descriptor instead.
 func (*RecordIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{76}
+	return file_metastore_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *RecordIntentResponse) GetIntent() *UploadIntent {
@@ -5569,7 +5632,7 @@ type ResolveIntentRequest struct {
 
 func (x *ResolveIntentRequest) Reset() {
 	*x = ResolveIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[77]
+	mi := &file_metastore_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5581,7 +5644,7 @@ func (x *ResolveIntentRequest) String() string {
 func (*ResolveIntentRequest) ProtoMessage() {}
 
 func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[77]
+	mi := &file_metastore_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5594,7 +5657,7 @@ func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentRequest.ProtoReflect.Descriptor instead.
 func (*ResolveIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{77}
+	return file_metastore_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ResolveIntentRequest) GetSegmentId() []byte {
@@ -5612,7 +5675,7 @@ type ResolveIntentResponse struct {
 
 func (x *ResolveIntentResponse) Reset() {
 	*x = ResolveIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[78]
+	mi := &file_metastore_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5624,7 +5687,7 @@ func (x *ResolveIntentResponse) String() string {
 func (*ResolveIntentResponse) ProtoMessage() {}
 
 func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[78]
+	mi := &file_metastore_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5637,7 +5700,7 @@ func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentResponse.ProtoReflect.Descriptor instead.
 func (*ResolveIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{78}
+	return file_metastore_proto_rawDescGZIP(), []int{79}
 }
 
 type ListExpiredIntentsRequest struct {
@@ -5649,7 +5712,7 @@ type ListExpiredIntentsRequest struct {
 
 func (x *ListExpiredIntentsRequest) Reset() {
 	*x = ListExpiredIntentsRequest{}
-	mi := &file_metastore_proto_msgTypes[79]
+	mi := &file_metastore_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5661,7 +5724,7 @@ func (x *ListExpiredIntentsRequest) String() string {
 func (*ListExpiredIntentsRequest) ProtoMessage() {}
 
 func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[79]
+	mi := &file_metastore_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5674,7 +5737,7 @@ func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsRequest.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{79}
+	return file_metastore_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListExpiredIntentsRequest) GetLimit() int32 {
@@ -5693,7 +5756,7 @@ type ListExpiredIntentsResponse struct {
 
 func (x *ListExpiredIntentsResponse) Reset() {
 	*x = ListExpiredIntentsResponse{}
-	mi := &file_metastore_proto_msgTypes[80]
+	mi := &file_metastore_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5705,7 +5768,7 @@ func (x *ListExpiredIntentsResponse) String() string {
 func (*ListExpiredIntentsResponse) ProtoMessage() {}
 
 func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[80]
+	mi := &file_metastore_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5718,7 +5781,7 @@ func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsResponse.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{80}
+	return file_metastore_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ListExpiredIntentsResponse) GetIntents() []*UploadIntent {
@@ -5739,7 +5802,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_metastore_proto_msgTypes[81]
+	mi := &file_metastore_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5751,7 +5814,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[81]
+	mi := &file_metastore_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5764,7 +5827,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{81}
+	return file_metastore_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *WatchRequest) GetPartitions() []*PartitionRef {
@@ -5791,7 +5854,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_metastore_proto_msgTypes[82]
+	mi := &file_metastore_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5803,7 +5866,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[82]
+	mi := &file_metastore_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5816,7 +5879,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{82}
+	return file_metastore_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *PartitionRef) GetTopicId() []byte {
@@ -5851,7 +5914,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_metastore_proto_msgTypes[83]
+	mi := &file_metastore_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5863,7 +5926,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[83]
+	mi := &file_metastore_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5876,7 +5939,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{83}
+	return file_metastore_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *WatchEvent) GetAppliedIndex() uint64 {
@@ -5944,7 +6007,7 @@ type CommitOffsetsRequest struct {
 
 func (x *CommitOffsetsRequest) Reset() {
 	*x = CommitOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[84]
+	mi := &file_metastore_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5956,7 +6019,7 @@ func (x *CommitOffsetsRequest) String() string {
 func (*CommitOffsetsRequest) ProtoMessage() {}
 
 func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[84]
+	mi := &file_metastore_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5969,7 +6032,7 @@ func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{84}
+	return file_metastore_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *CommitOffsetsRequest) GetGroup() string {
@@ -6019,7 +6082,7 @@ type OffsetResult struct {
 
 func (x *OffsetResult) Reset() {
 	*x = OffsetResult{}
-	mi := &file_metastore_proto_msgTypes[85]
+	mi := &file_metastore_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6031,7 +6094,7 @@ func (x *OffsetResult) String() string {
 func (*OffsetResult) ProtoMessage() {}
 
 func (x *OffsetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[85]
+	mi := &file_metastore_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6044,7 +6107,7 @@ func (x *OffsetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetResult.ProtoReflect.Descriptor instead.
 func (*OffsetResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{85}
+	return file_metastore_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *OffsetResult) GetTopicId() []byte {
@@ -6080,7 +6143,7 @@ type CommitOffsetsResponse struct {
 
 func (x *CommitOffsetsResponse) Reset() {
 	*x = CommitOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[86]
+	mi := &file_metastore_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6092,7 +6155,7 @@ func (x *CommitOffsetsResponse) String() string {
 func (*CommitOffsetsResponse) ProtoMessage() {}
 
 func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[86]
+	mi := &file_metastore_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6105,7 +6168,7 @@ func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{86}
+	return file_metastore_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *CommitOffsetsResponse) GetResults() []*OffsetResult {
@@ -6136,7 +6199,7 @@ type FetchOffsetsRequest struct {
 
 func (x *FetchOffsetsRequest) Reset() {
 	*x = FetchOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[87]
+	mi := &file_metastore_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6148,7 +6211,7 @@ func (x *FetchOffsetsRequest) String() string {
 func (*FetchOffsetsRequest) ProtoMessage() {}
 
 func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[87]
+	mi := &file_metastore_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6161,7 +6224,7 @@ func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{87}
+	return file_metastore_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *FetchOffsetsRequest) GetGroup() string {
@@ -6196,7 +6259,7 @@ type FetchOffsetsResponse struct {
 
 func (x *FetchOffsetsResponse) Reset() {
 	*x = FetchOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[88]
+	mi := &file_metastore_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6208,7 +6271,7 @@ func (x *FetchOffsetsResponse) String() string {
 func (*FetchOffsetsResponse) ProtoMessage() {}
 
 func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[88]
+	mi := &file_metastore_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6221,7 +6284,7 @@ func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{88}
+	return file_metastore_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *FetchOffsetsResponse) GetOffsets() []*CommittedOffset {
@@ -6248,7 +6311,7 @@ type DeleteOffsetsRequest struct {
 
 func (x *DeleteOffsetsRequest) Reset() {
 	*x = DeleteOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[89]
+	mi := &file_metastore_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6260,7 +6323,7 @@ func (x *DeleteOffsetsRequest) String() string {
 func (*DeleteOffsetsRequest) ProtoMessage() {}
 
 func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[89]
+	mi := &file_metastore_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6273,7 +6336,7 @@ func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{89}
+	return file_metastore_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *DeleteOffsetsRequest) GetGroup() string {
@@ -6299,7 +6362,7 @@ type DeleteOffsetsResponse struct {
 
 func (x *DeleteOffsetsResponse) Reset() {
 	*x = DeleteOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[90]
+	mi := &file_metastore_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6311,7 +6374,7 @@ func (x *DeleteOffsetsResponse) String() string {
 func (*DeleteOffsetsResponse) ProtoMessage() {}
 
 func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[90]
+	mi := &file_metastore_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6324,7 +6387,7 @@ func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{90}
+	return file_metastore_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *DeleteOffsetsResponse) GetResults() []*OffsetResult {
@@ -6342,7 +6405,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[91]
+	mi := &file_metastore_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6354,7 +6417,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[91]
+	mi := &file_metastore_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6367,7 +6430,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{91}
+	return file_metastore_proto_rawDescGZIP(), []int{92}
 }
 
 type ListGroupsResponse struct {
@@ -6382,7 +6445,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[92]
+	mi := &file_metastore_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6394,7 +6457,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[92]
+	mi := &file_metastore_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6407,7 +6470,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{92}
+	return file_metastore_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ListGroupsResponse) GetGroups() []string {
@@ -6433,7 +6496,7 @@ type DeleteGroupsRequest struct {
 
 func (x *DeleteGroupsRequest) Reset() {
 	*x = DeleteGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[93]
+	mi := &file_metastore_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6445,7 +6508,7 @@ func (x *DeleteGroupsRequest) String() string {
 func (*DeleteGroupsRequest) ProtoMessage() {}
 
 func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[93]
+	mi := &file_metastore_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6458,7 +6521,7 @@ func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{93}
+	return file_metastore_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *DeleteGroupsRequest) GetGroups() []string {
@@ -6478,7 +6541,7 @@ type GroupResult struct {
 
 func (x *GroupResult) Reset() {
 	*x = GroupResult{}
-	mi := &file_metastore_proto_msgTypes[94]
+	mi := &file_metastore_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6490,7 +6553,7 @@ func (x *GroupResult) String() string {
 func (*GroupResult) ProtoMessage() {}
 
 func (x *GroupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[94]
+	mi := &file_metastore_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6503,7 +6566,7 @@ func (x *GroupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
 func (*GroupResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{94}
+	return file_metastore_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *GroupResult) GetGroup() string {
@@ -6529,7 +6592,7 @@ type DeleteGroupsResponse struct {
 
 func (x *DeleteGroupsResponse) Reset() {
 	*x = DeleteGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[95]
+	mi := &file_metastore_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6541,7 +6604,7 @@ func (x *DeleteGroupsResponse) String() string {
 func (*DeleteGroupsResponse) ProtoMessage() {}
 
 func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[95]
+	mi := &file_metastore_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6554,7 +6617,7 @@ func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{95}
+	return file_metastore_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *DeleteGroupsResponse) GetResults() []*GroupResult {
@@ -6584,7 +6647,7 @@ type JoinGroupRequest struct {
 
 func (x *JoinGroupRequest) Reset() {
 	*x = JoinGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[96]
+	mi := &file_metastore_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6596,7 +6659,7 @@ func (x *JoinGroupRequest) String() string {
 func (*JoinGroupRequest) ProtoMessage() {}
 
 func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[96]
+	mi := &file_metastore_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6609,7 +6672,7 @@ func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupRequest.ProtoReflect.Descriptor instead.
 func (*JoinGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{96}
+	return file_metastore_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *JoinGroupRequest) GetGroup() string {
@@ -6714,7 +6777,7 @@ type JoinGroupResponse struct {
 
 func (x *JoinGroupResponse) Reset() {
 	*x = JoinGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[97]
+	mi := &file_metastore_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6726,7 +6789,7 @@ func (x *JoinGroupResponse) String() string {
 func (*JoinGroupResponse) ProtoMessage() {}
 
 func (x *JoinGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[97]
+	mi := &file_metastore_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6739,7 +6802,7 @@ func (x *JoinGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupResponse.ProtoReflect.Descriptor instead.
 func (*JoinGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{97}
+	return file_metastore_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *JoinGroupResponse) GetErrorCode() int32 {
@@ -6813,7 +6876,7 @@ type SyncGroupRequest struct {
 
 func (x *SyncGroupRequest) Reset() {
 	*x = SyncGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[98]
+	mi := &file_metastore_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6825,7 +6888,7 @@ func (x *SyncGroupRequest) String() string {
 func (*SyncGroupRequest) ProtoMessage() {}
 
 func (x *SyncGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[98]
+	mi := &file_metastore_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6838,7 +6901,7 @@ func (x *SyncGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncGroupRequest.ProtoReflect.Descriptor instead.
 func (*SyncGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{98}
+	return file_metastore_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *SyncGroupRequest) GetGroup() string {
@@ -6900,7 +6963,7 @@ type GroupAssignment struct {
 
 func (x *GroupAssignment) Reset() {
 	*x = GroupAssignment{}
-	mi := &file_metastore_proto_msgTypes[99]
+	mi := &file_metastore_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6912,7 +6975,7 @@ func (x *GroupAssignment) String() string {
 func (*GroupAssignment) ProtoMessage() {}
 
 func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[99]
+	mi := &file_metastore_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6925,7 +6988,7 @@ func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupAssignment.ProtoReflect.Descriptor instead.
 func (*GroupAssignment) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{99}
+	return file_metastore_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *GroupAssignment) GetMemberId() string {
@@ -6954,7 +7017,7 @@ type SyncGroupResponse struct {
 
 func (x *SyncGroupResponse) Reset() {
 	*x = SyncGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[100]
+	mi := &file_metastore_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6966,7 +7029,7 @@ func (x *SyncGroupResponse) String() string {
 func (*SyncGroupResponse) ProtoMessage() {}
 
 func (x *SyncGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[100]
+	mi := &file_metastore_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6979,7 +7042,7 @@ func (x *SyncGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncGroupResponse.ProtoReflect.Descriptor instead.
 func (*SyncGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{100}
+	return file_metastore_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *SyncGroupResponse) GetErrorCode() int32 {
@@ -7022,7 +7085,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_metastore_proto_msgTypes[101]
+	mi := &file_metastore_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7034,7 +7097,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[101]
+	mi := &file_metastore_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7047,7 +7110,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{101}
+	return file_metastore_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *HeartbeatRequest) GetGroup() string {
@@ -7087,7 +7150,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_metastore_proto_msgTypes[102]
+	mi := &file_metastore_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7099,7 +7162,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[102]
+	mi := &file_metastore_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7112,7 +7175,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{102}
+	return file_metastore_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *HeartbeatResponse) GetErrorCode() int32 {
@@ -7132,7 +7195,7 @@ type LeaveGroupRequest struct {
 
 func (x *LeaveGroupRequest) Reset() {
 	*x = LeaveGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[103]
+	mi := &file_metastore_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7144,7 +7207,7 @@ func (x *LeaveGroupRequest) String() string {
 func (*LeaveGroupRequest) ProtoMessage() {}
 
 func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[103]
+	mi := &file_metastore_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7157,7 +7220,7 @@ func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
 func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{103}
+	return file_metastore_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *LeaveGroupRequest) GetGroup() string {
@@ -7186,7 +7249,7 @@ type LeavingMember struct {
 
 func (x *LeavingMember) Reset() {
 	*x = LeavingMember{}
-	mi := &file_metastore_proto_msgTypes[104]
+	mi := &file_metastore_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7198,7 +7261,7 @@ func (x *LeavingMember) String() string {
 func (*LeavingMember) ProtoMessage() {}
 
 func (x *LeavingMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[104]
+	mi := &file_metastore_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7211,7 +7274,7 @@ func (x *LeavingMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavingMember.ProtoReflect.Descriptor instead.
 func (*LeavingMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{104}
+	return file_metastore_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *LeavingMember) GetMemberId() string {
@@ -7252,7 +7315,7 @@ type LeaveGroupResponse struct {
 
 func (x *LeaveGroupResponse) Reset() {
 	*x = LeaveGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[105]
+	mi := &file_metastore_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7264,7 +7327,7 @@ func (x *LeaveGroupResponse) String() string {
 func (*LeaveGroupResponse) ProtoMessage() {}
 
 func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[105]
+	mi := &file_metastore_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7277,7 +7340,7 @@ func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupResponse.ProtoReflect.Descriptor instead.
 func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{105}
+	return file_metastore_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *LeaveGroupResponse) GetErrorCode() int32 {
@@ -7303,7 +7366,7 @@ type DescribeGroupsRequest struct {
 
 func (x *DescribeGroupsRequest) Reset() {
 	*x = DescribeGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[106]
+	mi := &file_metastore_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7315,7 +7378,7 @@ func (x *DescribeGroupsRequest) String() string {
 func (*DescribeGroupsRequest) ProtoMessage() {}
 
 func (x *DescribeGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[106]
+	mi := &file_metastore_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7328,7 +7391,7 @@ func (x *DescribeGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{106}
+	return file_metastore_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *DescribeGroupsRequest) GetGroups() []string {
@@ -7355,7 +7418,7 @@ type GroupDescription struct {
 
 func (x *GroupDescription) Reset() {
 	*x = GroupDescription{}
-	mi := &file_metastore_proto_msgTypes[107]
+	mi := &file_metastore_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7367,7 +7430,7 @@ func (x *GroupDescription) String() string {
 func (*GroupDescription) ProtoMessage() {}
 
 func (x *GroupDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[107]
+	mi := &file_metastore_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7380,7 +7443,7 @@ func (x *GroupDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupDescription.ProtoReflect.Descriptor instead.
 func (*GroupDescription) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{107}
+	return file_metastore_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *GroupDescription) GetGroup() string {
@@ -7448,7 +7511,7 @@ type DescribeGroupsResponse struct {
 
 func (x *DescribeGroupsResponse) Reset() {
 	*x = DescribeGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[108]
+	mi := &file_metastore_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7460,7 +7523,7 @@ func (x *DescribeGroupsResponse) String() string {
 func (*DescribeGroupsResponse) ProtoMessage() {}
 
 func (x *DescribeGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[108]
+	mi := &file_metastore_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7473,7 +7536,7 @@ func (x *DescribeGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{108}
+	return file_metastore_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *DescribeGroupsResponse) GetGroups() []*GroupDescription {
@@ -7506,7 +7569,7 @@ type ConsumerHeartbeatRequest struct {
 
 func (x *ConsumerHeartbeatRequest) Reset() {
 	*x = ConsumerHeartbeatRequest{}
-	mi := &file_metastore_proto_msgTypes[109]
+	mi := &file_metastore_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7518,7 +7581,7 @@ func (x *ConsumerHeartbeatRequest) String() string {
 func (*ConsumerHeartbeatRequest) ProtoMessage() {}
 
 func (x *ConsumerHeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[109]
+	mi := &file_metastore_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7531,7 +7594,7 @@ func (x *ConsumerHeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerHeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*ConsumerHeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{109}
+	return file_metastore_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *ConsumerHeartbeatRequest) GetGroup() string {
@@ -7654,7 +7717,7 @@ type ConsumerHeartbeatResponse struct {
 
 func (x *ConsumerHeartbeatResponse) Reset() {
 	*x = ConsumerHeartbeatResponse{}
-	mi := &file_metastore_proto_msgTypes[110]
+	mi := &file_metastore_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7666,7 +7729,7 @@ func (x *ConsumerHeartbeatResponse) String() string {
 func (*ConsumerHeartbeatResponse) ProtoMessage() {}
 
 func (x *ConsumerHeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[110]
+	mi := &file_metastore_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7679,7 +7742,7 @@ func (x *ConsumerHeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerHeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*ConsumerHeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{110}
+	return file_metastore_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ConsumerHeartbeatResponse) GetErrorCode() int32 {
@@ -7740,7 +7803,7 @@ type ConsumerGroupDescribeRequest struct {
 
 func (x *ConsumerGroupDescribeRequest) Reset() {
 	*x = ConsumerGroupDescribeRequest{}
-	mi := &file_metastore_proto_msgTypes[111]
+	mi := &file_metastore_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7752,7 +7815,7 @@ func (x *ConsumerGroupDescribeRequest) String() string {
 func (*ConsumerGroupDescribeRequest) ProtoMessage() {}
 
 func (x *ConsumerGroupDescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[111]
+	mi := &file_metastore_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7765,7 +7828,7 @@ func (x *ConsumerGroupDescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupDescribeRequest.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupDescribeRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{111}
+	return file_metastore_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ConsumerGroupDescribeRequest) GetGroups() []string {
@@ -7791,7 +7854,7 @@ type ConsumerGroupDescription struct {
 
 func (x *ConsumerGroupDescription) Reset() {
 	*x = ConsumerGroupDescription{}
-	mi := &file_metastore_proto_msgTypes[112]
+	mi := &file_metastore_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7803,7 +7866,7 @@ func (x *ConsumerGroupDescription) String() string {
 func (*ConsumerGroupDescription) ProtoMessage() {}
 
 func (x *ConsumerGroupDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[112]
+	mi := &file_metastore_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7816,7 +7879,7 @@ func (x *ConsumerGroupDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupDescription.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupDescription) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{112}
+	return file_metastore_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ConsumerGroupDescription) GetGroup() string {
@@ -7884,7 +7947,7 @@ type ConsumerGroupDescribeResponse struct {
 
 func (x *ConsumerGroupDescribeResponse) Reset() {
 	*x = ConsumerGroupDescribeResponse{}
-	mi := &file_metastore_proto_msgTypes[113]
+	mi := &file_metastore_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7896,7 +7959,7 @@ func (x *ConsumerGroupDescribeResponse) String() string {
 func (*ConsumerGroupDescribeResponse) ProtoMessage() {}
 
 func (x *ConsumerGroupDescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[113]
+	mi := &file_metastore_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7909,7 +7972,7 @@ func (x *ConsumerGroupDescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupDescribeResponse.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupDescribeResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{113}
+	return file_metastore_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *ConsumerGroupDescribeResponse) GetGroups() []*ConsumerGroupDescription {
@@ -7931,7 +7994,7 @@ type InitProducerRequest struct {
 
 func (x *InitProducerRequest) Reset() {
 	*x = InitProducerRequest{}
-	mi := &file_metastore_proto_msgTypes[114]
+	mi := &file_metastore_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7943,7 +8006,7 @@ func (x *InitProducerRequest) String() string {
 func (*InitProducerRequest) ProtoMessage() {}
 
 func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[114]
+	mi := &file_metastore_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7956,7 +8019,7 @@ func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerRequest.ProtoReflect.Descriptor instead.
 func (*InitProducerRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{114}
+	return file_metastore_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *InitProducerRequest) GetProducerId() int64 {
@@ -7996,7 +8059,7 @@ type AddToTxnRequest struct {
 
 func (x *AddToTxnRequest) Reset() {
 	*x = AddToTxnRequest{}
-	mi := &file_metastore_proto_msgTypes[115]
+	mi := &file_metastore_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8008,7 +8071,7 @@ func (x *AddToTxnRequest) String() string {
 func (*AddToTxnRequest) ProtoMessage() {}
 
 func (x *AddToTxnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[115]
+	mi := &file_metastore_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8021,7 +8084,7 @@ func (x *AddToTxnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddToTxnRequest.ProtoReflect.Descriptor instead.
 func (*AddToTxnRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{115}
+	return file_metastore_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *AddToTxnRequest) GetTxns() []*TxnAdd {
@@ -8040,7 +8103,7 @@ type AddToTxnResponse struct {
 
 func (x *AddToTxnResponse) Reset() {
 	*x = AddToTxnResponse{}
-	mi := &file_metastore_proto_msgTypes[116]
+	mi := &file_metastore_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8052,7 +8115,7 @@ func (x *AddToTxnResponse) String() string {
 func (*AddToTxnResponse) ProtoMessage() {}
 
 func (x *AddToTxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[116]
+	mi := &file_metastore_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8065,7 +8128,7 @@ func (x *AddToTxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddToTxnResponse.ProtoReflect.Descriptor instead.
 func (*AddToTxnResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{116}
+	return file_metastore_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *AddToTxnResponse) GetResults() []*TxnAddResult {
@@ -8087,7 +8150,7 @@ type TxnAddResult struct {
 
 func (x *TxnAddResult) Reset() {
 	*x = TxnAddResult{}
-	mi := &file_metastore_proto_msgTypes[117]
+	mi := &file_metastore_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8099,7 +8162,7 @@ func (x *TxnAddResult) String() string {
 func (*TxnAddResult) ProtoMessage() {}
 
 func (x *TxnAddResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[117]
+	mi := &file_metastore_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8112,7 +8175,7 @@ func (x *TxnAddResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnAddResult.ProtoReflect.Descriptor instead.
 func (*TxnAddResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{117}
+	return file_metastore_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *TxnAddResult) GetTransactionalId() string {
@@ -8155,7 +8218,7 @@ type EndTxnRequest struct {
 
 func (x *EndTxnRequest) Reset() {
 	*x = EndTxnRequest{}
-	mi := &file_metastore_proto_msgTypes[118]
+	mi := &file_metastore_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8167,7 +8230,7 @@ func (x *EndTxnRequest) String() string {
 func (*EndTxnRequest) ProtoMessage() {}
 
 func (x *EndTxnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[118]
+	mi := &file_metastore_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8180,7 +8243,7 @@ func (x *EndTxnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndTxnRequest.ProtoReflect.Descriptor instead.
 func (*EndTxnRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{118}
+	return file_metastore_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *EndTxnRequest) GetTransactionalId() string {
@@ -8219,7 +8282,7 @@ type EndTxnResponse struct {
 
 func (x *EndTxnResponse) Reset() {
 	*x = EndTxnResponse{}
-	mi := &file_metastore_proto_msgTypes[119]
+	mi := &file_metastore_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8231,7 +8294,7 @@ func (x *EndTxnResponse) String() string {
 func (*EndTxnResponse) ProtoMessage() {}
 
 func (x *EndTxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[119]
+	mi := &file_metastore_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8244,7 +8307,7 @@ func (x *EndTxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndTxnResponse.ProtoReflect.Descriptor instead.
 func (*EndTxnResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{119}
+	return file_metastore_proto_rawDescGZIP(), []int{120}
 }
 
 type TxnOffsetCommitRequest struct {
@@ -8264,7 +8327,7 @@ type TxnOffsetCommitRequest struct {
 
 func (x *TxnOffsetCommitRequest) Reset() {
 	*x = TxnOffsetCommitRequest{}
-	mi := &file_metastore_proto_msgTypes[120]
+	mi := &file_metastore_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8276,7 +8339,7 @@ func (x *TxnOffsetCommitRequest) String() string {
 func (*TxnOffsetCommitRequest) ProtoMessage() {}
 
 func (x *TxnOffsetCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[120]
+	mi := &file_metastore_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8289,7 +8352,7 @@ func (x *TxnOffsetCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOffsetCommitRequest.ProtoReflect.Descriptor instead.
 func (*TxnOffsetCommitRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{120}
+	return file_metastore_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *TxnOffsetCommitRequest) GetTransactionalId() string {
@@ -8358,7 +8421,7 @@ type TxnOffsetCommitResponse struct {
 
 func (x *TxnOffsetCommitResponse) Reset() {
 	*x = TxnOffsetCommitResponse{}
-	mi := &file_metastore_proto_msgTypes[121]
+	mi := &file_metastore_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8370,7 +8433,7 @@ func (x *TxnOffsetCommitResponse) String() string {
 func (*TxnOffsetCommitResponse) ProtoMessage() {}
 
 func (x *TxnOffsetCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[121]
+	mi := &file_metastore_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8383,7 +8446,7 @@ func (x *TxnOffsetCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOffsetCommitResponse.ProtoReflect.Descriptor instead.
 func (*TxnOffsetCommitResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{121}
+	return file_metastore_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *TxnOffsetCommitResponse) GetResults() []*OffsetResult {
@@ -8409,7 +8472,7 @@ type DescribeTransactionsRequest struct {
 
 func (x *DescribeTransactionsRequest) Reset() {
 	*x = DescribeTransactionsRequest{}
-	mi := &file_metastore_proto_msgTypes[122]
+	mi := &file_metastore_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8421,7 +8484,7 @@ func (x *DescribeTransactionsRequest) String() string {
 func (*DescribeTransactionsRequest) ProtoMessage() {}
 
 func (x *DescribeTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[122]
+	mi := &file_metastore_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8434,7 +8497,7 @@ func (x *DescribeTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{122}
+	return file_metastore_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *DescribeTransactionsRequest) GetTransactionalIds() []string {
@@ -8455,7 +8518,7 @@ type DescribeTransactionsResponse struct {
 
 func (x *DescribeTransactionsResponse) Reset() {
 	*x = DescribeTransactionsResponse{}
-	mi := &file_metastore_proto_msgTypes[123]
+	mi := &file_metastore_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8467,7 +8530,7 @@ func (x *DescribeTransactionsResponse) String() string {
 func (*DescribeTransactionsResponse) ProtoMessage() {}
 
 func (x *DescribeTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[123]
+	mi := &file_metastore_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8480,7 +8543,7 @@ func (x *DescribeTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{123}
+	return file_metastore_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *DescribeTransactionsResponse) GetTransactions() []*TransactionRecord {
@@ -8508,7 +8571,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_metastore_proto_msgTypes[124]
+	mi := &file_metastore_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8520,7 +8583,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[124]
+	mi := &file_metastore_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8533,7 +8596,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{124}
+	return file_metastore_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *ListTransactionsRequest) GetStates() []TxnState {
@@ -8566,7 +8629,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_metastore_proto_msgTypes[125]
+	mi := &file_metastore_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8578,7 +8641,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[125]
+	mi := &file_metastore_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8591,7 +8654,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{125}
+	return file_metastore_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*TransactionRecord {
@@ -8610,7 +8673,7 @@ type DescribeProducersRequest struct {
 
 func (x *DescribeProducersRequest) Reset() {
 	*x = DescribeProducersRequest{}
-	mi := &file_metastore_proto_msgTypes[126]
+	mi := &file_metastore_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8622,7 +8685,7 @@ func (x *DescribeProducersRequest) String() string {
 func (*DescribeProducersRequest) ProtoMessage() {}
 
 func (x *DescribeProducersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[126]
+	mi := &file_metastore_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8635,7 +8698,7 @@ func (x *DescribeProducersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeProducersRequest.ProtoReflect.Descriptor instead.
 func (*DescribeProducersRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{126}
+	return file_metastore_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *DescribeProducersRequest) GetPartitions() []*PartitionRef {
@@ -8654,7 +8717,7 @@ type DescribeProducersResponse struct {
 
 func (x *DescribeProducersResponse) Reset() {
 	*x = DescribeProducersResponse{}
-	mi := &file_metastore_proto_msgTypes[127]
+	mi := &file_metastore_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8666,7 +8729,7 @@ func (x *DescribeProducersResponse) String() string {
 func (*DescribeProducersResponse) ProtoMessage() {}
 
 func (x *DescribeProducersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[127]
+	mi := &file_metastore_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8679,7 +8742,7 @@ func (x *DescribeProducersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeProducersResponse.ProtoReflect.Descriptor instead.
 func (*DescribeProducersResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{127}
+	return file_metastore_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *DescribeProducersResponse) GetPartitions() []*PartitionProducers {
@@ -8701,7 +8764,7 @@ type PartitionProducers struct {
 
 func (x *PartitionProducers) Reset() {
 	*x = PartitionProducers{}
-	mi := &file_metastore_proto_msgTypes[128]
+	mi := &file_metastore_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8713,7 +8776,7 @@ func (x *PartitionProducers) String() string {
 func (*PartitionProducers) ProtoMessage() {}
 
 func (x *PartitionProducers) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[128]
+	mi := &file_metastore_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8726,7 +8789,7 @@ func (x *PartitionProducers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionProducers.ProtoReflect.Descriptor instead.
 func (*PartitionProducers) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{128}
+	return file_metastore_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *PartitionProducers) GetTopicId() []byte {
@@ -8770,7 +8833,7 @@ type ActiveProducer struct {
 
 func (x *ActiveProducer) Reset() {
 	*x = ActiveProducer{}
-	mi := &file_metastore_proto_msgTypes[129]
+	mi := &file_metastore_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8782,7 +8845,7 @@ func (x *ActiveProducer) String() string {
 func (*ActiveProducer) ProtoMessage() {}
 
 func (x *ActiveProducer) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[129]
+	mi := &file_metastore_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8795,7 +8858,7 @@ func (x *ActiveProducer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActiveProducer.ProtoReflect.Descriptor instead.
 func (*ActiveProducer) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{129}
+	return file_metastore_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *ActiveProducer) GetProducerId() int64 {
@@ -8843,7 +8906,7 @@ type InitProducerResponse struct {
 
 func (x *InitProducerResponse) Reset() {
 	*x = InitProducerResponse{}
-	mi := &file_metastore_proto_msgTypes[130]
+	mi := &file_metastore_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8855,7 +8918,7 @@ func (x *InitProducerResponse) String() string {
 func (*InitProducerResponse) ProtoMessage() {}
 
 func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[130]
+	mi := &file_metastore_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8868,7 +8931,7 @@ func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerResponse.ProtoReflect.Descriptor instead.
 func (*InitProducerResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{130}
+	return file_metastore_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *InitProducerResponse) GetProducerId() int64 {
@@ -8893,7 +8956,7 @@ type ClusterRequest struct {
 
 func (x *ClusterRequest) Reset() {
 	*x = ClusterRequest{}
-	mi := &file_metastore_proto_msgTypes[131]
+	mi := &file_metastore_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8905,7 +8968,7 @@ func (x *ClusterRequest) String() string {
 func (*ClusterRequest) ProtoMessage() {}
 
 func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[131]
+	mi := &file_metastore_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8918,7 +8981,7 @@ func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRequest.ProtoReflect.Descriptor instead.
 func (*ClusterRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{131}
+	return file_metastore_proto_rawDescGZIP(), []int{132}
 }
 
 type ClusterResponse struct {
@@ -8932,7 +8995,7 @@ type ClusterResponse struct {
 
 func (x *ClusterResponse) Reset() {
 	*x = ClusterResponse{}
-	mi := &file_metastore_proto_msgTypes[132]
+	mi := &file_metastore_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8944,7 +9007,7 @@ func (x *ClusterResponse) String() string {
 func (*ClusterResponse) ProtoMessage() {}
 
 func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[132]
+	mi := &file_metastore_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8957,7 +9020,7 @@ func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse.ProtoReflect.Descriptor instead.
 func (*ClusterResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{132}
+	return file_metastore_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *ClusterResponse) GetMembers() []*ClusterResponse_Member {
@@ -8992,7 +9055,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_metastore_proto_msgTypes[133]
+	mi := &file_metastore_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9004,7 +9067,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[133]
+	mi := &file_metastore_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9017,7 +9080,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{133}
+	return file_metastore_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -9049,7 +9112,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_metastore_proto_msgTypes[134]
+	mi := &file_metastore_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9061,7 +9124,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[134]
+	mi := &file_metastore_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9074,7 +9137,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{134}
+	return file_metastore_proto_rawDescGZIP(), []int{135}
 }
 
 type LeaveRequest struct {
@@ -9086,7 +9149,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_metastore_proto_msgTypes[135]
+	mi := &file_metastore_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9098,7 +9161,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[135]
+	mi := &file_metastore_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9111,7 +9174,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{135}
+	return file_metastore_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -9129,7 +9192,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_metastore_proto_msgTypes[136]
+	mi := &file_metastore_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9141,7 +9204,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[136]
+	mi := &file_metastore_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9154,7 +9217,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{136}
+	return file_metastore_proto_rawDescGZIP(), []int{137}
 }
 
 type ClusterResponse_Member struct {
@@ -9170,7 +9233,7 @@ type ClusterResponse_Member struct {
 
 func (x *ClusterResponse_Member) Reset() {
 	*x = ClusterResponse_Member{}
-	mi := &file_metastore_proto_msgTypes[139]
+	mi := &file_metastore_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9182,7 +9245,7 @@ func (x *ClusterResponse_Member) String() string {
 func (*ClusterResponse_Member) ProtoMessage() {}
 
 func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[139]
+	mi := &file_metastore_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9195,7 +9258,7 @@ func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse_Member.ProtoReflect.Descriptor instead.
 func (*ClusterResponse_Member) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{132, 0}
+	return file_metastore_proto_rawDescGZIP(), []int{133, 0}
 }
 
 func (x *ClusterResponse_Member) GetId() string {
@@ -9237,7 +9300,7 @@ var File_metastore_proto protoreflect.FileDescriptor
 
 const file_metastore_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmetastore.proto\x12\x13strata.metastore.v1\"\xda\x0e\n" +
+	"\x0fmetastore.proto\x12\x13strata.metastore.v1\"\x9f\x0f\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x15\n" +
 	"\x06now_ms\x18\x02 \x01(\x03R\x05nowMs\x12O\n" +
@@ -9266,7 +9329,8 @@ const file_metastore_proto_rawDesc = "" +
 	"\aend_txn\x18\x1d \x01(\v2\".strata.metastore.v1.EndTxnCommandH\x00R\x06endTxn\x12Y\n" +
 	"\x11txn_offset_commit\x18\x1e \x01(\v2+.strata.metastore.v1.TxnOffsetCommitCommandH\x00R\x0ftxnOffsetCommit\x12I\n" +
 	"\vexpire_txns\x18\x1f \x01(\v2&.strata.metastore.v1.ExpireTxnsCommandH\x00R\n" +
-	"expireTxnsB\x04\n" +
+	"expireTxns\x12C\n" +
+	"\ttxn_batch\x18  \x01(\v2$.strata.metastore.v1.TxnBatchCommandH\x00R\btxnBatchB\x04\n" +
 	"\x02op\"r\n" +
 	"\x13CreateTopicsCommand\x126\n" +
 	"\x06topics\x18\x01 \x03(\v2\x1e.strata.metastore.v1.TopicSpecR\x06topics\x12#\n" +
@@ -9355,7 +9419,9 @@ const file_metastore_proto_rawDesc = "" +
 	"\vproducer_id\x18\x03 \x01(\x03R\n" +
 	"producerId\x12%\n" +
 	"\x0eproducer_epoch\x18\x04 \x01(\x05R\rproducerEpoch\x12>\n" +
-	"\aoffsets\x18\x05 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\"8\n" +
+	"\aoffsets\x18\x05 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\"A\n" +
+	"\x0fTxnBatchCommand\x12.\n" +
+	"\x03ops\x18\x01 \x03(\v2\x1c.strata.metastore.v1.CommandR\x03ops\"8\n" +
 	"\x11ExpireTxnsCommand\x12#\n" +
 	"\rexpiration_ms\x18\x01 \x01(\x03R\fexpirationMs\"=\n" +
 	"\x16ExpireProducersCommand\x12#\n" +
@@ -10078,7 +10144,7 @@ func file_metastore_proto_rawDescGZIP() []byte {
 }
 
 var file_metastore_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 140)
+var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 141)
 var file_metastore_proto_goTypes = []any{
 	(ErrorCode)(0),                        // 0: strata.metastore.v1.ErrorCode
 	(TxnState)(0),                         // 1: strata.metastore.v1.TxnState
@@ -10105,124 +10171,125 @@ var file_metastore_proto_goTypes = []any{
 	(*TxnAdd)(nil),                        // 22: strata.metastore.v1.TxnAdd
 	(*EndTxnCommand)(nil),                 // 23: strata.metastore.v1.EndTxnCommand
 	(*TxnOffsetCommitCommand)(nil),        // 24: strata.metastore.v1.TxnOffsetCommitCommand
-	(*ExpireTxnsCommand)(nil),             // 25: strata.metastore.v1.ExpireTxnsCommand
-	(*ExpireProducersCommand)(nil),        // 26: strata.metastore.v1.ExpireProducersCommand
-	(*CommitOffsetsBatchCommand)(nil),     // 27: strata.metastore.v1.CommitOffsetsBatchCommand
-	(*DeleteOffsetsCommand)(nil),          // 28: strata.metastore.v1.DeleteOffsetsCommand
-	(*DeleteGroupsCommand)(nil),           // 29: strata.metastore.v1.DeleteGroupsCommand
-	(*SaveGroupCommand)(nil),              // 30: strata.metastore.v1.SaveGroupCommand
-	(*ExpireOffsetsCommand)(nil),          // 31: strata.metastore.v1.ExpireOffsetsCommand
-	(*Topic)(nil),                         // 32: strata.metastore.v1.Topic
-	(*PartitionHead)(nil),                 // 33: strata.metastore.v1.PartitionHead
-	(*TransactionRecord)(nil),             // 34: strata.metastore.v1.TransactionRecord
-	(*TxnPartition)(nil),                  // 35: strata.metastore.v1.TxnPartition
-	(*AbortedTxn)(nil),                    // 36: strata.metastore.v1.AbortedTxn
-	(*AgentInfo)(nil),                     // 37: strata.metastore.v1.AgentInfo
-	(*UploadIntent)(nil),                  // 38: strata.metastore.v1.UploadIntent
-	(*SegmentRecord)(nil),                 // 39: strata.metastore.v1.SegmentRecord
-	(*CommittedOffset)(nil),               // 40: strata.metastore.v1.CommittedOffset
-	(*GroupRecord)(nil),                   // 41: strata.metastore.v1.GroupRecord
-	(*ConsumerGroupState)(nil),            // 42: strata.metastore.v1.ConsumerGroupState
-	(*ConsumerMember)(nil),                // 43: strata.metastore.v1.ConsumerMember
-	(*TopicPartitions)(nil),               // 44: strata.metastore.v1.TopicPartitions
-	(*GroupMember)(nil),                   // 45: strata.metastore.v1.GroupMember
-	(*GroupProtocol)(nil),                 // 46: strata.metastore.v1.GroupProtocol
-	(*ProducerRecord)(nil),                // 47: strata.metastore.v1.ProducerRecord
-	(*ProducerPartition)(nil),             // 48: strata.metastore.v1.ProducerPartition
-	(*ProducedBatch)(nil),                 // 49: strata.metastore.v1.ProducedBatch
-	(*CommitSegmentRequest)(nil),          // 50: strata.metastore.v1.CommitSegmentRequest
-	(*ChunkCommit)(nil),                   // 51: strata.metastore.v1.ChunkCommit
-	(*BatchInfo)(nil),                     // 52: strata.metastore.v1.BatchInfo
-	(*BatchResult)(nil),                   // 53: strata.metastore.v1.BatchResult
-	(*CommitSegmentResponse)(nil),         // 54: strata.metastore.v1.CommitSegmentResponse
-	(*ChunkResult)(nil),                   // 55: strata.metastore.v1.ChunkResult
-	(*IndexEntry)(nil),                    // 56: strata.metastore.v1.IndexEntry
-	(*CreateTopicsRequest)(nil),           // 57: strata.metastore.v1.CreateTopicsRequest
-	(*TopicResult)(nil),                   // 58: strata.metastore.v1.TopicResult
-	(*CreateTopicsResponse)(nil),          // 59: strata.metastore.v1.CreateTopicsResponse
-	(*DeleteTopicsRequest)(nil),           // 60: strata.metastore.v1.DeleteTopicsRequest
-	(*DeleteTopicsResponse)(nil),          // 61: strata.metastore.v1.DeleteTopicsResponse
-	(*AlterConfigsRequest)(nil),           // 62: strata.metastore.v1.AlterConfigsRequest
-	(*AlterConfigsResponse)(nil),          // 63: strata.metastore.v1.AlterConfigsResponse
-	(*CreatePartitionsRequest)(nil),       // 64: strata.metastore.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),      // 65: strata.metastore.v1.CreatePartitionsResponse
-	(*DescribeTopicsRequest)(nil),         // 66: strata.metastore.v1.DescribeTopicsRequest
-	(*DescribeTopicsResponse)(nil),        // 67: strata.metastore.v1.DescribeTopicsResponse
-	(*LookupRequest)(nil),                 // 68: strata.metastore.v1.LookupRequest
-	(*LookupResponse)(nil),                // 69: strata.metastore.v1.LookupResponse
-	(*ListOffsetsRequest)(nil),            // 70: strata.metastore.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),           // 71: strata.metastore.v1.ListOffsetsResponse
-	(*RegisterAgentRequest)(nil),          // 72: strata.metastore.v1.RegisterAgentRequest
-	(*RegisterAgentResponse)(nil),         // 73: strata.metastore.v1.RegisterAgentResponse
-	(*DeregisterAgentRequest)(nil),        // 74: strata.metastore.v1.DeregisterAgentRequest
-	(*DeregisterAgentResponse)(nil),       // 75: strata.metastore.v1.DeregisterAgentResponse
-	(*ListAgentsRequest)(nil),             // 76: strata.metastore.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),            // 77: strata.metastore.v1.ListAgentsResponse
-	(*RecordIntentRequest)(nil),           // 78: strata.metastore.v1.RecordIntentRequest
-	(*RecordIntentResponse)(nil),          // 79: strata.metastore.v1.RecordIntentResponse
-	(*ResolveIntentRequest)(nil),          // 80: strata.metastore.v1.ResolveIntentRequest
-	(*ResolveIntentResponse)(nil),         // 81: strata.metastore.v1.ResolveIntentResponse
-	(*ListExpiredIntentsRequest)(nil),     // 82: strata.metastore.v1.ListExpiredIntentsRequest
-	(*ListExpiredIntentsResponse)(nil),    // 83: strata.metastore.v1.ListExpiredIntentsResponse
-	(*WatchRequest)(nil),                  // 84: strata.metastore.v1.WatchRequest
-	(*PartitionRef)(nil),                  // 85: strata.metastore.v1.PartitionRef
-	(*WatchEvent)(nil),                    // 86: strata.metastore.v1.WatchEvent
-	(*CommitOffsetsRequest)(nil),          // 87: strata.metastore.v1.CommitOffsetsRequest
-	(*OffsetResult)(nil),                  // 88: strata.metastore.v1.OffsetResult
-	(*CommitOffsetsResponse)(nil),         // 89: strata.metastore.v1.CommitOffsetsResponse
-	(*FetchOffsetsRequest)(nil),           // 90: strata.metastore.v1.FetchOffsetsRequest
-	(*FetchOffsetsResponse)(nil),          // 91: strata.metastore.v1.FetchOffsetsResponse
-	(*DeleteOffsetsRequest)(nil),          // 92: strata.metastore.v1.DeleteOffsetsRequest
-	(*DeleteOffsetsResponse)(nil),         // 93: strata.metastore.v1.DeleteOffsetsResponse
-	(*ListGroupsRequest)(nil),             // 94: strata.metastore.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),            // 95: strata.metastore.v1.ListGroupsResponse
-	(*DeleteGroupsRequest)(nil),           // 96: strata.metastore.v1.DeleteGroupsRequest
-	(*GroupResult)(nil),                   // 97: strata.metastore.v1.GroupResult
-	(*DeleteGroupsResponse)(nil),          // 98: strata.metastore.v1.DeleteGroupsResponse
-	(*JoinGroupRequest)(nil),              // 99: strata.metastore.v1.JoinGroupRequest
-	(*JoinGroupResponse)(nil),             // 100: strata.metastore.v1.JoinGroupResponse
-	(*SyncGroupRequest)(nil),              // 101: strata.metastore.v1.SyncGroupRequest
-	(*GroupAssignment)(nil),               // 102: strata.metastore.v1.GroupAssignment
-	(*SyncGroupResponse)(nil),             // 103: strata.metastore.v1.SyncGroupResponse
-	(*HeartbeatRequest)(nil),              // 104: strata.metastore.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),             // 105: strata.metastore.v1.HeartbeatResponse
-	(*LeaveGroupRequest)(nil),             // 106: strata.metastore.v1.LeaveGroupRequest
-	(*LeavingMember)(nil),                 // 107: strata.metastore.v1.LeavingMember
-	(*LeaveGroupResponse)(nil),            // 108: strata.metastore.v1.LeaveGroupResponse
-	(*DescribeGroupsRequest)(nil),         // 109: strata.metastore.v1.DescribeGroupsRequest
-	(*GroupDescription)(nil),              // 110: strata.metastore.v1.GroupDescription
-	(*DescribeGroupsResponse)(nil),        // 111: strata.metastore.v1.DescribeGroupsResponse
-	(*ConsumerHeartbeatRequest)(nil),      // 112: strata.metastore.v1.ConsumerHeartbeatRequest
-	(*ConsumerHeartbeatResponse)(nil),     // 113: strata.metastore.v1.ConsumerHeartbeatResponse
-	(*ConsumerGroupDescribeRequest)(nil),  // 114: strata.metastore.v1.ConsumerGroupDescribeRequest
-	(*ConsumerGroupDescription)(nil),      // 115: strata.metastore.v1.ConsumerGroupDescription
-	(*ConsumerGroupDescribeResponse)(nil), // 116: strata.metastore.v1.ConsumerGroupDescribeResponse
-	(*InitProducerRequest)(nil),           // 117: strata.metastore.v1.InitProducerRequest
-	(*AddToTxnRequest)(nil),               // 118: strata.metastore.v1.AddToTxnRequest
-	(*AddToTxnResponse)(nil),              // 119: strata.metastore.v1.AddToTxnResponse
-	(*TxnAddResult)(nil),                  // 120: strata.metastore.v1.TxnAddResult
-	(*EndTxnRequest)(nil),                 // 121: strata.metastore.v1.EndTxnRequest
-	(*EndTxnResponse)(nil),                // 122: strata.metastore.v1.EndTxnResponse
-	(*TxnOffsetCommitRequest)(nil),        // 123: strata.metastore.v1.TxnOffsetCommitRequest
-	(*TxnOffsetCommitResponse)(nil),       // 124: strata.metastore.v1.TxnOffsetCommitResponse
-	(*DescribeTransactionsRequest)(nil),   // 125: strata.metastore.v1.DescribeTransactionsRequest
-	(*DescribeTransactionsResponse)(nil),  // 126: strata.metastore.v1.DescribeTransactionsResponse
-	(*ListTransactionsRequest)(nil),       // 127: strata.metastore.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil),      // 128: strata.metastore.v1.ListTransactionsResponse
-	(*DescribeProducersRequest)(nil),      // 129: strata.metastore.v1.DescribeProducersRequest
-	(*DescribeProducersResponse)(nil),     // 130: strata.metastore.v1.DescribeProducersResponse
-	(*PartitionProducers)(nil),            // 131: strata.metastore.v1.PartitionProducers
-	(*ActiveProducer)(nil),                // 132: strata.metastore.v1.ActiveProducer
-	(*InitProducerResponse)(nil),          // 133: strata.metastore.v1.InitProducerResponse
-	(*ClusterRequest)(nil),                // 134: strata.metastore.v1.ClusterRequest
-	(*ClusterResponse)(nil),               // 135: strata.metastore.v1.ClusterResponse
-	(*JoinRequest)(nil),                   // 136: strata.metastore.v1.JoinRequest
-	(*JoinResponse)(nil),                  // 137: strata.metastore.v1.JoinResponse
-	(*LeaveRequest)(nil),                  // 138: strata.metastore.v1.LeaveRequest
-	(*LeaveResponse)(nil),                 // 139: strata.metastore.v1.LeaveResponse
-	nil,                                   // 140: strata.metastore.v1.TopicSpec.ConfigsEntry
-	nil,                                   // 141: strata.metastore.v1.Topic.ConfigsEntry
-	(*ClusterResponse_Member)(nil),        // 142: strata.metastore.v1.ClusterResponse.Member
+	(*TxnBatchCommand)(nil),               // 25: strata.metastore.v1.TxnBatchCommand
+	(*ExpireTxnsCommand)(nil),             // 26: strata.metastore.v1.ExpireTxnsCommand
+	(*ExpireProducersCommand)(nil),        // 27: strata.metastore.v1.ExpireProducersCommand
+	(*CommitOffsetsBatchCommand)(nil),     // 28: strata.metastore.v1.CommitOffsetsBatchCommand
+	(*DeleteOffsetsCommand)(nil),          // 29: strata.metastore.v1.DeleteOffsetsCommand
+	(*DeleteGroupsCommand)(nil),           // 30: strata.metastore.v1.DeleteGroupsCommand
+	(*SaveGroupCommand)(nil),              // 31: strata.metastore.v1.SaveGroupCommand
+	(*ExpireOffsetsCommand)(nil),          // 32: strata.metastore.v1.ExpireOffsetsCommand
+	(*Topic)(nil),                         // 33: strata.metastore.v1.Topic
+	(*PartitionHead)(nil),                 // 34: strata.metastore.v1.PartitionHead
+	(*TransactionRecord)(nil),             // 35: strata.metastore.v1.TransactionRecord
+	(*TxnPartition)(nil),                  // 36: strata.metastore.v1.TxnPartition
+	(*AbortedTxn)(nil),                    // 37: strata.metastore.v1.AbortedTxn
+	(*AgentInfo)(nil),                     // 38: strata.metastore.v1.AgentInfo
+	(*UploadIntent)(nil),                  // 39: strata.metastore.v1.UploadIntent
+	(*SegmentRecord)(nil),                 // 40: strata.metastore.v1.SegmentRecord
+	(*CommittedOffset)(nil),               // 41: strata.metastore.v1.CommittedOffset
+	(*GroupRecord)(nil),                   // 42: strata.metastore.v1.GroupRecord
+	(*ConsumerGroupState)(nil),            // 43: strata.metastore.v1.ConsumerGroupState
+	(*ConsumerMember)(nil),                // 44: strata.metastore.v1.ConsumerMember
+	(*TopicPartitions)(nil),               // 45: strata.metastore.v1.TopicPartitions
+	(*GroupMember)(nil),                   // 46: strata.metastore.v1.GroupMember
+	(*GroupProtocol)(nil),                 // 47: strata.metastore.v1.GroupProtocol
+	(*ProducerRecord)(nil),                // 48: strata.metastore.v1.ProducerRecord
+	(*ProducerPartition)(nil),             // 49: strata.metastore.v1.ProducerPartition
+	(*ProducedBatch)(nil),                 // 50: strata.metastore.v1.ProducedBatch
+	(*CommitSegmentRequest)(nil),          // 51: strata.metastore.v1.CommitSegmentRequest
+	(*ChunkCommit)(nil),                   // 52: strata.metastore.v1.ChunkCommit
+	(*BatchInfo)(nil),                     // 53: strata.metastore.v1.BatchInfo
+	(*BatchResult)(nil),                   // 54: strata.metastore.v1.BatchResult
+	(*CommitSegmentResponse)(nil),         // 55: strata.metastore.v1.CommitSegmentResponse
+	(*ChunkResult)(nil),                   // 56: strata.metastore.v1.ChunkResult
+	(*IndexEntry)(nil),                    // 57: strata.metastore.v1.IndexEntry
+	(*CreateTopicsRequest)(nil),           // 58: strata.metastore.v1.CreateTopicsRequest
+	(*TopicResult)(nil),                   // 59: strata.metastore.v1.TopicResult
+	(*CreateTopicsResponse)(nil),          // 60: strata.metastore.v1.CreateTopicsResponse
+	(*DeleteTopicsRequest)(nil),           // 61: strata.metastore.v1.DeleteTopicsRequest
+	(*DeleteTopicsResponse)(nil),          // 62: strata.metastore.v1.DeleteTopicsResponse
+	(*AlterConfigsRequest)(nil),           // 63: strata.metastore.v1.AlterConfigsRequest
+	(*AlterConfigsResponse)(nil),          // 64: strata.metastore.v1.AlterConfigsResponse
+	(*CreatePartitionsRequest)(nil),       // 65: strata.metastore.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),      // 66: strata.metastore.v1.CreatePartitionsResponse
+	(*DescribeTopicsRequest)(nil),         // 67: strata.metastore.v1.DescribeTopicsRequest
+	(*DescribeTopicsResponse)(nil),        // 68: strata.metastore.v1.DescribeTopicsResponse
+	(*LookupRequest)(nil),                 // 69: strata.metastore.v1.LookupRequest
+	(*LookupResponse)(nil),                // 70: strata.metastore.v1.LookupResponse
+	(*ListOffsetsRequest)(nil),            // 71: strata.metastore.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),           // 72: strata.metastore.v1.ListOffsetsResponse
+	(*RegisterAgentRequest)(nil),          // 73: strata.metastore.v1.RegisterAgentRequest
+	(*RegisterAgentResponse)(nil),         // 74: strata.metastore.v1.RegisterAgentResponse
+	(*DeregisterAgentRequest)(nil),        // 75: strata.metastore.v1.DeregisterAgentRequest
+	(*DeregisterAgentResponse)(nil),       // 76: strata.metastore.v1.DeregisterAgentResponse
+	(*ListAgentsRequest)(nil),             // 77: strata.metastore.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),            // 78: strata.metastore.v1.ListAgentsResponse
+	(*RecordIntentRequest)(nil),           // 79: strata.metastore.v1.RecordIntentRequest
+	(*RecordIntentResponse)(nil),          // 80: strata.metastore.v1.RecordIntentResponse
+	(*ResolveIntentRequest)(nil),          // 81: strata.metastore.v1.ResolveIntentRequest
+	(*ResolveIntentResponse)(nil),         // 82: strata.metastore.v1.ResolveIntentResponse
+	(*ListExpiredIntentsRequest)(nil),     // 83: strata.metastore.v1.ListExpiredIntentsRequest
+	(*ListExpiredIntentsResponse)(nil),    // 84: strata.metastore.v1.ListExpiredIntentsResponse
+	(*WatchRequest)(nil),                  // 85: strata.metastore.v1.WatchRequest
+	(*PartitionRef)(nil),                  // 86: strata.metastore.v1.PartitionRef
+	(*WatchEvent)(nil),                    // 87: strata.metastore.v1.WatchEvent
+	(*CommitOffsetsRequest)(nil),          // 88: strata.metastore.v1.CommitOffsetsRequest
+	(*OffsetResult)(nil),                  // 89: strata.metastore.v1.OffsetResult
+	(*CommitOffsetsResponse)(nil),         // 90: strata.metastore.v1.CommitOffsetsResponse
+	(*FetchOffsetsRequest)(nil),           // 91: strata.metastore.v1.FetchOffsetsRequest
+	(*FetchOffsetsResponse)(nil),          // 92: strata.metastore.v1.FetchOffsetsResponse
+	(*DeleteOffsetsRequest)(nil),          // 93: strata.metastore.v1.DeleteOffsetsRequest
+	(*DeleteOffsetsResponse)(nil),         // 94: strata.metastore.v1.DeleteOffsetsResponse
+	(*ListGroupsRequest)(nil),             // 95: strata.metastore.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),            // 96: strata.metastore.v1.ListGroupsResponse
+	(*DeleteGroupsRequest)(nil),           // 97: strata.metastore.v1.DeleteGroupsRequest
+	(*GroupResult)(nil),                   // 98: strata.metastore.v1.GroupResult
+	(*DeleteGroupsResponse)(nil),          // 99: strata.metastore.v1.DeleteGroupsResponse
+	(*JoinGroupRequest)(nil),              // 100: strata.metastore.v1.JoinGroupRequest
+	(*JoinGroupResponse)(nil),             // 101: strata.metastore.v1.JoinGroupResponse
+	(*SyncGroupRequest)(nil),              // 102: strata.metastore.v1.SyncGroupRequest
+	(*GroupAssignment)(nil),               // 103: strata.metastore.v1.GroupAssignment
+	(*SyncGroupResponse)(nil),             // 104: strata.metastore.v1.SyncGroupResponse
+	(*HeartbeatRequest)(nil),              // 105: strata.metastore.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 106: strata.metastore.v1.HeartbeatResponse
+	(*LeaveGroupRequest)(nil),             // 107: strata.metastore.v1.LeaveGroupRequest
+	(*LeavingMember)(nil),                 // 108: strata.metastore.v1.LeavingMember
+	(*LeaveGroupResponse)(nil),            // 109: strata.metastore.v1.LeaveGroupResponse
+	(*DescribeGroupsRequest)(nil),         // 110: strata.metastore.v1.DescribeGroupsRequest
+	(*GroupDescription)(nil),              // 111: strata.metastore.v1.GroupDescription
+	(*DescribeGroupsResponse)(nil),        // 112: strata.metastore.v1.DescribeGroupsResponse
+	(*ConsumerHeartbeatRequest)(nil),      // 113: strata.metastore.v1.ConsumerHeartbeatRequest
+	(*ConsumerHeartbeatResponse)(nil),     // 114: strata.metastore.v1.ConsumerHeartbeatResponse
+	(*ConsumerGroupDescribeRequest)(nil),  // 115: strata.metastore.v1.ConsumerGroupDescribeRequest
+	(*ConsumerGroupDescription)(nil),      // 116: strata.metastore.v1.ConsumerGroupDescription
+	(*ConsumerGroupDescribeResponse)(nil), // 117: strata.metastore.v1.ConsumerGroupDescribeResponse
+	(*InitProducerRequest)(nil),           // 118: strata.metastore.v1.InitProducerRequest
+	(*AddToTxnRequest)(nil),               // 119: strata.metastore.v1.AddToTxnRequest
+	(*AddToTxnResponse)(nil),              // 120: strata.metastore.v1.AddToTxnResponse
+	(*TxnAddResult)(nil),                  // 121: strata.metastore.v1.TxnAddResult
+	(*EndTxnRequest)(nil),                 // 122: strata.metastore.v1.EndTxnRequest
+	(*EndTxnResponse)(nil),                // 123: strata.metastore.v1.EndTxnResponse
+	(*TxnOffsetCommitRequest)(nil),        // 124: strata.metastore.v1.TxnOffsetCommitRequest
+	(*TxnOffsetCommitResponse)(nil),       // 125: strata.metastore.v1.TxnOffsetCommitResponse
+	(*DescribeTransactionsRequest)(nil),   // 126: strata.metastore.v1.DescribeTransactionsRequest
+	(*DescribeTransactionsResponse)(nil),  // 127: strata.metastore.v1.DescribeTransactionsResponse
+	(*ListTransactionsRequest)(nil),       // 128: strata.metastore.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),      // 129: strata.metastore.v1.ListTransactionsResponse
+	(*DescribeProducersRequest)(nil),      // 130: strata.metastore.v1.DescribeProducersRequest
+	(*DescribeProducersResponse)(nil),     // 131: strata.metastore.v1.DescribeProducersResponse
+	(*PartitionProducers)(nil),            // 132: strata.metastore.v1.PartitionProducers
+	(*ActiveProducer)(nil),                // 133: strata.metastore.v1.ActiveProducer
+	(*InitProducerResponse)(nil),          // 134: strata.metastore.v1.InitProducerResponse
+	(*ClusterRequest)(nil),                // 135: strata.metastore.v1.ClusterRequest
+	(*ClusterResponse)(nil),               // 136: strata.metastore.v1.ClusterResponse
+	(*JoinRequest)(nil),                   // 137: strata.metastore.v1.JoinRequest
+	(*JoinResponse)(nil),                  // 138: strata.metastore.v1.JoinResponse
+	(*LeaveRequest)(nil),                  // 139: strata.metastore.v1.LeaveRequest
+	(*LeaveResponse)(nil),                 // 140: strata.metastore.v1.LeaveResponse
+	nil,                                   // 141: strata.metastore.v1.TopicSpec.ConfigsEntry
+	nil,                                   // 142: strata.metastore.v1.Topic.ConfigsEntry
+	(*ClusterResponse_Member)(nil),        // 143: strata.metastore.v1.ClusterResponse.Member
 }
 var file_metastore_proto_depIdxs = []int32{
 	4,   // 0: strata.metastore.v1.Command.create_topics:type_name -> strata.metastore.v1.CreateTopicsCommand
@@ -10236,199 +10303,201 @@ var file_metastore_proto_depIdxs = []int32{
 	18,  // 8: strata.metastore.v1.Command.resolve_intent:type_name -> strata.metastore.v1.ResolveIntentCommand
 	15,  // 9: strata.metastore.v1.Command.deregister_agent:type_name -> strata.metastore.v1.DeregisterAgentCommand
 	19,  // 10: strata.metastore.v1.Command.commit_offsets:type_name -> strata.metastore.v1.CommitOffsetsCommand
-	28,  // 11: strata.metastore.v1.Command.delete_offsets:type_name -> strata.metastore.v1.DeleteOffsetsCommand
-	29,  // 12: strata.metastore.v1.Command.delete_groups:type_name -> strata.metastore.v1.DeleteGroupsCommand
-	30,  // 13: strata.metastore.v1.Command.save_group:type_name -> strata.metastore.v1.SaveGroupCommand
-	31,  // 14: strata.metastore.v1.Command.expire_offsets:type_name -> strata.metastore.v1.ExpireOffsetsCommand
-	27,  // 15: strata.metastore.v1.Command.commit_offsets_batch:type_name -> strata.metastore.v1.CommitOffsetsBatchCommand
+	29,  // 11: strata.metastore.v1.Command.delete_offsets:type_name -> strata.metastore.v1.DeleteOffsetsCommand
+	30,  // 12: strata.metastore.v1.Command.delete_groups:type_name -> strata.metastore.v1.DeleteGroupsCommand
+	31,  // 13: strata.metastore.v1.Command.save_group:type_name -> strata.metastore.v1.SaveGroupCommand
+	32,  // 14: strata.metastore.v1.Command.expire_offsets:type_name -> strata.metastore.v1.ExpireOffsetsCommand
+	28,  // 15: strata.metastore.v1.Command.commit_offsets_batch:type_name -> strata.metastore.v1.CommitOffsetsBatchCommand
 	20,  // 16: strata.metastore.v1.Command.init_producer:type_name -> strata.metastore.v1.InitProducerCommand
-	26,  // 17: strata.metastore.v1.Command.expire_producers:type_name -> strata.metastore.v1.ExpireProducersCommand
+	27,  // 17: strata.metastore.v1.Command.expire_producers:type_name -> strata.metastore.v1.ExpireProducersCommand
 	21,  // 18: strata.metastore.v1.Command.add_to_txn:type_name -> strata.metastore.v1.AddToTxnCommand
 	23,  // 19: strata.metastore.v1.Command.end_txn:type_name -> strata.metastore.v1.EndTxnCommand
 	24,  // 20: strata.metastore.v1.Command.txn_offset_commit:type_name -> strata.metastore.v1.TxnOffsetCommitCommand
-	25,  // 21: strata.metastore.v1.Command.expire_txns:type_name -> strata.metastore.v1.ExpireTxnsCommand
-	5,   // 22: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
-	140, // 23: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
-	7,   // 24: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
-	9,   // 25: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	7,   // 26: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
-	10,  // 27: strata.metastore.v1.ConfigAlteration.ops:type_name -> strata.metastore.v1.ConfigOp
-	2,   // 28: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
-	12,  // 29: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	7,   // 30: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
-	50,  // 31: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
-	37,  // 32: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
-	38,  // 33: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
-	40,  // 34: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	22,  // 35: strata.metastore.v1.AddToTxnCommand.txns:type_name -> strata.metastore.v1.TxnAdd
-	35,  // 36: strata.metastore.v1.TxnAdd.partitions:type_name -> strata.metastore.v1.TxnPartition
-	40,  // 37: strata.metastore.v1.TxnOffsetCommitCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	19,  // 38: strata.metastore.v1.CommitOffsetsBatchCommand.commits:type_name -> strata.metastore.v1.CommitOffsetsCommand
-	85,  // 39: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
-	41,  // 40: strata.metastore.v1.SaveGroupCommand.group:type_name -> strata.metastore.v1.GroupRecord
-	141, // 41: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
-	1,   // 42: strata.metastore.v1.TransactionRecord.state:type_name -> strata.metastore.v1.TxnState
-	35,  // 43: strata.metastore.v1.TransactionRecord.partitions:type_name -> strata.metastore.v1.TxnPartition
-	0,   // 44: strata.metastore.v1.TxnPartition.error:type_name -> strata.metastore.v1.ErrorCode
-	54,  // 45: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
-	45,  // 46: strata.metastore.v1.GroupRecord.members:type_name -> strata.metastore.v1.GroupMember
-	42,  // 47: strata.metastore.v1.GroupRecord.consumer:type_name -> strata.metastore.v1.ConsumerGroupState
-	43,  // 48: strata.metastore.v1.ConsumerGroupState.members:type_name -> strata.metastore.v1.ConsumerMember
-	44,  // 49: strata.metastore.v1.ConsumerMember.assigned:type_name -> strata.metastore.v1.TopicPartitions
-	44,  // 50: strata.metastore.v1.ConsumerMember.revoking:type_name -> strata.metastore.v1.TopicPartitions
-	44,  // 51: strata.metastore.v1.ConsumerMember.target:type_name -> strata.metastore.v1.TopicPartitions
-	46,  // 52: strata.metastore.v1.GroupMember.protocols:type_name -> strata.metastore.v1.GroupProtocol
-	49,  // 53: strata.metastore.v1.ProducerPartition.batches:type_name -> strata.metastore.v1.ProducedBatch
-	51,  // 54: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
-	52,  // 55: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
-	0,   // 56: strata.metastore.v1.BatchResult.error:type_name -> strata.metastore.v1.ErrorCode
-	55,  // 57: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
-	0,   // 58: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
-	53,  // 59: strata.metastore.v1.ChunkResult.batches:type_name -> strata.metastore.v1.BatchResult
-	5,   // 60: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
-	0,   // 61: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
-	32,  // 62: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
-	58,  // 63: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	7,   // 64: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	58,  // 65: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	9,   // 66: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	58,  // 67: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	12,  // 68: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	58,  // 69: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	7,   // 70: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	58,  // 71: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	0,   // 72: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	33,  // 73: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	56,  // 74: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
-	36,  // 75: strata.metastore.v1.LookupResponse.aborted:type_name -> strata.metastore.v1.AbortedTxn
-	0,   // 76: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	33,  // 77: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	56,  // 78: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
-	37,  // 79: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
-	37,  // 80: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
-	37,  // 81: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
-	38,  // 82: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
-	38,  // 83: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
-	85,  // 84: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	56,  // 85: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
-	32,  // 86: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
-	37,  // 87: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
-	40,  // 88: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	0,   // 89: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
-	88,  // 90: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	85,  // 91: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	40,  // 92: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	85,  // 93: strata.metastore.v1.FetchOffsetsResponse.unstable:type_name -> strata.metastore.v1.PartitionRef
-	85,  // 94: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	88,  // 95: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	110, // 96: strata.metastore.v1.ListGroupsResponse.listed:type_name -> strata.metastore.v1.GroupDescription
-	0,   // 97: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
-	97,  // 98: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
-	46,  // 99: strata.metastore.v1.JoinGroupRequest.protocols:type_name -> strata.metastore.v1.GroupProtocol
-	45,  // 100: strata.metastore.v1.JoinGroupResponse.members:type_name -> strata.metastore.v1.GroupMember
-	102, // 101: strata.metastore.v1.SyncGroupRequest.assignments:type_name -> strata.metastore.v1.GroupAssignment
-	107, // 102: strata.metastore.v1.LeaveGroupRequest.members:type_name -> strata.metastore.v1.LeavingMember
-	107, // 103: strata.metastore.v1.LeaveGroupResponse.members:type_name -> strata.metastore.v1.LeavingMember
-	45,  // 104: strata.metastore.v1.GroupDescription.members:type_name -> strata.metastore.v1.GroupMember
-	110, // 105: strata.metastore.v1.DescribeGroupsResponse.groups:type_name -> strata.metastore.v1.GroupDescription
-	44,  // 106: strata.metastore.v1.ConsumerHeartbeatRequest.owned:type_name -> strata.metastore.v1.TopicPartitions
-	44,  // 107: strata.metastore.v1.ConsumerHeartbeatResponse.assignment:type_name -> strata.metastore.v1.TopicPartitions
-	43,  // 108: strata.metastore.v1.ConsumerGroupDescription.members:type_name -> strata.metastore.v1.ConsumerMember
-	115, // 109: strata.metastore.v1.ConsumerGroupDescribeResponse.groups:type_name -> strata.metastore.v1.ConsumerGroupDescription
-	22,  // 110: strata.metastore.v1.AddToTxnRequest.txns:type_name -> strata.metastore.v1.TxnAdd
-	120, // 111: strata.metastore.v1.AddToTxnResponse.results:type_name -> strata.metastore.v1.TxnAddResult
-	0,   // 112: strata.metastore.v1.TxnAddResult.error:type_name -> strata.metastore.v1.ErrorCode
-	35,  // 113: strata.metastore.v1.TxnAddResult.partitions:type_name -> strata.metastore.v1.TxnPartition
-	97,  // 114: strata.metastore.v1.TxnAddResult.groups:type_name -> strata.metastore.v1.GroupResult
-	40,  // 115: strata.metastore.v1.TxnOffsetCommitRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	88,  // 116: strata.metastore.v1.TxnOffsetCommitResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	34,  // 117: strata.metastore.v1.DescribeTransactionsResponse.transactions:type_name -> strata.metastore.v1.TransactionRecord
-	1,   // 118: strata.metastore.v1.ListTransactionsRequest.states:type_name -> strata.metastore.v1.TxnState
-	34,  // 119: strata.metastore.v1.ListTransactionsResponse.transactions:type_name -> strata.metastore.v1.TransactionRecord
-	85,  // 120: strata.metastore.v1.DescribeProducersRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	131, // 121: strata.metastore.v1.DescribeProducersResponse.partitions:type_name -> strata.metastore.v1.PartitionProducers
-	0,   // 122: strata.metastore.v1.PartitionProducers.error:type_name -> strata.metastore.v1.ErrorCode
-	132, // 123: strata.metastore.v1.PartitionProducers.producers:type_name -> strata.metastore.v1.ActiveProducer
-	142, // 124: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
-	57,  // 125: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
-	60,  // 126: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
-	62,  // 127: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
-	64,  // 128: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
-	66,  // 129: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
-	50,  // 130: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
-	68,  // 131: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
-	70,  // 132: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
-	72,  // 133: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
-	74,  // 134: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
-	76,  // 135: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
-	78,  // 136: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
-	80,  // 137: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
-	82,  // 138: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
-	84,  // 139: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
-	87,  // 140: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
-	90,  // 141: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
-	92,  // 142: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
-	94,  // 143: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
-	96,  // 144: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
-	109, // 145: strata.metastore.v1.Metastore.DescribeGroups:input_type -> strata.metastore.v1.DescribeGroupsRequest
-	99,  // 146: strata.metastore.v1.Metastore.JoinGroup:input_type -> strata.metastore.v1.JoinGroupRequest
-	101, // 147: strata.metastore.v1.Metastore.SyncGroup:input_type -> strata.metastore.v1.SyncGroupRequest
-	104, // 148: strata.metastore.v1.Metastore.Heartbeat:input_type -> strata.metastore.v1.HeartbeatRequest
-	106, // 149: strata.metastore.v1.Metastore.LeaveGroup:input_type -> strata.metastore.v1.LeaveGroupRequest
-	117, // 150: strata.metastore.v1.Metastore.InitProducer:input_type -> strata.metastore.v1.InitProducerRequest
-	112, // 151: strata.metastore.v1.Metastore.ConsumerHeartbeat:input_type -> strata.metastore.v1.ConsumerHeartbeatRequest
-	114, // 152: strata.metastore.v1.Metastore.ConsumerGroupDescribe:input_type -> strata.metastore.v1.ConsumerGroupDescribeRequest
-	118, // 153: strata.metastore.v1.Metastore.AddToTxn:input_type -> strata.metastore.v1.AddToTxnRequest
-	121, // 154: strata.metastore.v1.Metastore.EndTxn:input_type -> strata.metastore.v1.EndTxnRequest
-	123, // 155: strata.metastore.v1.Metastore.TxnOffsetCommit:input_type -> strata.metastore.v1.TxnOffsetCommitRequest
-	125, // 156: strata.metastore.v1.Metastore.DescribeTransactions:input_type -> strata.metastore.v1.DescribeTransactionsRequest
-	127, // 157: strata.metastore.v1.Metastore.ListTransactions:input_type -> strata.metastore.v1.ListTransactionsRequest
-	129, // 158: strata.metastore.v1.Metastore.DescribeProducers:input_type -> strata.metastore.v1.DescribeProducersRequest
-	134, // 159: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
-	136, // 160: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
-	138, // 161: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
-	59,  // 162: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
-	61,  // 163: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
-	63,  // 164: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
-	65,  // 165: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
-	67,  // 166: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
-	54,  // 167: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
-	69,  // 168: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
-	71,  // 169: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
-	73,  // 170: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
-	75,  // 171: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
-	77,  // 172: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
-	79,  // 173: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
-	81,  // 174: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
-	83,  // 175: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
-	86,  // 176: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
-	89,  // 177: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
-	91,  // 178: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
-	93,  // 179: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
-	95,  // 180: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
-	98,  // 181: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
-	111, // 182: strata.metastore.v1.Metastore.DescribeGroups:output_type -> strata.metastore.v1.DescribeGroupsResponse
-	100, // 183: strata.metastore.v1.Metastore.JoinGroup:output_type -> strata.metastore.v1.JoinGroupResponse
-	103, // 184: strata.metastore.v1.Metastore.SyncGroup:output_type -> strata.metastore.v1.SyncGroupResponse
-	105, // 185: strata.metastore.v1.Metastore.Heartbeat:output_type -> strata.metastore.v1.HeartbeatResponse
-	108, // 186: strata.metastore.v1.Metastore.LeaveGroup:output_type -> strata.metastore.v1.LeaveGroupResponse
-	133, // 187: strata.metastore.v1.Metastore.InitProducer:output_type -> strata.metastore.v1.InitProducerResponse
-	113, // 188: strata.metastore.v1.Metastore.ConsumerHeartbeat:output_type -> strata.metastore.v1.ConsumerHeartbeatResponse
-	116, // 189: strata.metastore.v1.Metastore.ConsumerGroupDescribe:output_type -> strata.metastore.v1.ConsumerGroupDescribeResponse
-	119, // 190: strata.metastore.v1.Metastore.AddToTxn:output_type -> strata.metastore.v1.AddToTxnResponse
-	122, // 191: strata.metastore.v1.Metastore.EndTxn:output_type -> strata.metastore.v1.EndTxnResponse
-	124, // 192: strata.metastore.v1.Metastore.TxnOffsetCommit:output_type -> strata.metastore.v1.TxnOffsetCommitResponse
-	126, // 193: strata.metastore.v1.Metastore.DescribeTransactions:output_type -> strata.metastore.v1.DescribeTransactionsResponse
-	128, // 194: strata.metastore.v1.Metastore.ListTransactions:output_type -> strata.metastore.v1.ListTransactionsResponse
-	130, // 195: strata.metastore.v1.Metastore.DescribeProducers:output_type -> strata.metastore.v1.DescribeProducersResponse
-	135, // 196: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
-	137, // 197: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
-	139, // 198: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
-	162, // [162:199] is the sub-list for method output_type
-	125, // [125:162] is the sub-list for method input_type
-	125, // [125:125] is the sub-list for extension type_name
-	125, // [125:125] is the sub-list for extension extendee
-	0,   // [0:125] is the sub-list for field type_name
+	26,  // 21: strata.metastore.v1.Command.expire_txns:type_name -> strata.metastore.v1.ExpireTxnsCommand
+	25,  // 22: strata.metastore.v1.Command.txn_batch:type_name -> strata.metastore.v1.TxnBatchCommand
+	5,   // 23: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
+	141, // 24: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
+	7,   // 25: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
+	9,   // 26: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	7,   // 27: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
+	10,  // 28: strata.metastore.v1.ConfigAlteration.ops:type_name -> strata.metastore.v1.ConfigOp
+	2,   // 29: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
+	12,  // 30: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	7,   // 31: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
+	51,  // 32: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
+	38,  // 33: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
+	39,  // 34: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
+	41,  // 35: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	22,  // 36: strata.metastore.v1.AddToTxnCommand.txns:type_name -> strata.metastore.v1.TxnAdd
+	36,  // 37: strata.metastore.v1.TxnAdd.partitions:type_name -> strata.metastore.v1.TxnPartition
+	41,  // 38: strata.metastore.v1.TxnOffsetCommitCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	3,   // 39: strata.metastore.v1.TxnBatchCommand.ops:type_name -> strata.metastore.v1.Command
+	19,  // 40: strata.metastore.v1.CommitOffsetsBatchCommand.commits:type_name -> strata.metastore.v1.CommitOffsetsCommand
+	86,  // 41: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
+	42,  // 42: strata.metastore.v1.SaveGroupCommand.group:type_name -> strata.metastore.v1.GroupRecord
+	142, // 43: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
+	1,   // 44: strata.metastore.v1.TransactionRecord.state:type_name -> strata.metastore.v1.TxnState
+	36,  // 45: strata.metastore.v1.TransactionRecord.partitions:type_name -> strata.metastore.v1.TxnPartition
+	0,   // 46: strata.metastore.v1.TxnPartition.error:type_name -> strata.metastore.v1.ErrorCode
+	55,  // 47: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
+	46,  // 48: strata.metastore.v1.GroupRecord.members:type_name -> strata.metastore.v1.GroupMember
+	43,  // 49: strata.metastore.v1.GroupRecord.consumer:type_name -> strata.metastore.v1.ConsumerGroupState
+	44,  // 50: strata.metastore.v1.ConsumerGroupState.members:type_name -> strata.metastore.v1.ConsumerMember
+	45,  // 51: strata.metastore.v1.ConsumerMember.assigned:type_name -> strata.metastore.v1.TopicPartitions
+	45,  // 52: strata.metastore.v1.ConsumerMember.revoking:type_name -> strata.metastore.v1.TopicPartitions
+	45,  // 53: strata.metastore.v1.ConsumerMember.target:type_name -> strata.metastore.v1.TopicPartitions
+	47,  // 54: strata.metastore.v1.GroupMember.protocols:type_name -> strata.metastore.v1.GroupProtocol
+	50,  // 55: strata.metastore.v1.ProducerPartition.batches:type_name -> strata.metastore.v1.ProducedBatch
+	52,  // 56: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
+	53,  // 57: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
+	0,   // 58: strata.metastore.v1.BatchResult.error:type_name -> strata.metastore.v1.ErrorCode
+	56,  // 59: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
+	0,   // 60: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
+	54,  // 61: strata.metastore.v1.ChunkResult.batches:type_name -> strata.metastore.v1.BatchResult
+	5,   // 62: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
+	0,   // 63: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
+	33,  // 64: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
+	59,  // 65: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	7,   // 66: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	59,  // 67: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	9,   // 68: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	59,  // 69: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	12,  // 70: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	59,  // 71: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	7,   // 72: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	59,  // 73: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	0,   // 74: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	34,  // 75: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	57,  // 76: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
+	37,  // 77: strata.metastore.v1.LookupResponse.aborted:type_name -> strata.metastore.v1.AbortedTxn
+	0,   // 78: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	34,  // 79: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	57,  // 80: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
+	38,  // 81: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
+	38,  // 82: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
+	38,  // 83: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
+	39,  // 84: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
+	39,  // 85: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
+	86,  // 86: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	57,  // 87: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
+	33,  // 88: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
+	38,  // 89: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
+	41,  // 90: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	0,   // 91: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
+	89,  // 92: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	86,  // 93: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	41,  // 94: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	86,  // 95: strata.metastore.v1.FetchOffsetsResponse.unstable:type_name -> strata.metastore.v1.PartitionRef
+	86,  // 96: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	89,  // 97: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	111, // 98: strata.metastore.v1.ListGroupsResponse.listed:type_name -> strata.metastore.v1.GroupDescription
+	0,   // 99: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
+	98,  // 100: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
+	47,  // 101: strata.metastore.v1.JoinGroupRequest.protocols:type_name -> strata.metastore.v1.GroupProtocol
+	46,  // 102: strata.metastore.v1.JoinGroupResponse.members:type_name -> strata.metastore.v1.GroupMember
+	103, // 103: strata.metastore.v1.SyncGroupRequest.assignments:type_name -> strata.metastore.v1.GroupAssignment
+	108, // 104: strata.metastore.v1.LeaveGroupRequest.members:type_name -> strata.metastore.v1.LeavingMember
+	108, // 105: strata.metastore.v1.LeaveGroupResponse.members:type_name -> strata.metastore.v1.LeavingMember
+	46,  // 106: strata.metastore.v1.GroupDescription.members:type_name -> strata.metastore.v1.GroupMember
+	111, // 107: strata.metastore.v1.DescribeGroupsResponse.groups:type_name -> strata.metastore.v1.GroupDescription
+	45,  // 108: strata.metastore.v1.ConsumerHeartbeatRequest.owned:type_name -> strata.metastore.v1.TopicPartitions
+	45,  // 109: strata.metastore.v1.ConsumerHeartbeatResponse.assignment:type_name -> strata.metastore.v1.TopicPartitions
+	44,  // 110: strata.metastore.v1.ConsumerGroupDescription.members:type_name -> strata.metastore.v1.ConsumerMember
+	116, // 111: strata.metastore.v1.ConsumerGroupDescribeResponse.groups:type_name -> strata.metastore.v1.ConsumerGroupDescription
+	22,  // 112: strata.metastore.v1.AddToTxnRequest.txns:type_name -> strata.metastore.v1.TxnAdd
+	121, // 113: strata.metastore.v1.AddToTxnResponse.results:type_name -> strata.metastore.v1.TxnAddResult
+	0,   // 114: strata.metastore.v1.TxnAddResult.error:type_name -> strata.metastore.v1.ErrorCode
+	36,  // 115: strata.metastore.v1.TxnAddResult.partitions:type_name -> strata.metastore.v1.TxnPartition
+	98,  // 116: strata.metastore.v1.TxnAddResult.groups:type_name -> strata.metastore.v1.GroupResult
+	41,  // 117: strata.metastore.v1.TxnOffsetCommitRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	89,  // 118: strata.metastore.v1.TxnOffsetCommitResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	35,  // 119: strata.metastore.v1.DescribeTransactionsResponse.transactions:type_name -> strata.metastore.v1.TransactionRecord
+	1,   // 120: strata.metastore.v1.ListTransactionsRequest.states:type_name -> strata.metastore.v1.TxnState
+	35,  // 121: strata.metastore.v1.ListTransactionsResponse.transactions:type_name -> strata.metastore.v1.TransactionRecord
+	86,  // 122: strata.metastore.v1.DescribeProducersRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	132, // 123: strata.metastore.v1.DescribeProducersResponse.partitions:type_name -> strata.metastore.v1.PartitionProducers
+	0,   // 124: strata.metastore.v1.PartitionProducers.error:type_name -> strata.metastore.v1.ErrorCode
+	133, // 125: strata.metastore.v1.PartitionProducers.producers:type_name -> strata.metastore.v1.ActiveProducer
+	143, // 126: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
+	58,  // 127: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
+	61,  // 128: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
+	63,  // 129: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
+	65,  // 130: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
+	67,  // 131: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
+	51,  // 132: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
+	69,  // 133: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
+	71,  // 134: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
+	73,  // 135: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
+	75,  // 136: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
+	77,  // 137: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
+	79,  // 138: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
+	81,  // 139: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
+	83,  // 140: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
+	85,  // 141: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
+	88,  // 142: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
+	91,  // 143: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
+	93,  // 144: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
+	95,  // 145: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
+	97,  // 146: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
+	110, // 147: strata.metastore.v1.Metastore.DescribeGroups:input_type -> strata.metastore.v1.DescribeGroupsRequest
+	100, // 148: strata.metastore.v1.Metastore.JoinGroup:input_type -> strata.metastore.v1.JoinGroupRequest
+	102, // 149: strata.metastore.v1.Metastore.SyncGroup:input_type -> strata.metastore.v1.SyncGroupRequest
+	105, // 150: strata.metastore.v1.Metastore.Heartbeat:input_type -> strata.metastore.v1.HeartbeatRequest
+	107, // 151: strata.metastore.v1.Metastore.LeaveGroup:input_type -> strata.metastore.v1.LeaveGroupRequest
+	118, // 152: strata.metastore.v1.Metastore.InitProducer:input_type -> strata.metastore.v1.InitProducerRequest
+	113, // 153: strata.metastore.v1.Metastore.ConsumerHeartbeat:input_type -> strata.metastore.v1.ConsumerHeartbeatRequest
+	115, // 154: strata.metastore.v1.Metastore.ConsumerGroupDescribe:input_type -> strata.metastore.v1.ConsumerGroupDescribeRequest
+	119, // 155: strata.metastore.v1.Metastore.AddToTxn:input_type -> strata.metastore.v1.AddToTxnRequest
+	122, // 156: strata.metastore.v1.Metastore.EndTxn:input_type -> strata.metastore.v1.EndTxnRequest
+	124, // 157: strata.metastore.v1.Metastore.TxnOffsetCommit:input_type -> strata.metastore.v1.TxnOffsetCommitRequest
+	126, // 158: strata.metastore.v1.Metastore.DescribeTransactions:input_type -> strata.metastore.v1.DescribeTransactionsRequest
+	128, // 159: strata.metastore.v1.Metastore.ListTransactions:input_type -> strata.metastore.v1.ListTransactionsRequest
+	130, // 160: strata.metastore.v1.Metastore.DescribeProducers:input_type -> strata.metastore.v1.DescribeProducersRequest
+	135, // 161: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
+	137, // 162: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
+	139, // 163: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
+	60,  // 164: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
+	62,  // 165: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
+	64,  // 166: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
+	66,  // 167: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
+	68,  // 168: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
+	55,  // 169: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
+	70,  // 170: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
+	72,  // 171: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
+	74,  // 172: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
+	76,  // 173: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
+	78,  // 174: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
+	80,  // 175: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
+	82,  // 176: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
+	84,  // 177: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
+	87,  // 178: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
+	90,  // 179: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
+	92,  // 180: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
+	94,  // 181: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
+	96,  // 182: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
+	99,  // 183: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
+	112, // 184: strata.metastore.v1.Metastore.DescribeGroups:output_type -> strata.metastore.v1.DescribeGroupsResponse
+	101, // 185: strata.metastore.v1.Metastore.JoinGroup:output_type -> strata.metastore.v1.JoinGroupResponse
+	104, // 186: strata.metastore.v1.Metastore.SyncGroup:output_type -> strata.metastore.v1.SyncGroupResponse
+	106, // 187: strata.metastore.v1.Metastore.Heartbeat:output_type -> strata.metastore.v1.HeartbeatResponse
+	109, // 188: strata.metastore.v1.Metastore.LeaveGroup:output_type -> strata.metastore.v1.LeaveGroupResponse
+	134, // 189: strata.metastore.v1.Metastore.InitProducer:output_type -> strata.metastore.v1.InitProducerResponse
+	114, // 190: strata.metastore.v1.Metastore.ConsumerHeartbeat:output_type -> strata.metastore.v1.ConsumerHeartbeatResponse
+	117, // 191: strata.metastore.v1.Metastore.ConsumerGroupDescribe:output_type -> strata.metastore.v1.ConsumerGroupDescribeResponse
+	120, // 192: strata.metastore.v1.Metastore.AddToTxn:output_type -> strata.metastore.v1.AddToTxnResponse
+	123, // 193: strata.metastore.v1.Metastore.EndTxn:output_type -> strata.metastore.v1.EndTxnResponse
+	125, // 194: strata.metastore.v1.Metastore.TxnOffsetCommit:output_type -> strata.metastore.v1.TxnOffsetCommitResponse
+	127, // 195: strata.metastore.v1.Metastore.DescribeTransactions:output_type -> strata.metastore.v1.DescribeTransactionsResponse
+	129, // 196: strata.metastore.v1.Metastore.ListTransactions:output_type -> strata.metastore.v1.ListTransactionsResponse
+	131, // 197: strata.metastore.v1.Metastore.DescribeProducers:output_type -> strata.metastore.v1.DescribeProducersResponse
+	136, // 198: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
+	138, // 199: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
+	140, // 200: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
+	164, // [164:201] is the sub-list for method output_type
+	127, // [127:164] is the sub-list for method input_type
+	127, // [127:127] is the sub-list for extension type_name
+	127, // [127:127] is the sub-list for extension extendee
+	0,   // [0:127] is the sub-list for field type_name
 }
 
 func init() { file_metastore_proto_init() }
@@ -10459,23 +10528,24 @@ func file_metastore_proto_init() {
 		(*Command_EndTxn)(nil),
 		(*Command_TxnOffsetCommit)(nil),
 		(*Command_ExpireTxns)(nil),
+		(*Command_TxnBatch)(nil),
 	}
-	file_metastore_proto_msgTypes[40].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[42].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[84].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[96].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[98].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[101].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[104].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[109].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[120].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[41].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[43].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[85].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[97].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[99].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[102].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[105].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[110].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[121].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metastore_proto_rawDesc), len(file_metastore_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   140,
+			NumMessages:   141,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -62,6 +62,7 @@ type Node struct {
 
 	commits *batcher[*pb.CommitSegmentRequest, *pb.CommitSegmentResponse]
 	offsets *batcher[*pb.CommitOffsetsCommand, *state.Result]
+	txns    *batcher[*pb.Command, *state.Result]
 	verify  *verifier
 	groups  *groups.Coordinator
 
@@ -240,11 +241,13 @@ func Start(cfg Config) (n *Node, err error) {
 	n.groups = groups.New(cfg.Groups, groupStore{n}, nil)
 	n.commits = segmentBatcher(n)
 	n.offsets = offsetBatcher(n)
+	n.txns = txnBatcher(n)
 	n.grpc = grpc.NewServer(grpc.WaitForHandlers(true), grpc.MaxRecvMsgSize(metastore.MaxMessageBytes))
 	pb.RegisterMetastoreServer(n.grpc, &api{n: n})
 	n.goLoop(func() { n.grpc.Serve(apiLis) })
 	n.goLoop(n.commits.run)
 	n.goLoop(n.offsets.run)
+	n.goLoop(n.txns.run)
 	n.goLoop(n.leaderLoop)
 	n.goLoop(n.expiryLoop)
 	n.goLoop(n.groupLoop)

@@ -142,6 +142,20 @@ func offsetBatcher(n *Node) *batcher[*pb.CommitOffsetsCommand, *state.Result] {
 }
 
 // submit queues one commit and waits for its own answer.
+// txnBatcher gathers transaction coordinator commands into TxnBatch entries.
+func txnBatcher(n *Node) *batcher[*pb.Command, *state.Result] {
+	return newBatcher(n, func(ctx context.Context, reqs []*pb.Command) ([]*state.Result, error) {
+		res, err := n.propose(ctx, &pb.Command{Op: &pb.Command_TxnBatch{TxnBatch: &pb.TxnBatchCommand{Ops: reqs}}})
+		switch {
+		case err != nil:
+			return nil, err
+		case res.Err != nil:
+			return nil, refusal(res.Err)
+		}
+		return res.Batch, nil
+	})
+}
+
 func (b *batcher[Req, Resp]) submit(ctx context.Context, req Req) (Resp, error) {
 	var zero Resp
 	c := &commitCall[Req, Resp]{req: req, size: proto.Size(req), out: make(chan commitOutcome[Resp], 1)}

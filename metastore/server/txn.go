@@ -6,6 +6,7 @@ import (
 	"time"
 
 	pb "github.com/stratalog/strata/metastore/metastorepb"
+	"github.com/stratalog/strata/metastore/state"
 )
 
 // The transaction coordinator is the Raft leader: every transactional request is
@@ -31,7 +32,7 @@ func (a *api) InitProducer(ctx context.Context, req *pb.InitProducerRequest) (*p
 
 func (a *api) AddToTxn(ctx context.Context, req *pb.AddToTxnRequest) (*pb.AddToTxnResponse, error) {
 	return onLeader(ctx, a.n, req, pb.MetastoreClient.AddToTxn, func() (*pb.AddToTxnResponse, error) {
-		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_AddToTxn{AddToTxn: &pb.AddToTxnCommand{Txns: req.Txns}}})
+		res, err := a.txnWrite(ctx, &pb.Command{Op: &pb.Command_AddToTxn{AddToTxn: &pb.AddToTxnCommand{Txns: req.Txns}}})
 		if err != nil {
 			return nil, err
 		}
@@ -41,7 +42,7 @@ func (a *api) AddToTxn(ctx context.Context, req *pb.AddToTxnRequest) (*pb.AddToT
 
 func (a *api) EndTxn(ctx context.Context, req *pb.EndTxnRequest) (*pb.EndTxnResponse, error) {
 	return onLeader(ctx, a.n, req, pb.MetastoreClient.EndTxn, func() (*pb.EndTxnResponse, error) {
-		_, err := a.write(ctx, &pb.Command{Op: &pb.Command_EndTxn{EndTxn: &pb.EndTxnCommand{
+		_, err := a.txnWrite(ctx, &pb.Command{Op: &pb.Command_EndTxn{EndTxn: &pb.EndTxnCommand{
 			TransactionalId: req.TransactionalId, ProducerId: req.ProducerId, ProducerEpoch: req.ProducerEpoch, Commit: req.Commit}}})
 		if err != nil {
 			return nil, err
@@ -62,7 +63,7 @@ func (a *api) TxnOffsetCommit(ctx context.Context, req *pb.TxnOffsetCommitReques
 				return &pb.TxnOffsetCommitResponse{GroupError: code}, nil
 			}
 		}
-		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_TxnOffsetCommit{TxnOffsetCommit: &pb.TxnOffsetCommitCommand{
+		res, err := a.txnWrite(ctx, &pb.Command{Op: &pb.Command_TxnOffsetCommit{TxnOffsetCommit: &pb.TxnOffsetCommitCommand{
 			TransactionalId: req.TransactionalId, Group: req.Group, ProducerId: req.ProducerId,
 			ProducerEpoch: req.ProducerEpoch, Offsets: req.Offsets}}})
 		if err != nil {
@@ -70,6 +71,18 @@ func (a *api) TxnOffsetCommit(ctx context.Context, req *pb.TxnOffsetCommitReques
 		}
 		return &pb.TxnOffsetCommitResponse{Results: res.Offsets}, nil
 	})
+}
+
+// txnWrite applies a transaction command, sharing a Raft entry with concurrent ones.
+func (a *api) txnWrite(ctx context.Context, cmd *pb.Command) (*state.Result, error) {
+	res, err := a.n.txns.submit(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return nil, refusal(res.Err)
+	}
+	return res, nil
 }
 
 func (a *api) DescribeTransactions(ctx context.Context, req *pb.DescribeTransactionsRequest) (*pb.DescribeTransactionsResponse, error) {

@@ -194,7 +194,7 @@ type Result struct {
 	Offsets []*pb.OffsetResult
 	// Groups has one result per group of a DeleteGroups.
 	Groups []*pb.GroupResult
-	// Batch has one result per command of a CommitOffsetsBatch.
+	// Batch has one result per command of a CommitOffsetsBatch or TxnBatch.
 	Batch []*Result
 	// More: an ExpireOffsets stopped at its bound; there is more to expire.
 	More bool
@@ -339,6 +339,8 @@ func (t *txn) apply(cmd *pb.Command) (*Result, error) {
 		return t.txnOffsetCommit(op.TxnOffsetCommit, now)
 	case *pb.Command_ExpireTxns:
 		return t.expireTxns(op.ExpireTxns.GetExpirationMs(), now)
+	case *pb.Command_TxnBatch:
+		return t.txnBatch(op.TxnBatch.GetOps(), now)
 	case *pb.Command_SaveGroup:
 		return t.saveGroup(op.SaveGroup.GetGroup(), now)
 	case *pb.Command_ExpireOffsets:
