@@ -108,12 +108,16 @@ func TestIdempotentProduceRaw(t *testing.T) {
 	if fr := fetchRaw(t, s, cl, "idem", 0, 5, nil); fr.Topics[0].Partitions[0].ErrorCode != 0 {
 		t.Fatalf("fetch from inside the last batch: %v", fr.Topics[0].Partitions[0].ErrorCode)
 	}
-	// A transactional id is not served yet.
+	// A transactional id needs a timeout in (0, transaction.max.timeout.ms], and
+	// cannot be empty.
 	txn := kmsg.NewPtrInitProducerIDRequest()
-	id := "tx"
-	txn.TransactionalID = &id
+	txn.TransactionalID = kmsg.StringPtr("tx")
+	if r, err := txn.RequestWith(ctx, cl); err != nil || r.ErrorCode != kerr.InvalidTransactionTimeout.Code {
+		t.Fatalf("transactional init without a timeout: %v %v", r, err)
+	}
+	txn.TransactionalID, txn.TransactionTimeoutMillis = kmsg.StringPtr(""), 1000
 	if r, err := txn.RequestWith(ctx, cl); err != nil || r.ErrorCode != kerr.InvalidRequest.Code {
-		t.Fatalf("transactional init: %v %v", r, err)
+		t.Fatalf("transactional init with an empty id: %v %v", r, err)
 	}
 }
 
