@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	pb "github.com/stratalog/strata/metastore/metastorepb"
 )
@@ -126,7 +127,7 @@ func decodeMarker(key, val []byte) (*pb.IndexEntry, error) {
 	}
 	v = v[n:]
 	epoch, n := binary.Uvarint(v)
-	if n <= 0 || epoch > 1<<15 {
+	if n <= 0 || epoch > math.MaxInt16 {
 		return nil, fmt.Errorf("%w: marker value %x", ErrCorrupt, val)
 	}
 	v = v[n:]

@@ -459,11 +459,19 @@ func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit, now int64) (*pb.Ch
 	}
 	var check *producerCheck
 	if idempotent {
+		total := int64(0)
 		for _, b := range ch.Batches {
 			if b.Size <= 0 {
 				r.Error = pb.ErrorCode_INVALID_REQUEST // cannot leave a batch out without its size
 				return r, 0, nil
 			}
+			total += int64(b.Size)
+		}
+		if total != ch.Length {
+			// Refused before any batch is checked: the checks write (a
+			// transaction's open key), and a refused chunk must leave nothing.
+			r.Error = pb.ErrorCode_INVALID_REQUEST
+			return r, 0, nil
 		}
 		check = newProducerCheck(t, ch.TopicId, ch.Partition, now)
 		r.Batches = make([]*pb.BatchResult, len(ch.Batches))
@@ -540,9 +548,6 @@ func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit, now int64) (*pb.Ch
 		}
 	}
 	if idempotent {
-		if pos != ch.Position+ch.Length {
-			return &pb.ChunkResult{TopicId: ch.TopicId, Partition: ch.Partition, Error: pb.ErrorCode_INVALID_REQUEST}, 0, nil
-		}
 		if err := check.flush(); err != nil {
 			return nil, 0, err
 		}

@@ -3,7 +3,9 @@ package state
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
@@ -70,6 +72,10 @@ func (t *txn) initProducer(cmd *pb.InitProducerCommand, now int64) (*Result, err
 		switch {
 		case !ok:
 			return &Result{Err: refuse(pb.ErrorCode_UNKNOWN_PRODUCER_ID, "producer id %d was never issued", cmd.ProducerId)}, nil
+		case rec.TransactionalId != "":
+			// A transactional producer's epoch moves only with its transaction
+			// record: the caller gets a new producer id (Kafka always issues
+			// one to a producer without a transactional id).
 		case cmd.ProducerEpoch != rec.Epoch:
 			return &Result{Err: refuse(pb.ErrorCode_INVALID_PRODUCER_EPOCH, "producer %d is at epoch %d, not %d", cmd.ProducerId, rec.Epoch, cmd.ProducerEpoch)}, nil
 		case rec.Epoch < math.MaxInt16-1:
@@ -79,7 +85,8 @@ func (t *txn) initProducer(cmd *pb.InitProducerCommand, now int64) (*Result, err
 			}
 			return &Result{Producer: &rec}, nil
 		}
-		// The epoch is exhausted: a new producer id.
+		// The epoch is exhausted, or the id is a transactional producer's: a new
+		// producer id.
 	}
 	rec, err := t.newProducer(now, "")
 	if err != nil {
@@ -194,6 +201,10 @@ func (c *producerCheck) check(b *pb.BatchInfo) (dupBase int64, dup bool, code pb
 		if !in {
 			return 0, false, pb.ErrorCode_INVALID_TXN_STATE, nil
 		}
+	} else if st.TxnOpen {
+		// Kafka's log refuses a plain batch from a producer whose transaction
+		// has data here and no marker yet.
+		return 0, false, pb.ErrorCode_INVALID_TXN_STATE, nil
 	}
 	switch {
 	case st.Epoch != b.ProducerEpoch || len(st.Batches) == 0:
@@ -264,9 +275,11 @@ func (c *producerCheck) state(pid int64) (*pb.ProducerPartition, error) {
 	return st, nil
 }
 
-// flush writes back every producer state the chunk touched.
+// flush writes back every producer state the chunk touched, in producer id order
+// (the batch never depends on map iteration).
 func (c *producerCheck) flush() error {
-	for pid, st := range c.states {
+	for _, pid := range slices.Sorted(maps.Keys(c.states)) {
+		st := c.states[pid]
 		if st.Epoch < 0 {
 			continue // looked at, nothing accepted
 		}

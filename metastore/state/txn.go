@@ -96,6 +96,16 @@ func fencedCode(rec *pb.TransactionRecord, epoch int32) pb.ErrorCode {
 	return pb.ErrorCode_PRODUCER_FENCED
 }
 
+// partitionHead is getHead for ids from requests: the cache keys heads by the
+// first 16 bytes of the topic id, so an id of another length must not reach it
+// (it would find a real topic's head and build keys of the wrong shape).
+func (t *txn) partitionHead(topic []byte, partition int32) (*pb.PartitionHead, error) {
+	if len(topic) != 16 || partition < 0 {
+		return nil, nil
+	}
+	return t.getHead(topic, partition)
+}
+
 // txnFor loads a transactional id's record and checks the producer id and epoch.
 func (t *txn) txnFor(id string, pid int64, epoch int32) (*pb.TransactionRecord, *Error, error) {
 	if id == "" || len(id) > maxTxnIDLen {
@@ -152,8 +162,20 @@ func (t *txn) initTxnProducer(cmd *pb.InitProducerCommand, now int64) (*Result, 
 		return &Result{Producer: p}, nil
 	}
 	recovering := cmd.ProducerId >= 0
+	if recovering && cmd.ProducerEpoch < 0 {
+		// Kafka's rule: both or neither. (pid, -1) must not pass as the epoch
+		// before a bump while last_epoch is -1.
+		return &Result{Err: refuse(pb.ErrorCode_INVALID_REQUEST, "producer id %d without an epoch", cmd.ProducerId)}, nil
+	}
 	if recovering && (cmd.ProducerId != rec.ProducerId || cmd.ProducerEpoch != rec.ProducerEpoch && cmd.ProducerEpoch != rec.LastEpoch) {
 		return &Result{Err: refuse(pb.ErrorCode_PRODUCER_FENCED, "transactional id %q is producer %d epoch %d", id, rec.ProducerId, rec.ProducerEpoch)}, nil
+	}
+	if recovering && cmd.ProducerEpoch != rec.ProducerEpoch {
+		// The epoch before the last bump: a retry of a KIP-360 bump whose answer
+		// was lost, or the recovery of the producer whose transaction timed out.
+		// Nobody holds the current epoch, so it is the answer, unchanged (as
+		// Kafka's): bumping again would make a second retry PRODUCER_FENCED.
+		return &Result{Producer: &pb.ProducerRecord{ProducerId: rec.ProducerId, Epoch: rec.ProducerEpoch, IssuedMs: now, TransactionalId: id}}, nil
 	}
 	if rec.State == pb.TxnState_TXN_ONGOING {
 		// An older instance left a transaction open: it ends now, aborted.
@@ -221,6 +243,10 @@ func (t *txn) addOne(a *pb.TxnAdd, now int64) (*pb.TxnAddResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if refusal == nil && (len(a.Partitions) > maxTxnPartitions || len(a.Groups) > maxTxnGroups) {
+		// Before any work on them: the bound below only counts what is new.
+		refusal = refuse(pb.ErrorCode_INVALID_REQUEST, "at most %d partitions and %d groups in a transaction", maxTxnPartitions, maxTxnGroups)
+	}
 	if refusal != nil {
 		r.Error = refusal.Code
 		partResults(refusal.Code)
@@ -229,7 +255,7 @@ func (t *txn) addOne(a *pb.TxnAdd, now int64) (*pb.TxnAddResult, error) {
 	// Every partition must exist, or none is added.
 	failed := false
 	for _, p := range a.Partitions {
-		h, err := t.getHead(p.TopicId, p.Partition)
+		h, err := t.partitionHead(p.TopicId, p.Partition)
 		if err != nil {
 			return nil, err
 		}
@@ -254,27 +280,30 @@ func (t *txn) addOne(a *pb.TxnAdd, now int64) (*pb.TxnAddResult, error) {
 		}
 		return r, nil
 	}
-	in := func(p *pb.TxnPartition) bool {
-		return slices.ContainsFunc(rec.Partitions, func(q *pb.TxnPartition) bool {
-			return q.Partition == p.Partition && bytes.Equal(q.TopicId, p.TopicId)
-		})
+	opening := rec.State != pb.TxnState_TXN_ONGOING
+	if opening {
+		rec.Partitions, rec.Groups = nil, nil
+	}
+	// A set of the transaction's partitions: adding n partitions one request at a
+	// time must not cost n squared.
+	in := make(map[string]bool, len(rec.Partitions)+len(a.Partitions))
+	pk := func(p *pb.TxnPartition) string {
+		return string(binary.BigEndian.AppendUint32(bytes.Clone(p.TopicId), uint32(p.Partition)))
+	}
+	for _, p := range rec.Partitions {
+		in[pk(p)] = true
 	}
 	if a.VerifyOnly {
 		for i, p := range a.Partitions {
-			if rec.State != pb.TxnState_TXN_ONGOING || !in(p) {
+			if opening || !in[pk(p)] {
 				r.Partitions[i].Error = pb.ErrorCode_INVALID_TXN_STATE
 			}
 		}
 		return r, nil
 	}
-	if rec.State != pb.TxnState_TXN_ONGOING {
-		rec.State, rec.StartMs, rec.Partitions, rec.Groups = pb.TxnState_TXN_ONGOING, now, nil, nil
-		if err := t.set(txnDeadline(now+int64(rec.TimeoutMs), rec.TransactionalId), nil); err != nil {
-			return nil, err
-		}
-	}
 	for _, p := range a.Partitions {
-		if !in(p) {
+		if k := pk(p); !in[k] {
+			in[k] = true
 			rec.Partitions = append(rec.Partitions, &pb.TxnPartition{TopicId: p.TopicId, Partition: p.Partition})
 		}
 	}
@@ -284,13 +313,21 @@ func (t *txn) addOne(a *pb.TxnAdd, now int64) (*pb.TxnAddResult, error) {
 		}
 	}
 	if len(rec.Partitions) > maxTxnPartitions || len(rec.Groups) > maxTxnGroups {
-		// Refused whole; the transaction keeps what it had.
+		// Refused whole; the transaction keeps what it had (rec is not saved).
 		r.Error = pb.ErrorCode_INVALID_REQUEST
 		partResults(pb.ErrorCode_INVALID_REQUEST)
 		for _, g := range r.Groups {
 			g.Error = pb.ErrorCode_INVALID_REQUEST
 		}
 		return r, nil
+	}
+	if opening {
+		// Written only now that the add is accepted: a deadline left by a
+		// refused add would abort a later transaction of the id early.
+		rec.State, rec.StartMs = pb.TxnState_TXN_ONGOING, now
+		if err := t.set(txnDeadline(now+int64(rec.TimeoutMs), rec.TransactionalId), nil); err != nil {
+			return nil, err
+		}
 	}
 	rec.UpdatedMs = now
 	return r, t.saveTxn(rec)
@@ -374,7 +411,7 @@ func (t *txn) finishTxn(rec *pb.TransactionRecord, commit bool, now int64) error
 		if !commit {
 			continue
 		}
-		if h, err := t.getHead(o.TopicId, o.Partition); err != nil {
+		if h, err := t.partitionHead(o.TopicId, o.Partition); err != nil {
 			return err
 		} else if h == nil {
 			continue // the topic went away meanwhile
@@ -398,7 +435,7 @@ func (t *txn) finishTxn(rec *pb.TransactionRecord, commit bool, now int64) error
 // writeMarker appends a control record to a partition at its next offset, closes
 // the producer's open transaction there, and indexes an abort.
 func (t *txn) writeMarker(rec *pb.TransactionRecord, topic []byte, partition int32, marker int32, now int64) error {
-	cur, err := t.getHead(topic, partition)
+	cur, err := t.partitionHead(topic, partition)
 	if err != nil || cur == nil {
 		return err // a deleted topic needs no marker
 	}
@@ -488,7 +525,9 @@ func (t *txn) txnOffsetCommit(cmd *pb.TxnOffsetCommitCommand, now int64) (*Resul
 	for _, o := range cmd.Offsets {
 		r := &pb.OffsetResult{TopicId: o.TopicId, Partition: o.Partition}
 		res.Offsets = append(res.Offsets, r)
-		if h, err := headOf(t.b, o.TopicId, o.Partition); err != nil {
+		// The apply cache, not t.b: heads reach the batch only when it ends, and a
+		// topic created earlier in the batch must exist here too.
+		if h, err := t.partitionHead(o.TopicId, o.Partition); err != nil {
 			return nil, err
 		} else if h == nil {
 			r.Error = pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION
@@ -517,30 +556,45 @@ func (t *txn) txnOffsetCommit(cmd *pb.TxnOffsetCommitCommand, now int64) (*Resul
 func (t *txn) expireTxns(expirationMs, now int64) (*Result, error) {
 	lo := []byte{prefixTxn, txnDeadlineKey}
 	hi := binary.BigEndian.AppendUint64([]byte{prefixTxn, txnDeadlineKey}, orderedInt64(now+1))
-	var due []string
 	more := false
 	it, err := t.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
+	type deadline struct {
+		key []byte
+		at  int64
+		id  string
+	}
+	var due []deadline
 	for valid := it.First(); valid; valid = it.Next() {
 		if len(due) == maxTxnExpirePerEntry {
 			more = true
 			break
 		}
-		due = append(due, string(it.Key()[2+8:]))
+		k := it.Key()
+		if len(k) < 2+8 {
+			it.Close()
+			return nil, fmt.Errorf("%w: transaction deadline key %x", ErrCorrupt, k)
+		}
+		due = append(due, deadline{key: bytes.Clone(k), at: int64(binary.BigEndian.Uint64(k[2:]) ^ 1<<63), id: string(k[2+8:])})
 	}
 	if err := it.Close(); err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	for _, id := range due {
+	for _, d := range due {
 		rec := &pb.TransactionRecord{}
-		found, err := t.getProto(txnKey(id), rec)
+		found, err := t.getProto(txnKey(d.id), rec)
 		if err != nil {
 			return nil, err
 		}
-		if !found || rec.State != pb.TxnState_TXN_ONGOING {
-			continue // stale deadline keys are removed when the transaction ends
+		if !found || rec.State != pb.TxnState_TXN_ONGOING || rec.StartMs+int64(rec.TimeoutMs) != d.at {
+			// A deadline no open transaction has (none should be left; one
+			// left would keep TxnDue true and this bound busy): drop it.
+			if err := t.del(d.key); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if err := t.finishTxn(rec, false, now); err != nil {
 			return nil, err
@@ -580,6 +634,33 @@ func (t *txn) expireTxns(expirationMs, now int64) (*Result, error) {
 		}
 	}
 	return &Result{More: more}, nil
+}
+
+// txnBatch applies transaction coordinator commands in order, each on its own.
+func (t *txn) txnBatch(ops []*pb.Command, now int64) (*Result, error) {
+	if len(ops) > maxTxnAddsPerEntry {
+		return &Result{Err: refuse(pb.ErrorCode_INVALID_REQUEST, "at most %d commands per batch", maxTxnAddsPerEntry)}, nil
+	}
+	res := &Result{Batch: make([]*Result, 0, len(ops))}
+	for _, op := range ops {
+		var r *Result
+		var err error
+		switch o := op.GetOp().(type) {
+		case *pb.Command_AddToTxn:
+			r, err = t.addToTxn(o.AddToTxn, now)
+		case *pb.Command_EndTxn:
+			r, err = t.endTxn(o.EndTxn, now)
+		case *pb.Command_TxnOffsetCommit:
+			r, err = t.txnOffsetCommit(o.TxnOffsetCommit, now)
+		default:
+			r = &Result{Err: refuse(pb.ErrorCode_INVALID_REQUEST, "only transaction commands are batched")}
+		}
+		if err != nil {
+			return nil, err
+		}
+		res.Batch = append(res.Batch, r)
+	}
+	return res, nil
 }
 
 // --- reads -----------------------------------------------------------------------
