@@ -40,7 +40,7 @@ func (t *txn) commitOffsets(cmd *pb.CommitOffsetsCommand, now int64) (*Result, e
 	for _, o := range cmd.Offsets {
 		r := &pb.OffsetResult{TopicId: o.TopicId, Partition: o.Partition}
 		res.Offsets = append(res.Offsets, r)
-		switch h, err := headOf(t.b, o.TopicId, o.Partition); {
+		switch h, err := t.partitionHead(o.TopicId, o.Partition); {
 		case err != nil:
 			return nil, err
 		case h == nil:
@@ -88,7 +88,7 @@ func (t *txn) deleteOffsets(cmd *pb.DeleteOffsetsCommand) (*Result, error) {
 	for _, p := range cmd.Partitions {
 		r := &pb.OffsetResult{TopicId: p.TopicId, Partition: p.Partition}
 		res.Offsets = append(res.Offsets, r)
-		if h, err := headOf(t.b, p.TopicId, p.Partition); err != nil {
+		if h, err := t.partitionHead(p.TopicId, p.Partition); err != nil {
 			return nil, err
 		} else if h == nil {
 			r.Error = pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION

@@ -66,3 +66,34 @@ func TestGroupsListAndDelete(t *testing.T) {
 		t.Fatalf("groups after delete: %v, want ab, b", groups)
 	}
 }
+
+// An offset commit applied in the same batch as its topic's creation sees the topic
+// (heads are read through the batch's cache), as it would applied alone.
+func TestCommitOffsetsInTopicsBatch(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cmds := []*pb.Command{
+		createTopic("t", id(1), 1, nil),
+		{Op: &pb.Command_CommitOffsets{CommitOffsets: &pb.CommitOffsetsCommand{Group: "g",
+			Offsets: []*pb.CommittedOffset{{TopicId: id(1), Partition: 0, Offset: 3}}}}},
+		{Op: &pb.Command_DeleteOffsets{DeleteOffsets: &pb.DeleteOffsetsCommand{Group: "g",
+			Partitions: []*pb.PartitionRef{{TopicId: id(1), Partition: 0}}}}},
+	}
+	var entries []Entry
+	for i, c := range cmds {
+		c.Version, c.NowMs = CommandVersion, 1000
+		entries = append(entries, Entry{Index: uint64(i + 1), Cmd: c})
+	}
+	rs, err := s.ApplyBatch(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 2} {
+		if r := rs[i]; r.Err != nil || len(r.Offsets) != 1 || r.Offsets[0].Error != 0 {
+			t.Fatalf("command %d in the topic's batch: %+v", i, r)
+		}
+	}
+}
