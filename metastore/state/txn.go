@@ -582,11 +582,16 @@ func (t *txn) expireTxns(expirationMs, now int64) (*Result, error) {
 	if err := it.Close(); err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	for _, d := range due {
+	markers := 0 // markers this entry writes: bounded like one transaction's
+	for i, d := range due {
 		rec := &pb.TransactionRecord{}
 		found, err := t.getProto(txnKey(d.id), rec)
 		if err != nil {
 			return nil, err
+		}
+		if found && i > 0 && markers+len(rec.Partitions) > maxTxnPartitions {
+			more = true
+			break
 		}
 		if !found || rec.State != pb.TxnState_TXN_ONGOING || rec.StartMs+int64(rec.TimeoutMs) != d.at {
 			// A deadline no open transaction has (none should be left; one
@@ -596,6 +601,7 @@ func (t *txn) expireTxns(expirationMs, now int64) (*Result, error) {
 			}
 			continue
 		}
+		markers += len(rec.Partitions)
 		if err := t.finishTxn(rec, false, now); err != nil {
 			return nil, err
 		}
