@@ -84,4 +84,14 @@
 // batch.go draws the v2 RecordBatch layout. Records are kept as produced; the agent
 // validates every batch (ParseBatch: sizes, magic 2, CRC-32C, codec, counts) before it
 // enters a segment, and Records decodes and checks the records themselves when needed.
+//
+// # Transaction markers
+//
+// Commit and abort markers are never in a segment. Ending a transaction gives each of
+// its partitions one offset holding a marker in the metastore's index (producer id,
+// epoch, commit or abort, timestamp), and readers serve it as the control batch
+// ControlBatch builds: attributes transactional|control, base sequence -1, one record
+// with key {version 0, type 0 abort | 1 commit} and value {version 0, coordinator
+// epoch 0}, as Kafka writes it. Clients refuse no control batch they did not expect;
+// a client may not produce one (the agent refuses it as INVALID_RECORD).
 package objectlog
