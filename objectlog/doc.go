@@ -92,6 +92,6 @@
 // epoch, commit or abort, timestamp), and readers serve it as the control batch
 // ControlBatch builds: attributes transactional|control, base sequence -1, one record
 // with key {version 0, type 0 abort | 1 commit} and value {version 0, coordinator
-// epoch 0}, as Kafka writes it. Clients refuse no control batch they did not expect;
-// a client may not produce one (the agent refuses it as INVALID_RECORD).
+// epoch 0}, as Kafka writes it. A client may not produce a control batch (the agent
+// refuses it as INVALID_RECORD).
 package objectlog
