@@ -22,8 +22,9 @@ package agent
 //
 // Idempotent producers' batches are checked by the metastore at commit time (see
 // 22_init_producer_id.go): each batch has its own outcome, and a duplicate is
-// answered with its original offset. Deviation: transactional batches are refused
-// with INVALID_TXN_STATE until transactions are served.
+// answered with its original offset. Transactional batches are checked there too:
+// only for a partition added to the producer's open transaction (KIP-890 part 1,
+// INVALID_TXN_STATE otherwise); one without a producer id is INVALID_RECORD.
 
 import (
 	"context"
@@ -145,6 +146,9 @@ func checkBatches(ti *topicInfo, records []byte, appendTime int64) ([]pendingBat
 		}
 		if b.Attributes.Control() {
 			return nil, 0, fmt.Errorf("%w: clients may not write control batches", errInvalidRecord)
+		}
+		if b.Attributes.Transactional() && b.ProducerID < 0 {
+			return nil, 0, fmt.Errorf("%w: a transactional batch without a producer id", errInvalidRecord)
 		}
 		if b.RecordCount <= 0 || b.LastOffsetDelta != b.RecordCount-1 {
 			return nil, 0, fmt.Errorf("%w: %d records taking %d offsets", errInvalidRecord, b.RecordCount, int64(b.LastOffsetDelta)+1)

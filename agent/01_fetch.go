@@ -142,16 +142,28 @@ func (s *Server) readPart(ctx context.Context, version int16, committed bool, sp
 	}
 	k, ok := s.partKeyOf(ctx, version, sp)
 	if !ok {
+		// The topic went away since the read: without its aborted list, no data.
+		pr.code, pr.records = kerr.UnknownTopicOrPartition.Code, nil
 		return pr
 	}
 	aborted, err := s.rd.aborted(ctx, k, min(sp.fetchOffset, from), end)
 	if err != nil {
 		// Without the list the client could keep aborted records: answer no data.
-		pr.code, pr.records, pr.aborted = kafkaCode(err), nil, nil
+		pr.code, pr.records, pr.aborted = fetchCode(err), nil, nil
 		return pr
 	}
 	pr.aborted = aborted
 	return pr
+}
+
+// fetchCode is a fetch partition's error code: kafkaCode's, except that a timeout
+// becomes NOT_LEADER_OR_FOLLOWER, which consumers retry after refreshing metadata
+// (the Java consumer has no case for REQUEST_TIMED_OUT in a fetch partition).
+func fetchCode(err error) int16 {
+	if code := kafkaCode(err); code != kerr.RequestTimedOut.Code {
+		return code
+	}
+	return kerr.NotLeaderForPartition.Code
 }
 
 // partKeyOf resolves a session partition to its topic id.
@@ -180,7 +192,7 @@ func (s *Server) readRange(ctx context.Context, version int16, committed bool, s
 	}
 	switch {
 	case err != nil:
-		return kafkaCode(err), -1, -1, -1, nil
+		return fetchCode(err), -1, -1, -1, nil
 	case ti == nil && version >= 13:
 		return kerr.UnknownTopicID.Code, -1, -1, -1, nil
 	case ti == nil || sp.key.partition < 0 || sp.key.partition >= ti.partitions:
@@ -194,7 +206,7 @@ func (s *Server) readRange(ctx context.Context, version int16, committed bool, s
 		hwm, lso, logStart, err = s.rd.head(ctx, k, true)
 	}
 	if err != nil {
-		return kafkaCode(err), -1, -1, -1, nil
+		return fetchCode(err), -1, -1, -1, nil
 	}
 	if off < logStart || off > hwm {
 		return kerr.OffsetOutOfRange.Code, hwm, lso, logStart, nil
@@ -213,7 +225,7 @@ func (s *Server) readRange(ctx context.Context, version int16, committed bool, s
 			if len(records) > 0 {
 				break
 			}
-			return kafkaCode(err), hwm, lso, logStart, nil
+			return fetchCode(err), hwm, lso, logStart, nil
 		}
 		if len(entries) == 0 {
 			break
@@ -225,12 +237,12 @@ func (s *Server) readRange(ctx context.Context, version int16, committed bool, s
 					return 0, hwm, lso, logStart, records
 				}
 				s.log.Warn("agent: fetch read failed", "topic", ti.name, "partition", k.partition, "offset", off, "err", err)
-				return kafkaCode(err), hwm, lso, logStart, nil
+				return fetchCode(err), hwm, lso, logStart, nil
 			}
 			for len(data) > 0 {
 				h, err := objectlog.ParseBatchHeader(data)
 				if err != nil {
-					return kerr.CorruptMessage.Code, hwm, lso, logStart, records
+					return kerr.CorruptMessage.Code, hwm, lso, logStart, nil
 				}
 				n := h.Size()
 				if h.BaseOffset >= upto {

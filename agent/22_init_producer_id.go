@@ -45,10 +45,7 @@ func serveInitProducerID(c *conn, r *request) reply {
 			// Not done, or done and the answer lost: either way the client asks
 			// again. An unused producer id costs nothing; a transactional retry
 			// bumps once more, which only the caller itself sees.
-			resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
-			if code := kafkaCode(err); code != kerr.UnknownServerError.Code && code != kerr.RequestTimedOut.Code {
-				resp.ErrorCode = fencedForVersion(code, req.Version, 4)
-			}
+			resp.ErrorCode = fencedForVersion(txnCallCode(err), req.Version, 4)
 			return resp
 		}
 		resp.ProducerID, resp.ProducerEpoch = mresp.ProducerId, int16(mresp.ProducerEpoch)

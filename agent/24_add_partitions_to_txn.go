@@ -67,8 +67,8 @@ func (s *Server) addPartitions(ctx context.Context, version int16, txns []kmsg.A
 	type slot struct{ t, p int }
 	var slots [][]slot // per metastore TxnAdd: where each partition's answer goes
 	var sent []int     // per metastore TxnAdd: its transaction's index
-	total := 0
 	for i, tx := range txns {
+		total := 0
 		rt := &out[i]
 		*rt = kmsg.NewAddPartitionsToTxnResponseTransaction()
 		rt.TransactionalID = tx.TransactionalID

@@ -103,6 +103,9 @@ func (r *reader) apply(ev *pb.WatchEvent) {
 	for _, e := range ev.Entries {
 		r.addLocked(e)
 	}
+	if len(ev.TopicsDeleted) > 0 {
+		r.gen++ // a Lookup in flight must not bring a dropped partition back as known
+	}
 	for _, id := range ev.TopicsDeleted {
 		for k, p := range r.parts {
 			if string(k.topic[:]) == string(id) {
@@ -160,6 +163,7 @@ func (r *reader) addLocked(e *pb.IndexEntry) {
 // evictLocked forgets the partitions used least recently until the cache is at three
 // quarters of its bound; they are read from the metastore again when fetched.
 func (r *reader) evictLocked() {
+	r.gen++ // a Lookup in flight must not bring a forgotten partition back as known
 	keys := make([]partKey, 0, len(r.parts))
 	for k := range r.parts {
 		keys = append(keys, k)
@@ -296,13 +300,11 @@ func (r *reader) learn(k partKey, resp *pb.LookupResponse, gen uint64) {
 	}
 	r.touchLocked(p)
 	if h := resp.Head; h != nil {
-		if !p.known || h.NextOffset > p.hwm {
-			p.hwm = h.NextOffset
-		}
-		if st := h.StableOffset(); !p.known || st > p.lso {
-			p.lso = st
-		}
-		p.logStart = h.LogStartOffset
+		// None of these goes back: an answer read before an event already
+		// applied here must not undo it.
+		p.hwm = max(p.hwm, h.NextOffset)
+		p.lso = max(p.lso, h.StableOffset())
+		p.logStart = max(p.logStart, h.LogStartOffset)
 		p.known = gen == r.gen
 	}
 	for _, e := range resp.Entries {

@@ -168,9 +168,21 @@ func TestTransactionRaw(t *testing.T) {
 		t.Fatalf("init with a timeout over the max: %v %v", resp, err)
 	}
 
+	// A transactional batch without a producer id is refused alone: the plain batch
+	// beside it (which may share its segment) is written.
+	resp := produceRaw(t, s, cl, -1, "raw", map[int32][]byte{1: batchOf(t, objectlog.CodecNone, 1000, "plain"), 0: txnBatch(t, -1, -1, -1, "no pid")})
+	for _, p := range resp.Topics[0].Partitions {
+		want := int16(0)
+		if p.Partition == 0 {
+			want = kerr.InvalidRecord.Code
+		}
+		if p.ErrorCode != want {
+			t.Fatalf("partition %d with a transactional batch without pid beside: code %d, want %d", p.Partition, p.ErrorCode, want)
+		}
+	}
 	// A transactional batch before its partition is added: INVALID_TXN_STATE.
 	batch := txnBatch(t, pid, epoch, 0, "early")
-	resp := produceRaw(t, s, cl, -1, "raw", map[int32][]byte{0: batch})
+	resp = produceRaw(t, s, cl, -1, "raw", map[int32][]byte{0: batch})
 	if code := resp.Topics[0].Partitions[0].ErrorCode; code != kerr.InvalidTxnState.Code {
 		t.Fatalf("transactional batch for a partition not added: code %d", code)
 	}

@@ -265,28 +265,11 @@ func (a *api) FetchOffsets(ctx context.Context, req *pb.FetchOffsetsRequest) (*p
 		if err := a.n.linearize(ctx); err != nil {
 			return nil, err
 		}
-		offsets, err := a.n.st.Offsets(req.Group, req.Partitions)
+		offsets, unstable, err := a.n.st.OffsetsStable(req.Group, req.Partitions, req.RequireStable)
 		if err != nil {
 			return nil, readError(err)
 		}
-		resp := &pb.FetchOffsetsResponse{Offsets: offsets}
-		if req.RequireStable {
-			parts := req.Partitions
-			if len(parts) == 0 {
-				for _, o := range offsets {
-					parts = append(parts, &pb.PartitionRef{TopicId: o.TopicId, Partition: o.Partition})
-				}
-			}
-			unstable, err := a.n.st.Unstable(req.Group, parts)
-			if err != nil {
-				return nil, readError(err)
-			}
-			for i, u := range unstable {
-				if u {
-					resp.Unstable = append(resp.Unstable, parts[i])
-				}
-			}
-		}
+		resp := &pb.FetchOffsetsResponse{Offsets: offsets, Unstable: unstable}
 		return resp, nil
 	})
 }

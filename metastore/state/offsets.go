@@ -104,28 +104,55 @@ func (t *txn) deleteOffsets(cmd *pb.DeleteOffsetsCommand) (*Result, error) {
 // Offsets returns a group's committed offsets: for the given partitions (those without
 // one are left out), or every one it has when partitions is empty.
 func (s *State) Offsets(group string, partitions []*pb.PartitionRef) ([]*pb.CommittedOffset, error) {
-	if validGroup(group) != nil {
-		return nil, nil
-	}
-	var out []*pb.CommittedOffset
-	err := s.view(func(r pebble.Reader, _ uint64) error {
-		if len(partitions) == 0 {
-			return scanProtosUnder(r, groupOffsetsKey(group), func(o *pb.CommittedOffset) error {
-				out = append(out, o)
-				return nil
-			})
-		}
-		for _, p := range partitions {
-			var o pb.CommittedOffset
-			ok, err := getProto(r, groupOffsetKey(group, p.TopicId, p.Partition), &o)
-			if err != nil {
-				return err
-			}
-			if ok {
-				out = append(out, &o)
-			}
-		}
-		return nil
-	})
+	out, _, err := s.OffsetsStable(group, partitions, false)
 	return out, err
+}
+
+// OffsetsStable is Offsets and, with requireStable, the partitions (of those asked,
+// or of those answered when none were asked) with offsets pending in an open
+// transaction, read from one snapshot: a transaction ending between two reads
+// would pair its old offset with "stable".
+func (s *State) OffsetsStable(group string, partitions []*pb.PartitionRef, requireStable bool) (out []*pb.CommittedOffset, unstable []*pb.PartitionRef, err error) {
+	if validGroup(group) != nil {
+		return nil, nil, nil
+	}
+	err = s.view(func(r pebble.Reader, _ uint64) error {
+		if err := offsetsIn(r, group, partitions, &out); err != nil || !requireStable {
+			return err
+		}
+		parts := partitions
+		if len(parts) == 0 {
+			for _, o := range out {
+				parts = append(parts, &pb.PartitionRef{TopicId: o.TopicId, Partition: o.Partition})
+			}
+		}
+		flags, err := unstableIn(r, group, parts)
+		for i, u := range flags {
+			if u {
+				unstable = append(unstable, parts[i])
+			}
+		}
+		return err
+	})
+	return out, unstable, err
+}
+
+func offsetsIn(r pebble.Reader, group string, partitions []*pb.PartitionRef, out *[]*pb.CommittedOffset) error {
+	if len(partitions) == 0 {
+		return scanProtosUnder(r, groupOffsetsKey(group), func(o *pb.CommittedOffset) error {
+			*out = append(*out, o)
+			return nil
+		})
+	}
+	for _, p := range partitions {
+		var o pb.CommittedOffset
+		ok, err := getProto(r, groupOffsetKey(group, p.TopicId, p.Partition), &o)
+		if err != nil {
+			return err
+		}
+		if ok {
+			*out = append(*out, &o)
+		}
+	}
+	return nil
 }

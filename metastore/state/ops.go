@@ -368,9 +368,6 @@ func validateCommit(req *pb.CommitSegmentRequest) string {
 			if b.Size < 0 || int64(b.Size) > ch.Length {
 				return fmt.Sprintf("batch size %d in a chunk of %d bytes", b.Size, ch.Length)
 			}
-			if b.Transactional && b.ProducerId < 0 {
-				return "a transactional batch without a producer id"
-			}
 		}
 		k := string(ch.TopicId) + strconv.Itoa(int(ch.Partition))
 		if seen[k] {
@@ -435,6 +432,13 @@ func (t *txn) commitChunk(segment []byte, ch *pb.ChunkCommit, now int64) (*pb.Ch
 	if topic == nil || ch.Partition >= topic.Partitions {
 		r.Error = pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION
 		return r, 0, nil
+	}
+	for _, b := range ch.Batches {
+		if b.Transactional && b.ProducerId < 0 {
+			// Refused alone: the segment's other chunks are other clients' writes.
+			r.Error = pb.ErrorCode_INVALID_REQUEST
+			return r, 0, nil
+		}
 	}
 	cur, err := t.getHead(ch.TopicId, ch.Partition)
 	if err != nil {

@@ -770,26 +770,32 @@ func (s *State) Producers(topic []byte, partition int32) (producers []*pb.Active
 	return producers, found, err
 }
 
-// Unstable reports, per partition, whether a group has offsets pending in an open
+// unstableIn reports, per partition, whether a group has offsets pending in an open
 // transaction there (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT).
-func (s *State) Unstable(group string, partitions []*pb.PartitionRef) ([]bool, error) {
+func unstableIn(r pebble.Reader, group string, partitions []*pb.PartitionRef) ([]bool, error) {
 	out := make([]bool, len(partitions))
 	if validGroup(group) != nil {
 		return out, nil
 	}
-	err := s.view(func(r pebble.Reader, _ uint64) error {
-		for i, p := range partitions {
-			lo := append([]byte{prefixTxn, txnUnstableKey}, groupPart(group, p.TopicId, p.Partition)...)
-			it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
-			if err != nil {
-				return err
-			}
-			out[i] = it.First()
-			if err := it.Close(); err != nil {
-				return err
-			}
+	for i, p := range partitions {
+		lo := append([]byte{prefixTxn, txnUnstableKey}, groupPart(group, p.TopicId, p.Partition)...)
+		it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
+		if err != nil {
+			return nil, err
 		}
-		return nil
+		out[i] = it.First()
+		if err := it.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Unstable is unstableIn on the current state.
+func (s *State) Unstable(group string, partitions []*pb.PartitionRef) (out []bool, err error) {
+	err = s.view(func(r pebble.Reader, _ uint64) error {
+		out, err = unstableIn(r, group, partitions)
+		return err
 	})
 	return out, err
 }
