@@ -307,9 +307,10 @@ func TestTransactionTimeout(t *testing.T) {
 }
 
 // TestTransactionalPipeline: consume-transform-produce with GroupTransactSession:
-// (franz-go always fetches offsets with RequireStable) two members move topic in to topic out, the first transaction of each of them
+// two members move topic in to topic out, the first transaction of each of them
 // aborted on purpose. out holds every input record exactly once for read_committed
-// consumers; the aborted copies are visible only to read_uncommitted ones.
+// consumers; the aborted copies are visible only to read_uncommitted ones. franz-go
+// fetches group offsets with RequireStable always.
 func TestTransactionalPipeline(t *testing.T) {
 	s := startAgent(t, withGroups(func(c *groups.Config) { c.InitialRebalanceDelay = 0 }))
 	createTopic(t, s, "in", 4, nil)
