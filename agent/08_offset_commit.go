@@ -42,23 +42,12 @@ func serveOffsetCommit(c *conn, r *request) reply {
 			for _, rp := range rt.Partitions {
 				sp := kmsg.NewOffsetCommitResponseTopicPartition()
 				sp.Partition = rp.Partition
-				switch {
-				case groupErr != 0:
-					sp.ErrorCode = groupErr
-				case terr != nil:
-					sp.ErrorCode = kafkaCode(terr)
-				case topic == nil || rp.Partition < 0 || rp.Partition >= topic.partitions:
-					sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-				case rp.Metadata != nil && len(*rp.Metadata) > maxOffsetMetadata:
-					sp.ErrorCode = kerr.OffsetMetadataTooLarge.Code
-				default:
-					o := &pb.CommittedOffset{TopicId: topic.id[:], Partition: rp.Partition, Offset: rp.Offset, LeaderEpoch: -1}
-					if req.Version >= 6 {
-						o.LeaderEpoch = rp.LeaderEpoch
-					}
-					if rp.Metadata != nil {
-						o.Metadata = *rp.Metadata
-					}
+				epoch := int32(-1)
+				if req.Version >= 6 {
+					epoch = rp.LeaderEpoch
+				}
+				var o *pb.CommittedOffset
+				if sp.ErrorCode, o = offsetToCommit(topic, terr, groupErr, rp.Partition, rp.Offset, epoch, rp.Metadata); o != nil {
 					commits = append(commits, o)
 					slots = append(slots, slot{ti, len(st.Partitions)})
 				}
@@ -86,6 +75,26 @@ func serveOffsetCommit(c *conn, r *request) reply {
 		}
 		return resp
 	})
+}
+
+// offsetToCommit checks one partition of an offset commit (plain or
+// transactional): its error code, or the offset to send to the metastore.
+func offsetToCommit(topic *topicInfo, terr error, groupErr int16, partition int32, offset int64, leaderEpoch int32, metadata *string) (int16, *pb.CommittedOffset) {
+	switch {
+	case groupErr != 0:
+		return groupErr, nil
+	case terr != nil:
+		return kafkaCode(terr), nil
+	case topic == nil || partition < 0 || partition >= topic.partitions:
+		return kerr.UnknownTopicOrPartition.Code, nil
+	case metadata != nil && len(*metadata) > maxOffsetMetadata:
+		return kerr.OffsetMetadataTooLarge.Code, nil
+	}
+	o := &pb.CommittedOffset{TopicId: topic.id[:], Partition: partition, Offset: offset, LeaderEpoch: leaderEpoch}
+	if metadata != nil {
+		o.Metadata = *metadata
+	}
+	return 0, o
 }
 
 // offsetResultCode is the Kafka code of the i-th partition of a metastore offset

@@ -39,23 +39,12 @@ func serveTxnOffsetCommit(c *conn, r *request) reply {
 			for _, rp := range rt.Partitions {
 				sp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
 				sp.Partition = rp.Partition
-				switch {
-				case groupErr != 0:
-					sp.ErrorCode = groupErr
-				case terr != nil:
-					sp.ErrorCode = kafkaCode(terr)
-				case topic == nil || rp.Partition < 0 || rp.Partition >= topic.partitions:
-					sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-				case rp.Metadata != nil && len(*rp.Metadata) > maxOffsetMetadata:
-					sp.ErrorCode = kerr.OffsetMetadataTooLarge.Code
-				default:
-					o := &pb.CommittedOffset{TopicId: topic.id[:], Partition: rp.Partition, Offset: rp.Offset, LeaderEpoch: -1}
-					if req.Version >= 2 {
-						o.LeaderEpoch = rp.LeaderEpoch
-					}
-					if rp.Metadata != nil {
-						o.Metadata = *rp.Metadata
-					}
+				epoch := int32(-1)
+				if req.Version >= 2 {
+					epoch = rp.LeaderEpoch
+				}
+				var o *pb.CommittedOffset
+				if sp.ErrorCode, o = offsetToCommit(topic, terr, groupErr, rp.Partition, rp.Offset, epoch, rp.Metadata); o != nil {
 					commits = append(commits, o)
 					slots = append(slots, slot{ti, len(st.Partitions)})
 				}

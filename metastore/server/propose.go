@@ -129,8 +129,23 @@ func segmentBatcher(n *Node) *batcher[*pb.CommitSegmentRequest, *pb.CommitSegmen
 // offsetBatcher gathers OffsetCommits (of any groups) into CommitOffsetsBatch
 // commands; each answer is that commit's own result.
 func offsetBatcher(n *Node) *batcher[*pb.CommitOffsetsCommand, *state.Result] {
-	return newBatcher(n, func(ctx context.Context, reqs []*pb.CommitOffsetsCommand) ([]*state.Result, error) {
-		res, err := n.propose(ctx, &pb.Command{Op: &pb.Command_CommitOffsetsBatch{CommitOffsetsBatch: &pb.CommitOffsetsBatchCommand{Commits: reqs}}})
+	return resultBatcher(n, func(reqs []*pb.CommitOffsetsCommand) *pb.Command {
+		return &pb.Command{Op: &pb.Command_CommitOffsetsBatch{CommitOffsetsBatch: &pb.CommitOffsetsBatchCommand{Commits: reqs}}}
+	})
+}
+
+// txnBatcher gathers transaction coordinator commands into TxnBatch entries.
+func txnBatcher(n *Node) *batcher[*pb.Command, *state.Result] {
+	return resultBatcher(n, func(reqs []*pb.Command) *pb.Command {
+		return &pb.Command{Op: &pb.Command_TxnBatch{TxnBatch: &pb.TxnBatchCommand{Ops: reqs}}}
+	})
+}
+
+// resultBatcher batches requests into the command wrap makes of them, whose
+// Result.Batch has one result per request.
+func resultBatcher[Req proto.Message](n *Node, wrap func([]Req) *pb.Command) *batcher[Req, *state.Result] {
+	return newBatcher(n, func(ctx context.Context, reqs []Req) ([]*state.Result, error) {
+		res, err := n.propose(ctx, wrap(reqs))
 		switch {
 		case err != nil:
 			return nil, err
@@ -142,20 +157,6 @@ func offsetBatcher(n *Node) *batcher[*pb.CommitOffsetsCommand, *state.Result] {
 }
 
 // submit queues one commit and waits for its own answer.
-// txnBatcher gathers transaction coordinator commands into TxnBatch entries.
-func txnBatcher(n *Node) *batcher[*pb.Command, *state.Result] {
-	return newBatcher(n, func(ctx context.Context, reqs []*pb.Command) ([]*state.Result, error) {
-		res, err := n.propose(ctx, &pb.Command{Op: &pb.Command_TxnBatch{TxnBatch: &pb.TxnBatchCommand{Ops: reqs}}})
-		switch {
-		case err != nil:
-			return nil, err
-		case res.Err != nil:
-			return nil, refusal(res.Err)
-		}
-		return res.Batch, nil
-	})
-}
-
 func (b *batcher[Req, Resp]) submit(ctx context.Context, req Req) (Resp, error) {
 	var zero Resp
 	c := &commitCall[Req, Resp]{req: req, size: proto.Size(req), out: make(chan commitOutcome[Resp], 1)}
