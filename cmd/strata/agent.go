@@ -37,6 +37,8 @@ type agentFlags struct {
 	store     string
 	s3        s3store.Config
 	autoTopic bool
+	// storeLatency delays every store call (hidden, for tests); nil for none.
+	storeLatency objstore.Latency
 	logFlags
 }
 
@@ -83,6 +85,10 @@ func (f *agentFlags) register(fs *flag.FlagSet, linger time.Duration) {
 	})
 	fs.Int64Var(&c.CacheBytes, "cache-bytes", c.CacheBytes, "fetch cache size")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "registration lease; renewed every third of it")
+	fs.Func("store-latency", storeLatencyUsage, func(s string) (err error) {
+		f.storeLatency, err = parseStoreLatency(s)
+		return err
+	})
 	fs.StringVar(&f.s3.Endpoint, "s3-endpoint", "", "S3 endpoint (for MinIO: http://127.0.0.1:9000)")
 	fs.StringVar(&f.s3.Region, "s3-region", "", "S3 region (default from the environment)")
 	fs.BoolVar(&f.s3.PathStyle, "s3-path-style", false, "path-style bucket addressing (default true when --s3-endpoint is set)")
@@ -113,7 +119,7 @@ func (f *agentFlags) finish(ctx context.Context, fs *flag.FlagSet, env *environm
 	if err != nil {
 		return nil, fmt.Errorf("--store: %w", err)
 	}
-	return st, nil
+	return withStoreLatency(st, f.storeLatency), nil
 }
 
 func runAgent(ctx context.Context, env *environment, args []string) error {

@@ -14,8 +14,12 @@ func envName(flagName string) string {
 	return "STRATA_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// hiddenUsage begins the usage of a flag left out of the usage output: a test knob
+// that users should not meet.
+const hiddenUsage = "(hidden) "
+
 // newFlagSet returns a flag set for a command whose usage output lists each flag's
-// environment twin.
+// environment twin, except hidden ones.
 func newFlagSet(env *environment, name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
@@ -23,6 +27,9 @@ func newFlagSet(env *environment, name, synopsis string) *flag.FlagSet {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: strata %s\n\n", synopsis)
 		fs.VisitAll(func(f *flag.Flag) {
+			if strings.HasPrefix(f.Usage, hiddenUsage) {
+				return
+			}
 			fmt.Fprintf(out, "  --%s (env %s)\n    \t%s", f.Name, envName(f.Name), f.Usage)
 			if f.DefValue != "" {
 				fmt.Fprintf(out, " (default %q)", f.DefValue)
