@@ -262,7 +262,7 @@ func (p *pipeline) run(id string, logBuf *syncBuffer) {
 			sess, err = kgo.NewGroupTransactSession(kgo.SeedBrokers(p.seeds...), kgo.ClientID(id),
 				kgo.TransactionalID(id), kgo.TransactionTimeout(10*time.Second),
 				kgo.ConsumerGroup("pipe"), kgo.ConsumeTopics("in"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-				kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.RequireStableFetchOffsets(),
+				kgo.FetchIsolationLevel(kgo.ReadCommitted()), // RequireStable is franz-go's default
 				kgo.SessionTimeout(6*time.Second), kgo.HeartbeatInterval(300*time.Millisecond),
 				kgo.FetchMaxWait(200*time.Millisecond), kgo.FetchMaxPartitionBytes(4<<10),
 				kgo.DefaultProduceTopic("out"), kgo.RecordPartitioner(kgo.ManualPartitioner()),
