@@ -17,18 +17,31 @@ package agent
 // so the client drops their records. Transaction markers are index entries without
 // bytes in storage; their control batches are built as they are served.
 // OFFSET_OUT_OF_RANGE is returned for an offset below the log start or above the
-// high watermark. Deviations: no preferred read replica (KIP-392) is named; every
+// high watermark; an agent that has not yet heard of a log start move learns it from
+// the metastore's refusal of the Lookup (only entries it still caches can be served
+// below the new log start, until the watch brings the move).
+//
+// Compacted data: index entries a compaction wrote point into objects whose batches
+// carry absolute offsets, with gaps where key compaction dropped records. A fetch at
+// an offset in a gap returns the batches after it, as Kafka does for compacted
+// topics; a consumer follows the base offsets it gets. An entry's object may have
+// been collected after a compaction or retention this agent has not heard of yet:
+// the read then forgets the partition's cached entries and asks the index once more.
+// Deviations: no preferred read replica (KIP-392) is named; every
 // agent serves every partition; the leader epoch is always 0.
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/stratalog/strata/metastore"
 	pb "github.com/stratalog/strata/metastore/metastorepb"
 	"github.com/stratalog/strata/objectlog"
+	"github.com/stratalog/strata/objectlog/objstore"
 )
 
 // entriesPerRead is how many index entries one partition's read looks ahead.
@@ -98,6 +111,7 @@ func (s *Server) fetch(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.F
 		break
 	}
 	s.fillFetch(req, resp, results, full)
+	s.stats.fetched(results)
 	rotate(sess, results)
 }
 
@@ -146,7 +160,9 @@ func (s *Server) readPart(ctx context.Context, version int16, committed bool, sp
 		pr.code, pr.records = kerr.UnknownTopicOrPartition.Code, nil
 		return pr
 	}
-	aborted, err := s.rd.aborted(ctx, k, min(sp.fetchOffset, from), end)
+	// Not below the log start: the metastore refuses that, and a transaction whose
+	// marker is below it has all its data below it too.
+	aborted, err := s.rd.aborted(ctx, k, max(min(sp.fetchOffset, from), pr.logStart), end)
 	if err != nil {
 		// Without the list the client could keep aborted records: answer no data.
 		pr.code, pr.records, pr.aborted = fetchCode(err), nil, nil
@@ -219,11 +235,21 @@ func (s *Server) readRange(ctx context.Context, version int16, committed bool, s
 	if sp.maxBytes <= 0 {
 		limit = 0
 	}
-	for off < upto {
+	reread := false // the index was read again after an object was found gone
+read:
+	for off < upto && ctx.Err() == nil {
 		entries, err := s.rd.entries(ctx, k, off, entriesPerRead)
 		if err != nil {
 			if len(records) > 0 {
 				break
+			}
+			if errors.Is(err, metastore.ErrOffsetOutOfRange) {
+				// The log start moved past off (retention, DeleteRecords) before the
+				// watch told this agent; entries learnt the new head: report it.
+				if h, l, ls, herr := s.rd.head(ctx, k, false); herr == nil {
+					hwm, lso, logStart = h, l, ls
+				}
+				return kerr.OffsetOutOfRange.Code, hwm, lso, logStart, nil
 			}
 			return fetchCode(err), hwm, lso, logStart, nil
 		}
@@ -232,6 +258,13 @@ func (s *Server) readRange(ctx context.Context, version int16, committed bool, s
 		}
 		for _, e := range entries {
 			data, err := s.rd.chunk(e)
+			if err != nil && errors.Is(err, objstore.ErrNotExist) && !reread {
+				// Compaction or retention replaced the entry and GC collected its
+				// object: the cached entries are stale. Read the index once more.
+				reread = true
+				s.rd.forget(k)
+				continue read
+			}
 			if err != nil {
 				if len(records) > 0 {
 					return 0, hwm, lso, logStart, records
@@ -258,6 +291,8 @@ func (s *Server) readRange(ctx context.Context, version int16, committed bool, s
 				}
 				data = data[n:]
 			}
+			// An absolute chunk may end in a gap: its offsets are done with too.
+			off = max(off, e.LastOffset+1)
 		}
 	}
 	return 0, hwm, lso, logStart, records

@@ -10,15 +10,22 @@ package agent
 // the exact record. No record at or after a timestamp answers offset -1 and
 // timestamp -1, as Kafka does. -5 (earliest pending upload, tiered storage) answers
 // -1: nothing is ever pending. v0 answers OldStyleOffsets with one offset.
+//
+// Retention and DeleteRecords move the log start: earliest is the metastore's log
+// start, and a timestamp search never answers an offset below it. Compacted chunks
+// (absolute offsets, gaps) are searched like any other; an entry whose object GC
+// collected since the metastore named it is searched once more from a fresh answer.
 
 import (
 	"context"
+	"errors"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	pb "github.com/stratalog/strata/metastore/metastorepb"
 	"github.com/stratalog/strata/objectlog"
+	"github.com/stratalog/strata/objectlog/objstore"
 )
 
 func serveListOffsets(c *conn, r *request) reply {
@@ -62,6 +69,17 @@ func serveListOffsets(c *conn, r *request) reply {
 
 // listOffset answers one partition's query: the offset and timestamp found.
 func (s *Server) listOffset(ctx context.Context, k partKey, ts int64, committed bool) (int64, int64, error) {
+	off, at, err := s.listOffsetOnce(ctx, k, ts, committed)
+	if errors.Is(err, objstore.ErrNotExist) {
+		// A chunk searched was compacted away and collected: ask again, without
+		// the cached entries that may have led there.
+		s.rd.forget(k)
+		off, at, err = s.listOffsetOnce(ctx, k, ts, committed)
+	}
+	return off, at, err
+}
+
+func (s *Server) listOffsetOnce(ctx context.Context, k partKey, ts int64, committed bool) (int64, int64, error) {
 	switch ts {
 	case -4:
 		ts = -2
@@ -93,8 +111,9 @@ func (s *Server) listOffset(ctx context.Context, k partKey, ts int64, committed 
 		want = resp.Timestamp
 	}
 	e := resp.Entry
+	from := resp.Head.GetLogStartOffset()
 	for range 64 { // a timestamp search never needs many chunks: each entry's max bounds it
-		off, at, found, err := s.searchChunk(e, want)
+		off, at, found, err := s.searchChunk(e, want, from)
 		if err != nil || found {
 			return off, at, err
 		}
@@ -107,8 +126,9 @@ func (s *Server) listOffset(ctx context.Context, k partKey, ts int64, committed 
 	return -1, -1, nil
 }
 
-// searchChunk finds the first record in an entry's chunk with timestamp >= want.
-func (s *Server) searchChunk(e *pb.IndexEntry, want int64) (off, ts int64, found bool, err error) {
+// searchChunk finds the first record at or after offset from in an entry's chunk
+// with timestamp >= want.
+func (s *Server) searchChunk(e *pb.IndexEntry, want, from int64) (off, ts int64, found bool, err error) {
 	if e.MaxTimestamp < want {
 		return -1, -1, false, nil
 	}
@@ -121,18 +141,19 @@ func (s *Server) searchChunk(e *pb.IndexEntry, want int64) (off, ts int64, found
 		if err != nil {
 			return -1, -1, false, err
 		}
-		if b.MaxTimestamp < want {
+		if b.MaxTimestamp < want || b.BaseOffset+int64(b.LastOffsetDelta) < from {
 			continue
 		}
 		if b.Attributes.LogAppendTime() {
-			return b.BaseOffset, b.MaxTimestamp, true, nil
+			return max(b.BaseOffset, from), b.MaxTimestamp, true, nil
 		}
 		if recs, err = b.Records(recs[:0], maxDecompressed); err != nil {
 			return -1, -1, false, err
 		}
 		for _, rec := range recs {
-			if t := b.BaseTimestamp + rec.TimestampDelta; t >= want {
-				return b.BaseOffset + int64(rec.OffsetDelta), t, true, nil
+			off := b.BaseOffset + int64(rec.OffsetDelta)
+			if t := b.BaseTimestamp + rec.TimestampDelta; t >= want && off >= from {
+				return off, t, true, nil
 			}
 		}
 	}

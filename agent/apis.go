@@ -34,6 +34,7 @@ func init() {
 		18: {0, 4, serveAPIVersions},
 		19: {0, 7, serveCreateTopics},
 		20: {0, 6, serveDeleteTopics},
+		21: {0, 2, serveDeleteRecords},
 		22: {0, 5, serveInitProducerID},
 		23: {0, 4, serveOffsetForLeaderEpoch},
 		24: {0, 5, serveAddPartitionsToTxn},

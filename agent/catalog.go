@@ -28,6 +28,20 @@ type topicInfo struct {
 	logAppendTime bool
 }
 
+// compactOnly reports cleanup.policy=compact without delete.
+func (ti *topicInfo) compactOnly() bool {
+	compact, del := false, false
+	for _, p := range strings.Split(ti.pb.GetConfigs()["cleanup.policy"], ",") {
+		switch strings.TrimSpace(p) {
+		case "compact":
+			compact = true
+		case "delete":
+			del = true
+		}
+	}
+	return compact && !del
+}
+
 func newTopicInfo(t *pb.Topic, brokerMaxMessage int32) *topicInfo {
 	ti := &topicInfo{name: t.Name, partitions: t.Partitions, pb: t, maxMessageBytes: brokerMaxMessage, keep: true}
 	copy(ti.id[:], t.TopicId)

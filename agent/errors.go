@@ -80,6 +80,10 @@ func kafkaCode(err error) int16 {
 			return kerr.TransactionalIDNotFound.Code
 		case pb.ErrorCode_OPERATION_NOT_ATTEMPTED:
 			return kerr.OperationNotAttempted.Code
+		case pb.ErrorCode_INVALID_SEGMENT:
+			// The segment's upload outlived its intent and GC claimed it: nothing was
+			// written, and a retry goes into a new segment.
+			return kerr.KafkaStorageError.Code
 		}
 		return kerr.UnknownServerError.Code
 	}

@@ -20,6 +20,10 @@ type Metastore interface {
 	CommitSegment(context.Context, *pb.CommitSegmentRequest) (*pb.CommitSegmentResponse, error)
 	Lookup(context.Context, *pb.LookupRequest) (*pb.LookupResponse, error)
 	ListOffsets(context.Context, *pb.ListOffsetsRequest) (*pb.ListOffsetsResponse, error)
+	// DeleteRecords moves log start offsets forward, never back, so a retry is
+	// harmless. One call may stop short of an offset (its log_start_offset says
+	// where): calling again goes on.
+	DeleteRecords(context.Context, *pb.DeleteRecordsRequest) (*pb.DeleteRecordsResponse, error)
 
 	RegisterAgent(context.Context, *pb.RegisterAgentRequest) (*pb.RegisterAgentResponse, error)
 	DeregisterAgent(context.Context, *pb.DeregisterAgentRequest) (*pb.DeregisterAgentResponse, error)

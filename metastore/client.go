@@ -446,6 +446,35 @@ func (c *Client) ListExpiredIntents(ctx context.Context, req *pb.ListExpiredInte
 	return call(ctx, c, retryRead, req, pb.MetastoreClient.ListExpiredIntents)
 }
 
+// Segment reports what the metastore knows of a segment (committed record, upload
+// intent, or neither), linearizably.
+func (c *Client) Segment(ctx context.Context, req *pb.SegmentRequest) (*pb.SegmentResponse, error) {
+	return call(ctx, c, retryRead, req, pb.MetastoreClient.Segment)
+}
+
+// ReplaceIndex commits a compaction: one atomic compare-and-swap of a run of index
+// entries. A retry of an applied replacement (same output segment) succeeds; a lost
+// race is STALE_INDEX in the response.
+func (c *Client) ReplaceIndex(ctx context.Context, req *pb.ReplaceIndexRequest) (*pb.ReplaceIndexResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.ReplaceIndex)
+}
+
+// DeleteRecords moves log start offsets forward (never back); retries are harmless.
+func (c *Client) DeleteRecords(ctx context.Context, req *pb.DeleteRecordsRequest) (*pb.DeleteRecordsResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.DeleteRecords)
+}
+
+// ClaimGarbage condemns unneeded objects and lists every condemned one not yet
+// forgotten: the caller deletes them, then calls ForgetGarbage.
+func (c *Client) ClaimGarbage(ctx context.Context, req *pb.ClaimGarbageRequest) (*pb.ClaimGarbageResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.ClaimGarbage)
+}
+
+// ForgetGarbage records that condemned objects are deleted.
+func (c *Client) ForgetGarbage(ctx context.Context, req *pb.ForgetGarbageRequest) (*pb.ForgetGarbageResponse, error) {
+	return call(ctx, c, retryAll, req, pb.MetastoreClient.ForgetGarbage)
+}
+
 // CommitOffsets stores a consumer group's offsets; a retry writes the same values.
 func (c *Client) CommitOffsets(ctx context.Context, req *pb.CommitOffsetsRequest) (*pb.CommitOffsetsResponse, error) {
 	return call(ctx, c, retryAll, req, pb.MetastoreClient.CommitOffsets)

@@ -60,6 +60,7 @@ var (
 	ErrUnknownAgent             = &Error{Code: pb.ErrorCode_UNKNOWN_AGENT}
 	ErrInvalidSegment           = &Error{Code: pb.ErrorCode_INVALID_SEGMENT}
 	ErrGroupNotFound            = &Error{Code: pb.ErrorCode_GROUP_NOT_FOUND}
+	ErrStaleIndex               = &Error{Code: pb.ErrorCode_STALE_INDEX}
 )
 
 var (
@@ -136,7 +137,7 @@ func grpcCode(c pb.ErrorCode) codes.Code {
 		return codes.AlreadyExists
 	case pb.ErrorCode_OFFSET_OUT_OF_RANGE:
 		return codes.OutOfRange
-	case pb.ErrorCode_INVALID_SEGMENT:
+	case pb.ErrorCode_INVALID_SEGMENT, pb.ErrorCode_STALE_INDEX:
 		return codes.FailedPrecondition
 	}
 	return codes.InvalidArgument

@@ -29,6 +29,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/notification"
 )
 
 const (
@@ -57,16 +58,29 @@ type Server struct {
 	stopOnce sync.Once
 }
 
+// Options change how Start launches a server.
+type Options struct {
+	// Env adds KEY=VALUE settings to the server's environment, such as the
+	// notification targets WebhookEnv returns.
+	Env []string
+}
+
 // Start launches a MinIO server and waits until it is live. It is stopped in
 // tb.Cleanup; its output is logged if the test failed.
 func Start(tb testing.TB) *Server {
+	tb.Helper()
+	return StartWith(tb, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(tb testing.TB, opts Options) *Server {
 	tb.Helper()
 	bin := binary(tb)
 	dataDir := tb.TempDir() // before our Cleanup, so removed after the server stops
 
 	var lastErr error
 	for range startTries {
-		s, err := start(tb, bin, dataDir)
+		s, err := start(tb, bin, dataDir, opts)
 		if err == nil {
 			tb.Cleanup(func() {
 				s.Stop()
@@ -87,7 +101,7 @@ func Start(tb testing.TB) *Server {
 
 var errPortTaken = errors.New("port taken")
 
-func start(tb testing.TB, bin, dataDir string) (*Server, error) {
+func start(tb testing.TB, bin, dataDir string, opts Options) (*Server, error) {
 	apiAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -114,6 +128,7 @@ func start(tb testing.TB, bin, dataDir string) (*Server, error) {
 		"MINIO_UPDATE=off",
 		"MINIO_SITE_REGION="+Region,
 	)
+	s.cmd.Env = append(s.cmd.Env, opts.Env...)
 	s.cmd.Stdout = s.out
 	s.cmd.Stderr = s.out
 	if err := s.cmd.Start(); err != nil {
@@ -207,6 +222,48 @@ func (s *Server) MakeBucket(tb testing.TB, name string) {
 	defer cancel()
 	if err := s.Client(tb).MakeBucket(ctx, name, minio.MakeBucketOptions{Region: s.Region}); err != nil {
 		tb.Fatalf("miniotest: make bucket %q: %v", name, err)
+	}
+}
+
+// WebhookEnv returns the settings of a webhook notification target with the given
+// id, for Options.Env: MinIO POSTs every event routed to the target to endpoint, with
+// "Authorization: Bearer token" when token is set. With queueDir set, events are
+// persisted there and redelivered until the endpoint answers 2xx; without it, events
+// the endpoint misses are lost.
+func WebhookEnv(id, endpoint, token, queueDir string) []string {
+	env := []string{
+		"MINIO_NOTIFY_WEBHOOK_ENABLE_" + id + "=on",
+		"MINIO_NOTIFY_WEBHOOK_ENDPOINT_" + id + "=" + endpoint,
+	}
+	if token != "" {
+		env = append(env, "MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_"+id+"="+token)
+	}
+	if queueDir != "" {
+		env = append(env, "MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_"+id+"="+queueDir)
+	}
+	return env
+}
+
+// NotifyWebhook routes the bucket's object-created events (s3:ObjectCreated:*) whose
+// keys start with prefix and end with suffix (either may be empty) to the webhook
+// target id, which the server must have been started with (WebhookEnv). It replaces
+// the bucket's notification configuration.
+func (s *Server) NotifyWebhook(tb testing.TB, bucket, id, prefix, suffix string) {
+	tb.Helper()
+	q := notification.NewConfig(notification.NewArn("minio", "sqs", "", id, "webhook"))
+	q.AddEvents(notification.ObjectCreatedAll)
+	if prefix != "" {
+		q.AddFilterPrefix(prefix)
+	}
+	if suffix != "" {
+		q.AddFilterSuffix(suffix)
+	}
+	var cfg notification.Configuration
+	cfg.AddQueue(q)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Client(tb).SetBucketNotification(ctx, bucket, cfg); err != nil {
+		tb.Fatalf("miniotest: bucket %q: notifications to webhook %q: %v", bucket, id, err)
 	}
 }
 

@@ -59,6 +59,7 @@ const (
 	ErrorCode_CONCURRENT_TRANSACTIONS      ErrorCode = 22 // retriable: the transaction is being ended
 	ErrorCode_TRANSACTIONAL_ID_NOT_FOUND   ErrorCode = 23
 	ErrorCode_OPERATION_NOT_ATTEMPTED      ErrorCode = 24 // another item of the same request failed
+	ErrorCode_STALE_INDEX                  ErrorCode = 25 // a replacement's inputs are not the stored entries (a concurrent change)
 )
 
 // Enum value maps for ErrorCode.
@@ -89,6 +90,7 @@ var (
 		22: "CONCURRENT_TRANSACTIONS",
 		23: "TRANSACTIONAL_ID_NOT_FOUND",
 		24: "OPERATION_NOT_ATTEMPTED",
+		25: "STALE_INDEX",
 	}
 	ErrorCode_value = map[string]int32{
 		"NONE":                         0,
@@ -116,6 +118,7 @@ var (
 		"CONCURRENT_TRANSACTIONS":      22,
 		"TRANSACTIONAL_ID_NOT_FOUND":   23,
 		"OPERATION_NOT_ATTEMPTED":      24,
+		"STALE_INDEX":                  25,
 	}
 )
 
@@ -243,7 +246,7 @@ func (x ConfigOp_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConfigOp_Kind.Descriptor instead.
 func (ConfigOp_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{7, 0}
+	return file_metastore_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type Command struct {
@@ -278,6 +281,10 @@ type Command struct {
 	//	*Command_TxnOffsetCommit
 	//	*Command_ExpireTxns
 	//	*Command_TxnBatch
+	//	*Command_ReplaceIndex
+	//	*Command_DeleteRecords
+	//	*Command_ClaimGarbage
+	//	*Command_ForgetGarbage
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -541,6 +548,42 @@ func (x *Command) GetTxnBatch() *TxnBatchCommand {
 	return nil
 }
 
+func (x *Command) GetReplaceIndex() *ReplaceIndexCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ReplaceIndex); ok {
+			return x.ReplaceIndex
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteRecords() *DeleteRecordsCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeleteRecords); ok {
+			return x.DeleteRecords
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetClaimGarbage() *ClaimGarbageCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ClaimGarbage); ok {
+			return x.ClaimGarbage
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetForgetGarbage() *ForgetGarbageCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ForgetGarbage); ok {
+			return x.ForgetGarbage
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -637,6 +680,22 @@ type Command_TxnBatch struct {
 	TxnBatch *TxnBatchCommand `protobuf:"bytes,32,opt,name=txn_batch,json=txnBatch,proto3,oneof"`
 }
 
+type Command_ReplaceIndex struct {
+	ReplaceIndex *ReplaceIndexCommand `protobuf:"bytes,33,opt,name=replace_index,json=replaceIndex,proto3,oneof"`
+}
+
+type Command_DeleteRecords struct {
+	DeleteRecords *DeleteRecordsCommand `protobuf:"bytes,34,opt,name=delete_records,json=deleteRecords,proto3,oneof"`
+}
+
+type Command_ClaimGarbage struct {
+	ClaimGarbage *ClaimGarbageCommand `protobuf:"bytes,35,opt,name=claim_garbage,json=claimGarbage,proto3,oneof"`
+}
+
+type Command_ForgetGarbage struct {
+	ForgetGarbage *ForgetGarbageCommand `protobuf:"bytes,36,opt,name=forget_garbage,json=forgetGarbage,proto3,oneof"`
+}
+
 func (*Command_CreateTopics) isCommand_Op() {}
 
 func (*Command_DeleteTopics) isCommand_Op() {}
@@ -683,6 +742,204 @@ func (*Command_ExpireTxns) isCommand_Op() {}
 
 func (*Command_TxnBatch) isCommand_Op() {}
 
+func (*Command_ReplaceIndex) isCommand_Op() {}
+
+func (*Command_DeleteRecords) isCommand_Op() {}
+
+func (*Command_ClaimGarbage) isCommand_Op() {}
+
+func (*Command_ForgetGarbage) isCommand_Op() {}
+
+// ReplaceIndexCommand is a compaction's commit (see ReplaceIndexRequest).
+type ReplaceIndexCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *ReplaceIndexRequest   `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplaceIndexCommand) Reset() {
+	*x = ReplaceIndexCommand{}
+	mi := &file_metastore_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplaceIndexCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplaceIndexCommand) ProtoMessage() {}
+
+func (x *ReplaceIndexCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplaceIndexCommand.ProtoReflect.Descriptor instead.
+func (*ReplaceIndexCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReplaceIndexCommand) GetRequest() *ReplaceIndexRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+// DeleteRecordsCommand moves log start offsets forward (retention, DeleteRecords).
+type DeleteRecordsCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partitions    []*PartitionOffset     `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRecordsCommand) Reset() {
+	*x = DeleteRecordsCommand{}
+	mi := &file_metastore_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRecordsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRecordsCommand) ProtoMessage() {}
+
+func (x *DeleteRecordsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRecordsCommand.ProtoReflect.Descriptor instead.
+func (*DeleteRecordsCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DeleteRecordsCommand) GetPartitions() []*PartitionOffset {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+// ClaimGarbageCommand condemns objects nothing needs: segments unreferenced for
+// grace_ms and upload intents past their deadline (whose segments can then never
+// commit). At most limit per command.
+type ClaimGarbageCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GraceMs       int64                  `protobuf:"varint,1,opt,name=grace_ms,json=graceMs,proto3" json:"grace_ms,omitempty"`
+	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimGarbageCommand) Reset() {
+	*x = ClaimGarbageCommand{}
+	mi := &file_metastore_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimGarbageCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimGarbageCommand) ProtoMessage() {}
+
+func (x *ClaimGarbageCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimGarbageCommand.ProtoReflect.Descriptor instead.
+func (*ClaimGarbageCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ClaimGarbageCommand) GetGraceMs() int64 {
+	if x != nil {
+		return x.GraceMs
+	}
+	return 0
+}
+
+func (x *ClaimGarbageCommand) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ForgetGarbageCommand records that condemned objects were deleted.
+type ForgetGarbageCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentIds    [][]byte               `protobuf:"bytes,1,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetGarbageCommand) Reset() {
+	*x = ForgetGarbageCommand{}
+	mi := &file_metastore_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetGarbageCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetGarbageCommand) ProtoMessage() {}
+
+func (x *ForgetGarbageCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetGarbageCommand.ProtoReflect.Descriptor instead.
+func (*ForgetGarbageCommand) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ForgetGarbageCommand) GetSegmentIds() [][]byte {
+	if x != nil {
+		return x.SegmentIds
+	}
+	return nil
+}
+
 type CreateTopicsCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Topics        []*TopicSpec           `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
@@ -693,7 +950,7 @@ type CreateTopicsCommand struct {
 
 func (x *CreateTopicsCommand) Reset() {
 	*x = CreateTopicsCommand{}
-	mi := &file_metastore_proto_msgTypes[1]
+	mi := &file_metastore_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +962,7 @@ func (x *CreateTopicsCommand) String() string {
 func (*CreateTopicsCommand) ProtoMessage() {}
 
 func (x *CreateTopicsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[1]
+	mi := &file_metastore_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +975,7 @@ func (x *CreateTopicsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsCommand.ProtoReflect.Descriptor instead.
 func (*CreateTopicsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{1}
+	return file_metastore_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateTopicsCommand) GetTopics() []*TopicSpec {
@@ -750,7 +1007,7 @@ type TopicSpec struct {
 
 func (x *TopicSpec) Reset() {
 	*x = TopicSpec{}
-	mi := &file_metastore_proto_msgTypes[2]
+	mi := &file_metastore_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +1019,7 @@ func (x *TopicSpec) String() string {
 func (*TopicSpec) ProtoMessage() {}
 
 func (x *TopicSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[2]
+	mi := &file_metastore_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +1032,7 @@ func (x *TopicSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicSpec.ProtoReflect.Descriptor instead.
 func (*TopicSpec) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{2}
+	return file_metastore_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TopicSpec) GetName() string {
@@ -822,7 +1079,7 @@ type DeleteTopicsCommand struct {
 
 func (x *DeleteTopicsCommand) Reset() {
 	*x = DeleteTopicsCommand{}
-	mi := &file_metastore_proto_msgTypes[3]
+	mi := &file_metastore_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +1091,7 @@ func (x *DeleteTopicsCommand) String() string {
 func (*DeleteTopicsCommand) ProtoMessage() {}
 
 func (x *DeleteTopicsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[3]
+	mi := &file_metastore_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +1104,7 @@ func (x *DeleteTopicsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsCommand.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{3}
+	return file_metastore_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteTopicsCommand) GetTopics() []*TopicRef {
@@ -868,7 +1125,7 @@ type TopicRef struct {
 
 func (x *TopicRef) Reset() {
 	*x = TopicRef{}
-	mi := &file_metastore_proto_msgTypes[4]
+	mi := &file_metastore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1137,7 @@ func (x *TopicRef) String() string {
 func (*TopicRef) ProtoMessage() {}
 
 func (x *TopicRef) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[4]
+	mi := &file_metastore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1150,7 @@ func (x *TopicRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRef.ProtoReflect.Descriptor instead.
 func (*TopicRef) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{4}
+	return file_metastore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TopicRef) GetName() string {
@@ -920,7 +1177,7 @@ type AlterConfigsCommand struct {
 
 func (x *AlterConfigsCommand) Reset() {
 	*x = AlterConfigsCommand{}
-	mi := &file_metastore_proto_msgTypes[5]
+	mi := &file_metastore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1189,7 @@ func (x *AlterConfigsCommand) String() string {
 func (*AlterConfigsCommand) ProtoMessage() {}
 
 func (x *AlterConfigsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[5]
+	mi := &file_metastore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1202,7 @@ func (x *AlterConfigsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsCommand.ProtoReflect.Descriptor instead.
 func (*AlterConfigsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{5}
+	return file_metastore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AlterConfigsCommand) GetAlterations() []*ConfigAlteration {
@@ -975,7 +1232,7 @@ type ConfigAlteration struct {
 
 func (x *ConfigAlteration) Reset() {
 	*x = ConfigAlteration{}
-	mi := &file_metastore_proto_msgTypes[6]
+	mi := &file_metastore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1244,7 @@ func (x *ConfigAlteration) String() string {
 func (*ConfigAlteration) ProtoMessage() {}
 
 func (x *ConfigAlteration) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[6]
+	mi := &file_metastore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1257,7 @@ func (x *ConfigAlteration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigAlteration.ProtoReflect.Descriptor instead.
 func (*ConfigAlteration) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{6}
+	return file_metastore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConfigAlteration) GetTopic() *TopicRef {
@@ -1035,7 +1292,7 @@ type ConfigOp struct {
 
 func (x *ConfigOp) Reset() {
 	*x = ConfigOp{}
-	mi := &file_metastore_proto_msgTypes[7]
+	mi := &file_metastore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1304,7 @@ func (x *ConfigOp) String() string {
 func (*ConfigOp) ProtoMessage() {}
 
 func (x *ConfigOp) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[7]
+	mi := &file_metastore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1317,7 @@ func (x *ConfigOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigOp.ProtoReflect.Descriptor instead.
 func (*ConfigOp) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{7}
+	return file_metastore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConfigOp) GetKind() ConfigOp_Kind {
@@ -1094,7 +1351,7 @@ type CreatePartitionsCommand struct {
 
 func (x *CreatePartitionsCommand) Reset() {
 	*x = CreatePartitionsCommand{}
-	mi := &file_metastore_proto_msgTypes[8]
+	mi := &file_metastore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1363,7 @@ func (x *CreatePartitionsCommand) String() string {
 func (*CreatePartitionsCommand) ProtoMessage() {}
 
 func (x *CreatePartitionsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[8]
+	mi := &file_metastore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1376,7 @@ func (x *CreatePartitionsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsCommand.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{8}
+	return file_metastore_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreatePartitionsCommand) GetTopics() []*PartitionGrowth {
@@ -1146,7 +1403,7 @@ type PartitionGrowth struct {
 
 func (x *PartitionGrowth) Reset() {
 	*x = PartitionGrowth{}
-	mi := &file_metastore_proto_msgTypes[9]
+	mi := &file_metastore_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1415,7 @@ func (x *PartitionGrowth) String() string {
 func (*PartitionGrowth) ProtoMessage() {}
 
 func (x *PartitionGrowth) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[9]
+	mi := &file_metastore_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1428,7 @@ func (x *PartitionGrowth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionGrowth.ProtoReflect.Descriptor instead.
 func (*PartitionGrowth) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{9}
+	return file_metastore_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PartitionGrowth) GetTopic() *TopicRef {
@@ -1199,7 +1456,7 @@ type CommitSegmentsCommand struct {
 
 func (x *CommitSegmentsCommand) Reset() {
 	*x = CommitSegmentsCommand{}
-	mi := &file_metastore_proto_msgTypes[10]
+	mi := &file_metastore_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1468,7 @@ func (x *CommitSegmentsCommand) String() string {
 func (*CommitSegmentsCommand) ProtoMessage() {}
 
 func (x *CommitSegmentsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[10]
+	mi := &file_metastore_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1481,7 @@ func (x *CommitSegmentsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentsCommand.ProtoReflect.Descriptor instead.
 func (*CommitSegmentsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{10}
+	return file_metastore_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CommitSegmentsCommand) GetCommits() []*CommitSegmentRequest {
@@ -1243,7 +1500,7 @@ type RegisterAgentCommand struct {
 
 func (x *RegisterAgentCommand) Reset() {
 	*x = RegisterAgentCommand{}
-	mi := &file_metastore_proto_msgTypes[11]
+	mi := &file_metastore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1512,7 @@ func (x *RegisterAgentCommand) String() string {
 func (*RegisterAgentCommand) ProtoMessage() {}
 
 func (x *RegisterAgentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[11]
+	mi := &file_metastore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1525,7 @@ func (x *RegisterAgentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentCommand.ProtoReflect.Descriptor instead.
 func (*RegisterAgentCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{11}
+	return file_metastore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RegisterAgentCommand) GetAgent() *AgentInfo {
@@ -1287,7 +1544,7 @@ type DeregisterAgentCommand struct {
 
 func (x *DeregisterAgentCommand) Reset() {
 	*x = DeregisterAgentCommand{}
-	mi := &file_metastore_proto_msgTypes[12]
+	mi := &file_metastore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1556,7 @@ func (x *DeregisterAgentCommand) String() string {
 func (*DeregisterAgentCommand) ProtoMessage() {}
 
 func (x *DeregisterAgentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[12]
+	mi := &file_metastore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1569,7 @@ func (x *DeregisterAgentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentCommand.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{12}
+	return file_metastore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeregisterAgentCommand) GetAgentId() string {
@@ -1331,7 +1588,7 @@ type ExpireAgentsCommand struct {
 
 func (x *ExpireAgentsCommand) Reset() {
 	*x = ExpireAgentsCommand{}
-	mi := &file_metastore_proto_msgTypes[13]
+	mi := &file_metastore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1600,7 @@ func (x *ExpireAgentsCommand) String() string {
 func (*ExpireAgentsCommand) ProtoMessage() {}
 
 func (x *ExpireAgentsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[13]
+	mi := &file_metastore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1613,7 @@ func (x *ExpireAgentsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireAgentsCommand.ProtoReflect.Descriptor instead.
 func (*ExpireAgentsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{13}
+	return file_metastore_proto_rawDescGZIP(), []int{17}
 }
 
 type RecordIntentCommand struct {
@@ -1368,7 +1625,7 @@ type RecordIntentCommand struct {
 
 func (x *RecordIntentCommand) Reset() {
 	*x = RecordIntentCommand{}
-	mi := &file_metastore_proto_msgTypes[14]
+	mi := &file_metastore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1637,7 @@ func (x *RecordIntentCommand) String() string {
 func (*RecordIntentCommand) ProtoMessage() {}
 
 func (x *RecordIntentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[14]
+	mi := &file_metastore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1650,7 @@ func (x *RecordIntentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentCommand.ProtoReflect.Descriptor instead.
 func (*RecordIntentCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{14}
+	return file_metastore_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RecordIntentCommand) GetIntent() *UploadIntent {
@@ -1412,7 +1669,7 @@ type ResolveIntentCommand struct {
 
 func (x *ResolveIntentCommand) Reset() {
 	*x = ResolveIntentCommand{}
-	mi := &file_metastore_proto_msgTypes[15]
+	mi := &file_metastore_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1681,7 @@ func (x *ResolveIntentCommand) String() string {
 func (*ResolveIntentCommand) ProtoMessage() {}
 
 func (x *ResolveIntentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[15]
+	mi := &file_metastore_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1694,7 @@ func (x *ResolveIntentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentCommand.ProtoReflect.Descriptor instead.
 func (*ResolveIntentCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{15}
+	return file_metastore_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResolveIntentCommand) GetSegmentId() []byte {
@@ -1457,7 +1714,7 @@ type CommitOffsetsCommand struct {
 
 func (x *CommitOffsetsCommand) Reset() {
 	*x = CommitOffsetsCommand{}
-	mi := &file_metastore_proto_msgTypes[16]
+	mi := &file_metastore_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1726,7 @@ func (x *CommitOffsetsCommand) String() string {
 func (*CommitOffsetsCommand) ProtoMessage() {}
 
 func (x *CommitOffsetsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[16]
+	mi := &file_metastore_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1739,7 @@ func (x *CommitOffsetsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsCommand.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{16}
+	return file_metastore_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommitOffsetsCommand) GetGroup() string {
@@ -1524,7 +1781,7 @@ type InitProducerCommand struct {
 
 func (x *InitProducerCommand) Reset() {
 	*x = InitProducerCommand{}
-	mi := &file_metastore_proto_msgTypes[17]
+	mi := &file_metastore_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1793,7 @@ func (x *InitProducerCommand) String() string {
 func (*InitProducerCommand) ProtoMessage() {}
 
 func (x *InitProducerCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[17]
+	mi := &file_metastore_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1806,7 @@ func (x *InitProducerCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerCommand.ProtoReflect.Descriptor instead.
 func (*InitProducerCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{17}
+	return file_metastore_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InitProducerCommand) GetProducerId() int64 {
@@ -1598,7 +1855,7 @@ type AddToTxnCommand struct {
 
 func (x *AddToTxnCommand) Reset() {
 	*x = AddToTxnCommand{}
-	mi := &file_metastore_proto_msgTypes[18]
+	mi := &file_metastore_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +1867,7 @@ func (x *AddToTxnCommand) String() string {
 func (*AddToTxnCommand) ProtoMessage() {}
 
 func (x *AddToTxnCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[18]
+	mi := &file_metastore_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +1880,7 @@ func (x *AddToTxnCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddToTxnCommand.ProtoReflect.Descriptor instead.
 func (*AddToTxnCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{18}
+	return file_metastore_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddToTxnCommand) GetTxns() []*TxnAdd {
@@ -1649,7 +1906,7 @@ type TxnAdd struct {
 
 func (x *TxnAdd) Reset() {
 	*x = TxnAdd{}
-	mi := &file_metastore_proto_msgTypes[19]
+	mi := &file_metastore_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1918,7 @@ func (x *TxnAdd) String() string {
 func (*TxnAdd) ProtoMessage() {}
 
 func (x *TxnAdd) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[19]
+	mi := &file_metastore_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1931,7 @@ func (x *TxnAdd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnAdd.ProtoReflect.Descriptor instead.
 func (*TxnAdd) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{19}
+	return file_metastore_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TxnAdd) GetTransactionalId() string {
@@ -1735,7 +1992,7 @@ type EndTxnCommand struct {
 
 func (x *EndTxnCommand) Reset() {
 	*x = EndTxnCommand{}
-	mi := &file_metastore_proto_msgTypes[20]
+	mi := &file_metastore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +2004,7 @@ func (x *EndTxnCommand) String() string {
 func (*EndTxnCommand) ProtoMessage() {}
 
 func (x *EndTxnCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[20]
+	mi := &file_metastore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +2017,7 @@ func (x *EndTxnCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndTxnCommand.ProtoReflect.Descriptor instead.
 func (*EndTxnCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{20}
+	return file_metastore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EndTxnCommand) GetTransactionalId() string {
@@ -1806,7 +2063,7 @@ type TxnOffsetCommitCommand struct {
 
 func (x *TxnOffsetCommitCommand) Reset() {
 	*x = TxnOffsetCommitCommand{}
-	mi := &file_metastore_proto_msgTypes[21]
+	mi := &file_metastore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +2075,7 @@ func (x *TxnOffsetCommitCommand) String() string {
 func (*TxnOffsetCommitCommand) ProtoMessage() {}
 
 func (x *TxnOffsetCommitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[21]
+	mi := &file_metastore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +2088,7 @@ func (x *TxnOffsetCommitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOffsetCommitCommand.ProtoReflect.Descriptor instead.
 func (*TxnOffsetCommitCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{21}
+	return file_metastore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TxnOffsetCommitCommand) GetTransactionalId() string {
@@ -1881,7 +2138,7 @@ type TxnBatchCommand struct {
 
 func (x *TxnBatchCommand) Reset() {
 	*x = TxnBatchCommand{}
-	mi := &file_metastore_proto_msgTypes[22]
+	mi := &file_metastore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +2150,7 @@ func (x *TxnBatchCommand) String() string {
 func (*TxnBatchCommand) ProtoMessage() {}
 
 func (x *TxnBatchCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[22]
+	mi := &file_metastore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +2163,7 @@ func (x *TxnBatchCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnBatchCommand.ProtoReflect.Descriptor instead.
 func (*TxnBatchCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{22}
+	return file_metastore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TxnBatchCommand) GetOps() []*Command {
@@ -1929,7 +2186,7 @@ type ExpireTxnsCommand struct {
 
 func (x *ExpireTxnsCommand) Reset() {
 	*x = ExpireTxnsCommand{}
-	mi := &file_metastore_proto_msgTypes[23]
+	mi := &file_metastore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2198,7 @@ func (x *ExpireTxnsCommand) String() string {
 func (*ExpireTxnsCommand) ProtoMessage() {}
 
 func (x *ExpireTxnsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[23]
+	mi := &file_metastore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2211,7 @@ func (x *ExpireTxnsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireTxnsCommand.ProtoReflect.Descriptor instead.
 func (*ExpireTxnsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{23}
+	return file_metastore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ExpireTxnsCommand) GetExpirationMs() int64 {
@@ -1978,7 +2235,7 @@ type ExpireProducersCommand struct {
 
 func (x *ExpireProducersCommand) Reset() {
 	*x = ExpireProducersCommand{}
-	mi := &file_metastore_proto_msgTypes[24]
+	mi := &file_metastore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2247,7 @@ func (x *ExpireProducersCommand) String() string {
 func (*ExpireProducersCommand) ProtoMessage() {}
 
 func (x *ExpireProducersCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[24]
+	mi := &file_metastore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2260,7 @@ func (x *ExpireProducersCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireProducersCommand.ProtoReflect.Descriptor instead.
 func (*ExpireProducersCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{24}
+	return file_metastore_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ExpireProducersCommand) GetExpirationMs() int64 {
@@ -2024,7 +2281,7 @@ type CommitOffsetsBatchCommand struct {
 
 func (x *CommitOffsetsBatchCommand) Reset() {
 	*x = CommitOffsetsBatchCommand{}
-	mi := &file_metastore_proto_msgTypes[25]
+	mi := &file_metastore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2293,7 @@ func (x *CommitOffsetsBatchCommand) String() string {
 func (*CommitOffsetsBatchCommand) ProtoMessage() {}
 
 func (x *CommitOffsetsBatchCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[25]
+	mi := &file_metastore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2306,7 @@ func (x *CommitOffsetsBatchCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsBatchCommand.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsBatchCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{25}
+	return file_metastore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CommitOffsetsBatchCommand) GetCommits() []*CommitOffsetsCommand {
@@ -2069,7 +2326,7 @@ type DeleteOffsetsCommand struct {
 
 func (x *DeleteOffsetsCommand) Reset() {
 	*x = DeleteOffsetsCommand{}
-	mi := &file_metastore_proto_msgTypes[26]
+	mi := &file_metastore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2338,7 @@ func (x *DeleteOffsetsCommand) String() string {
 func (*DeleteOffsetsCommand) ProtoMessage() {}
 
 func (x *DeleteOffsetsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[26]
+	mi := &file_metastore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2351,7 @@ func (x *DeleteOffsetsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsCommand.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{26}
+	return file_metastore_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteOffsetsCommand) GetGroup() string {
@@ -2120,7 +2377,7 @@ type DeleteGroupsCommand struct {
 
 func (x *DeleteGroupsCommand) Reset() {
 	*x = DeleteGroupsCommand{}
-	mi := &file_metastore_proto_msgTypes[27]
+	mi := &file_metastore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2389,7 @@ func (x *DeleteGroupsCommand) String() string {
 func (*DeleteGroupsCommand) ProtoMessage() {}
 
 func (x *DeleteGroupsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[27]
+	mi := &file_metastore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2402,7 @@ func (x *DeleteGroupsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsCommand.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{27}
+	return file_metastore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteGroupsCommand) GetGroups() []string {
@@ -2169,7 +2426,7 @@ type SaveGroupCommand struct {
 
 func (x *SaveGroupCommand) Reset() {
 	*x = SaveGroupCommand{}
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2438,7 @@ func (x *SaveGroupCommand) String() string {
 func (*SaveGroupCommand) ProtoMessage() {}
 
 func (x *SaveGroupCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[28]
+	mi := &file_metastore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2451,7 @@ func (x *SaveGroupCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveGroupCommand.ProtoReflect.Descriptor instead.
 func (*SaveGroupCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{28}
+	return file_metastore_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SaveGroupCommand) GetGroup() *GroupRecord {
@@ -2218,7 +2475,7 @@ type ExpireOffsetsCommand struct {
 
 func (x *ExpireOffsetsCommand) Reset() {
 	*x = ExpireOffsetsCommand{}
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2487,7 @@ func (x *ExpireOffsetsCommand) String() string {
 func (*ExpireOffsetsCommand) ProtoMessage() {}
 
 func (x *ExpireOffsetsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[29]
+	mi := &file_metastore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2500,7 @@ func (x *ExpireOffsetsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireOffsetsCommand.ProtoReflect.Descriptor instead.
 func (*ExpireOffsetsCommand) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{29}
+	return file_metastore_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ExpireOffsetsCommand) GetRetentionMs() int64 {
@@ -2267,7 +2524,7 @@ type Topic struct {
 
 func (x *Topic) Reset() {
 	*x = Topic{}
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2279,7 +2536,7 @@ func (x *Topic) String() string {
 func (*Topic) ProtoMessage() {}
 
 func (x *Topic) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[30]
+	mi := &file_metastore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2292,7 +2549,7 @@ func (x *Topic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Topic.ProtoReflect.Descriptor instead.
 func (*Topic) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{30}
+	return file_metastore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Topic) GetTopicId() []byte {
@@ -2362,7 +2619,7 @@ type PartitionHead struct {
 
 func (x *PartitionHead) Reset() {
 	*x = PartitionHead{}
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2631,7 @@ func (x *PartitionHead) String() string {
 func (*PartitionHead) ProtoMessage() {}
 
 func (x *PartitionHead) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[31]
+	mi := &file_metastore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2644,7 @@ func (x *PartitionHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionHead.ProtoReflect.Descriptor instead.
 func (*PartitionHead) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{31}
+	return file_metastore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PartitionHead) GetNextOffset() int64 {
@@ -2460,7 +2717,7 @@ type TransactionRecord struct {
 
 func (x *TransactionRecord) Reset() {
 	*x = TransactionRecord{}
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2729,7 @@ func (x *TransactionRecord) String() string {
 func (*TransactionRecord) ProtoMessage() {}
 
 func (x *TransactionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[32]
+	mi := &file_metastore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2742,7 @@ func (x *TransactionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransactionRecord.ProtoReflect.Descriptor instead.
 func (*TransactionRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{32}
+	return file_metastore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TransactionRecord) GetTransactionalId() string {
@@ -2569,7 +2826,7 @@ type TxnPartition struct {
 
 func (x *TxnPartition) Reset() {
 	*x = TxnPartition{}
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2838,7 @@ func (x *TxnPartition) String() string {
 func (*TxnPartition) ProtoMessage() {}
 
 func (x *TxnPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[33]
+	mi := &file_metastore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2851,7 @@ func (x *TxnPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnPartition.ProtoReflect.Descriptor instead.
 func (*TxnPartition) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{33}
+	return file_metastore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TxnPartition) GetTopicId() []byte {
@@ -2633,7 +2890,7 @@ type AbortedTxn struct {
 
 func (x *AbortedTxn) Reset() {
 	*x = AbortedTxn{}
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +2902,7 @@ func (x *AbortedTxn) String() string {
 func (*AbortedTxn) ProtoMessage() {}
 
 func (x *AbortedTxn) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[34]
+	mi := &file_metastore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +2915,7 @@ func (x *AbortedTxn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortedTxn.ProtoReflect.Descriptor instead.
 func (*AbortedTxn) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{34}
+	return file_metastore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AbortedTxn) GetProducerId() int64 {
@@ -2704,7 +2961,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2716,7 +2973,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[35]
+	mi := &file_metastore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2729,7 +2986,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{35}
+	return file_metastore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AgentInfo) GetAgentId() string {
@@ -2780,7 +3037,7 @@ type UploadIntent struct {
 
 func (x *UploadIntent) Reset() {
 	*x = UploadIntent{}
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2792,7 +3049,7 @@ func (x *UploadIntent) String() string {
 func (*UploadIntent) ProtoMessage() {}
 
 func (x *UploadIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[36]
+	mi := &file_metastore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2805,7 +3062,7 @@ func (x *UploadIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadIntent.ProtoReflect.Descriptor instead.
 func (*UploadIntent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{36}
+	return file_metastore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UploadIntent) GetSegmentId() []byte {
@@ -2840,19 +3097,29 @@ func (x *UploadIntent) GetExpiresMs() int64 {
 // retried commit gets the same answer, and how many index entries still point at
 // it (compaction and retention decrement; GC deletes at zero).
 type SegmentRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     []byte                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	CommittedMs   int64                  `protobuf:"varint,3,opt,name=committed_ms,json=committedMs,proto3" json:"committed_ms,omitempty"`
-	References    int32                  `protobuf:"varint,4,opt,name=references,proto3" json:"references,omitempty"`
-	Result        *CommitSegmentResponse `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId   []byte                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	Size        int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	CommittedMs int64                  `protobuf:"varint,3,opt,name=committed_ms,json=committedMs,proto3" json:"committed_ms,omitempty"`
+	References  int32                  `protobuf:"varint,4,opt,name=references,proto3" json:"references,omitempty"`
+	Result      *CommitSegmentResponse `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	// unreferenced_ms: when references reached 0 (GC waits a grace period from it).
+	UnreferencedMs int64 `protobuf:"varint,6,opt,name=unreferenced_ms,json=unreferencedMs,proto3" json:"unreferenced_ms,omitempty"`
+	// condemned: claimed by GC; its object is being or has been deleted, and a commit
+	// of this id is refused (INVALID_SEGMENT). deleted: GC reported the object gone;
+	// the record stays as a tombstone (result dropped) until no commit of the id
+	// can arrive any more.
+	Condemned bool `protobuf:"varint,7,opt,name=condemned,proto3" json:"condemned,omitempty"`
+	Deleted   bool `protobuf:"varint,8,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// level: 0 for an ingestion segment, 1 and up for compaction outputs.
+	Level         int32 `protobuf:"varint,9,opt,name=level,proto3" json:"level,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SegmentRecord) Reset() {
 	*x = SegmentRecord{}
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2864,7 +3131,7 @@ func (x *SegmentRecord) String() string {
 func (*SegmentRecord) ProtoMessage() {}
 
 func (x *SegmentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[37]
+	mi := &file_metastore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2877,7 +3144,7 @@ func (x *SegmentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentRecord.ProtoReflect.Descriptor instead.
 func (*SegmentRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{37}
+	return file_metastore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SegmentRecord) GetSegmentId() []byte {
@@ -2915,6 +3182,34 @@ func (x *SegmentRecord) GetResult() *CommitSegmentResponse {
 	return nil
 }
 
+func (x *SegmentRecord) GetUnreferencedMs() int64 {
+	if x != nil {
+		return x.UnreferencedMs
+	}
+	return 0
+}
+
+func (x *SegmentRecord) GetCondemned() bool {
+	if x != nil {
+		return x.Condemned
+	}
+	return false
+}
+
+func (x *SegmentRecord) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *SegmentRecord) GetLevel() int32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
 // CommittedOffset is a consumer group's position in one partition (Kafka's
 // OffsetCommit value). commit_ms is set by Apply from the command's time.
 type CommittedOffset struct {
@@ -2931,7 +3226,7 @@ type CommittedOffset struct {
 
 func (x *CommittedOffset) Reset() {
 	*x = CommittedOffset{}
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2943,7 +3238,7 @@ func (x *CommittedOffset) String() string {
 func (*CommittedOffset) ProtoMessage() {}
 
 func (x *CommittedOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[38]
+	mi := &file_metastore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2956,7 +3251,7 @@ func (x *CommittedOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffset.ProtoReflect.Descriptor instead.
 func (*CommittedOffset) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{38}
+	return file_metastore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CommittedOffset) GetTopicId() []byte {
@@ -3030,7 +3325,7 @@ type GroupRecord struct {
 
 func (x *GroupRecord) Reset() {
 	*x = GroupRecord{}
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3042,7 +3337,7 @@ func (x *GroupRecord) String() string {
 func (*GroupRecord) ProtoMessage() {}
 
 func (x *GroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[39]
+	mi := &file_metastore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3055,7 +3350,7 @@ func (x *GroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
 func (*GroupRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{39}
+	return file_metastore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GroupRecord) GetGroup() string {
@@ -3144,7 +3439,7 @@ type ConsumerGroupState struct {
 
 func (x *ConsumerGroupState) Reset() {
 	*x = ConsumerGroupState{}
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3156,7 +3451,7 @@ func (x *ConsumerGroupState) String() string {
 func (*ConsumerGroupState) ProtoMessage() {}
 
 func (x *ConsumerGroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[40]
+	mi := &file_metastore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3169,7 +3464,7 @@ func (x *ConsumerGroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupState.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupState) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{40}
+	return file_metastore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ConsumerGroupState) GetGroupEpoch() int32 {
@@ -3224,7 +3519,7 @@ type ConsumerMember struct {
 
 func (x *ConsumerMember) Reset() {
 	*x = ConsumerMember{}
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3236,7 +3531,7 @@ func (x *ConsumerMember) String() string {
 func (*ConsumerMember) ProtoMessage() {}
 
 func (x *ConsumerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[41]
+	mi := &file_metastore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3249,7 +3544,7 @@ func (x *ConsumerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerMember.ProtoReflect.Descriptor instead.
 func (*ConsumerMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{41}
+	return file_metastore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ConsumerMember) GetMemberId() string {
@@ -3374,7 +3669,7 @@ type TopicPartitions struct {
 
 func (x *TopicPartitions) Reset() {
 	*x = TopicPartitions{}
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3386,7 +3681,7 @@ func (x *TopicPartitions) String() string {
 func (*TopicPartitions) ProtoMessage() {}
 
 func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[42]
+	mi := &file_metastore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3399,7 +3694,7 @@ func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartitions.ProtoReflect.Descriptor instead.
 func (*TopicPartitions) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{42}
+	return file_metastore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TopicPartitions) GetTopicId() []byte {
@@ -3433,7 +3728,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3445,7 +3740,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[43]
+	mi := &file_metastore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3458,7 +3753,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{43}
+	return file_metastore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GroupMember) GetMemberId() string {
@@ -3527,7 +3822,7 @@ type GroupProtocol struct {
 
 func (x *GroupProtocol) Reset() {
 	*x = GroupProtocol{}
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3539,7 +3834,7 @@ func (x *GroupProtocol) String() string {
 func (*GroupProtocol) ProtoMessage() {}
 
 func (x *GroupProtocol) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[44]
+	mi := &file_metastore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3552,7 +3847,7 @@ func (x *GroupProtocol) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupProtocol.ProtoReflect.Descriptor instead.
 func (*GroupProtocol) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{44}
+	return file_metastore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GroupProtocol) GetName() string {
@@ -3584,7 +3879,7 @@ type ProducerRecord struct {
 
 func (x *ProducerRecord) Reset() {
 	*x = ProducerRecord{}
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3596,7 +3891,7 @@ func (x *ProducerRecord) String() string {
 func (*ProducerRecord) ProtoMessage() {}
 
 func (x *ProducerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[45]
+	mi := &file_metastore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3609,7 +3904,7 @@ func (x *ProducerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducerRecord.ProtoReflect.Descriptor instead.
 func (*ProducerRecord) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{45}
+	return file_metastore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ProducerRecord) GetProducerId() int64 {
@@ -3658,7 +3953,7 @@ type ProducerPartition struct {
 
 func (x *ProducerPartition) Reset() {
 	*x = ProducerPartition{}
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3670,7 +3965,7 @@ func (x *ProducerPartition) String() string {
 func (*ProducerPartition) ProtoMessage() {}
 
 func (x *ProducerPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[46]
+	mi := &file_metastore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3683,7 +3978,7 @@ func (x *ProducerPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducerPartition.ProtoReflect.Descriptor instead.
 func (*ProducerPartition) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{46}
+	return file_metastore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ProducerPartition) GetEpoch() int32 {
@@ -3733,7 +4028,7 @@ type ProducedBatch struct {
 
 func (x *ProducedBatch) Reset() {
 	*x = ProducedBatch{}
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3745,7 +4040,7 @@ func (x *ProducedBatch) String() string {
 func (*ProducedBatch) ProtoMessage() {}
 
 func (x *ProducedBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[47]
+	mi := &file_metastore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3758,7 +4053,7 @@ func (x *ProducedBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducedBatch.ProtoReflect.Descriptor instead.
 func (*ProducedBatch) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{47}
+	return file_metastore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ProducedBatch) GetFirstSequence() int32 {
@@ -3801,7 +4096,7 @@ type CommitSegmentRequest struct {
 
 func (x *CommitSegmentRequest) Reset() {
 	*x = CommitSegmentRequest{}
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3813,7 +4108,7 @@ func (x *CommitSegmentRequest) String() string {
 func (*CommitSegmentRequest) ProtoMessage() {}
 
 func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[48]
+	mi := &file_metastore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3826,7 +4121,7 @@ func (x *CommitSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentRequest.ProtoReflect.Descriptor instead.
 func (*CommitSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{48}
+	return file_metastore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CommitSegmentRequest) GetSegmentId() []byte {
@@ -3874,7 +4169,7 @@ type ChunkCommit struct {
 
 func (x *ChunkCommit) Reset() {
 	*x = ChunkCommit{}
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3886,7 +4181,7 @@ func (x *ChunkCommit) String() string {
 func (*ChunkCommit) ProtoMessage() {}
 
 func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[49]
+	mi := &file_metastore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3899,7 +4194,7 @@ func (x *ChunkCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkCommit.ProtoReflect.Descriptor instead.
 func (*ChunkCommit) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{49}
+	return file_metastore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ChunkCommit) GetTopicId() []byte {
@@ -3978,7 +4273,7 @@ type BatchInfo struct {
 
 func (x *BatchInfo) Reset() {
 	*x = BatchInfo{}
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3990,7 +4285,7 @@ func (x *BatchInfo) String() string {
 func (*BatchInfo) ProtoMessage() {}
 
 func (x *BatchInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[50]
+	mi := &file_metastore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4003,7 +4298,7 @@ func (x *BatchInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchInfo.ProtoReflect.Descriptor instead.
 func (*BatchInfo) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{50}
+	return file_metastore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *BatchInfo) GetOffsetCount() int32 {
@@ -4076,7 +4371,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4088,7 +4383,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[51]
+	mi := &file_metastore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4101,7 +4396,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{51}
+	return file_metastore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BatchResult) GetError() ErrorCode {
@@ -4134,7 +4429,7 @@ type CommitSegmentResponse struct {
 
 func (x *CommitSegmentResponse) Reset() {
 	*x = CommitSegmentResponse{}
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4146,7 +4441,7 @@ func (x *CommitSegmentResponse) String() string {
 func (*CommitSegmentResponse) ProtoMessage() {}
 
 func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[52]
+	mi := &file_metastore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4159,7 +4454,7 @@ func (x *CommitSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSegmentResponse.ProtoReflect.Descriptor instead.
 func (*CommitSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{52}
+	return file_metastore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CommitSegmentResponse) GetChunks() []*ChunkResult {
@@ -4189,7 +4484,7 @@ type ChunkResult struct {
 
 func (x *ChunkResult) Reset() {
 	*x = ChunkResult{}
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4201,7 +4496,7 @@ func (x *ChunkResult) String() string {
 func (*ChunkResult) ProtoMessage() {}
 
 func (x *ChunkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[53]
+	mi := &file_metastore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4214,7 +4509,7 @@ func (x *ChunkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkResult.ProtoReflect.Descriptor instead.
 func (*ChunkResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{53}
+	return file_metastore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ChunkResult) GetTopicId() []byte {
@@ -4294,13 +4589,19 @@ type IndexEntry struct {
 	ProducerEpoch int32 `protobuf:"varint,14,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
 	// last_stable_offset: in watch events only, the partition's after this entry.
 	LastStableOffset int64 `protobuf:"varint,15,opt,name=last_stable_offset,json=lastStableOffset,proto3" json:"last_stable_offset,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// level: 0 for a chunk of an ingestion segment; a compaction output has its
+	// inputs' highest level + 1.
+	Level int32 `protobuf:"varint,16,opt,name=level,proto3" json:"level,omitempty"`
+	// cleaned_ms: when key compaction first covered this entry's data (0: never).
+	// Tombstones and markers in it may go delete.retention.ms later.
+	CleanedMs     int64 `protobuf:"varint,17,opt,name=cleaned_ms,json=cleanedMs,proto3" json:"cleaned_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IndexEntry) Reset() {
 	*x = IndexEntry{}
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4312,7 +4613,7 @@ func (x *IndexEntry) String() string {
 func (*IndexEntry) ProtoMessage() {}
 
 func (x *IndexEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[54]
+	mi := &file_metastore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4325,7 +4626,7 @@ func (x *IndexEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexEntry.ProtoReflect.Descriptor instead.
 func (*IndexEntry) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{54}
+	return file_metastore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *IndexEntry) GetTopicId() []byte {
@@ -4433,6 +4734,20 @@ func (x *IndexEntry) GetLastStableOffset() int64 {
 	return 0
 }
 
+func (x *IndexEntry) GetLevel() int32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *IndexEntry) GetCleanedMs() int64 {
+	if x != nil {
+		return x.CleanedMs
+	}
+	return 0
+}
+
 type CreateTopicsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Topics        []*TopicSpec           `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
@@ -4443,7 +4758,7 @@ type CreateTopicsRequest struct {
 
 func (x *CreateTopicsRequest) Reset() {
 	*x = CreateTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4455,7 +4770,7 @@ func (x *CreateTopicsRequest) String() string {
 func (*CreateTopicsRequest) ProtoMessage() {}
 
 func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[55]
+	mi := &file_metastore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4468,7 +4783,7 @@ func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{55}
+	return file_metastore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CreateTopicsRequest) GetTopics() []*TopicSpec {
@@ -4498,7 +4813,7 @@ type TopicResult struct {
 
 func (x *TopicResult) Reset() {
 	*x = TopicResult{}
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4510,7 +4825,7 @@ func (x *TopicResult) String() string {
 func (*TopicResult) ProtoMessage() {}
 
 func (x *TopicResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[56]
+	mi := &file_metastore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4523,7 +4838,7 @@ func (x *TopicResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicResult.ProtoReflect.Descriptor instead.
 func (*TopicResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{56}
+	return file_metastore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *TopicResult) GetName() string {
@@ -4570,7 +4885,7 @@ type CreateTopicsResponse struct {
 
 func (x *CreateTopicsResponse) Reset() {
 	*x = CreateTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4582,7 +4897,7 @@ func (x *CreateTopicsResponse) String() string {
 func (*CreateTopicsResponse) ProtoMessage() {}
 
 func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[57]
+	mi := &file_metastore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4595,7 +4910,7 @@ func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{57}
+	return file_metastore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CreateTopicsResponse) GetResults() []*TopicResult {
@@ -4614,7 +4929,7 @@ type DeleteTopicsRequest struct {
 
 func (x *DeleteTopicsRequest) Reset() {
 	*x = DeleteTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4626,7 +4941,7 @@ func (x *DeleteTopicsRequest) String() string {
 func (*DeleteTopicsRequest) ProtoMessage() {}
 
 func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[58]
+	mi := &file_metastore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4639,7 +4954,7 @@ func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{58}
+	return file_metastore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *DeleteTopicsRequest) GetTopics() []*TopicRef {
@@ -4658,7 +4973,7 @@ type DeleteTopicsResponse struct {
 
 func (x *DeleteTopicsResponse) Reset() {
 	*x = DeleteTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4670,7 +4985,7 @@ func (x *DeleteTopicsResponse) String() string {
 func (*DeleteTopicsResponse) ProtoMessage() {}
 
 func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[59]
+	mi := &file_metastore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4683,7 +4998,7 @@ func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{59}
+	return file_metastore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *DeleteTopicsResponse) GetResults() []*TopicResult {
@@ -4703,7 +5018,7 @@ type AlterConfigsRequest struct {
 
 func (x *AlterConfigsRequest) Reset() {
 	*x = AlterConfigsRequest{}
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4715,7 +5030,7 @@ func (x *AlterConfigsRequest) String() string {
 func (*AlterConfigsRequest) ProtoMessage() {}
 
 func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[60]
+	mi := &file_metastore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4728,7 +5043,7 @@ func (x *AlterConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsRequest.ProtoReflect.Descriptor instead.
 func (*AlterConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{60}
+	return file_metastore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AlterConfigsRequest) GetAlterations() []*ConfigAlteration {
@@ -4754,7 +5069,7 @@ type AlterConfigsResponse struct {
 
 func (x *AlterConfigsResponse) Reset() {
 	*x = AlterConfigsResponse{}
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4766,7 +5081,7 @@ func (x *AlterConfigsResponse) String() string {
 func (*AlterConfigsResponse) ProtoMessage() {}
 
 func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[61]
+	mi := &file_metastore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4779,7 +5094,7 @@ func (x *AlterConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterConfigsResponse.ProtoReflect.Descriptor instead.
 func (*AlterConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{61}
+	return file_metastore_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *AlterConfigsResponse) GetResults() []*TopicResult {
@@ -4799,7 +5114,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4811,7 +5126,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[62]
+	mi := &file_metastore_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4824,7 +5139,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{62}
+	return file_metastore_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CreatePartitionsRequest) GetTopics() []*PartitionGrowth {
@@ -4850,7 +5165,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4862,7 +5177,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[63]
+	mi := &file_metastore_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4875,7 +5190,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{63}
+	return file_metastore_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *CreatePartitionsResponse) GetResults() []*TopicResult {
@@ -4895,7 +5210,7 @@ type DescribeTopicsRequest struct {
 
 func (x *DescribeTopicsRequest) Reset() {
 	*x = DescribeTopicsRequest{}
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4907,7 +5222,7 @@ func (x *DescribeTopicsRequest) String() string {
 func (*DescribeTopicsRequest) ProtoMessage() {}
 
 func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[64]
+	mi := &file_metastore_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4920,7 +5235,7 @@ func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{64}
+	return file_metastore_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *DescribeTopicsRequest) GetTopics() []*TopicRef {
@@ -4941,7 +5256,7 @@ type DescribeTopicsResponse struct {
 
 func (x *DescribeTopicsResponse) Reset() {
 	*x = DescribeTopicsResponse{}
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4953,7 +5268,7 @@ func (x *DescribeTopicsResponse) String() string {
 func (*DescribeTopicsResponse) ProtoMessage() {}
 
 func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[65]
+	mi := &file_metastore_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4966,7 +5281,7 @@ func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{65}
+	return file_metastore_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *DescribeTopicsResponse) GetResults() []*TopicResult {
@@ -5000,7 +5315,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5012,7 +5327,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[66]
+	mi := &file_metastore_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5025,7 +5340,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{66}
+	return file_metastore_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *LookupRequest) GetTopicId() []byte {
@@ -5076,7 +5391,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5088,7 +5403,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[67]
+	mi := &file_metastore_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5101,7 +5416,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{67}
+	return file_metastore_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *LookupResponse) GetError() ErrorCode {
@@ -5145,7 +5460,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5157,7 +5472,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[68]
+	mi := &file_metastore_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5170,7 +5485,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{68}
+	return file_metastore_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListOffsetsRequest) GetTopicId() []byte {
@@ -5208,7 +5523,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5220,7 +5535,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[69]
+	mi := &file_metastore_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5233,7 +5548,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{69}
+	return file_metastore_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListOffsetsResponse) GetError() ErrorCode {
@@ -5280,7 +5595,7 @@ type RegisterAgentRequest struct {
 
 func (x *RegisterAgentRequest) Reset() {
 	*x = RegisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5292,7 +5607,7 @@ func (x *RegisterAgentRequest) String() string {
 func (*RegisterAgentRequest) ProtoMessage() {}
 
 func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[70]
+	mi := &file_metastore_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5305,7 +5620,7 @@ func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*RegisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{70}
+	return file_metastore_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RegisterAgentRequest) GetAgent() *AgentInfo {
@@ -5324,7 +5639,7 @@ type RegisterAgentResponse struct {
 
 func (x *RegisterAgentResponse) Reset() {
 	*x = RegisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5336,7 +5651,7 @@ func (x *RegisterAgentResponse) String() string {
 func (*RegisterAgentResponse) ProtoMessage() {}
 
 func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[71]
+	mi := &file_metastore_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5349,7 +5664,7 @@ func (x *RegisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*RegisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{71}
+	return file_metastore_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RegisterAgentResponse) GetAgent() *AgentInfo {
@@ -5368,7 +5683,7 @@ type DeregisterAgentRequest struct {
 
 func (x *DeregisterAgentRequest) Reset() {
 	*x = DeregisterAgentRequest{}
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5380,7 +5695,7 @@ func (x *DeregisterAgentRequest) String() string {
 func (*DeregisterAgentRequest) ProtoMessage() {}
 
 func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[72]
+	mi := &file_metastore_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5393,7 +5708,7 @@ func (x *DeregisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{72}
+	return file_metastore_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *DeregisterAgentRequest) GetAgentId() string {
@@ -5411,7 +5726,7 @@ type DeregisterAgentResponse struct {
 
 func (x *DeregisterAgentResponse) Reset() {
 	*x = DeregisterAgentResponse{}
-	mi := &file_metastore_proto_msgTypes[73]
+	mi := &file_metastore_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5423,7 +5738,7 @@ func (x *DeregisterAgentResponse) String() string {
 func (*DeregisterAgentResponse) ProtoMessage() {}
 
 func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[73]
+	mi := &file_metastore_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5436,7 +5751,7 @@ func (x *DeregisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{73}
+	return file_metastore_proto_rawDescGZIP(), []int{77}
 }
 
 type ListAgentsRequest struct {
@@ -5447,7 +5762,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_metastore_proto_msgTypes[74]
+	mi := &file_metastore_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5459,7 +5774,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[74]
+	mi := &file_metastore_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5472,7 +5787,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{74}
+	return file_metastore_proto_rawDescGZIP(), []int{78}
 }
 
 type ListAgentsResponse struct {
@@ -5484,7 +5799,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5496,7 +5811,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[75]
+	mi := &file_metastore_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5509,7 +5824,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{75}
+	return file_metastore_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -5530,7 +5845,7 @@ type RecordIntentRequest struct {
 
 func (x *RecordIntentRequest) Reset() {
 	*x = RecordIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[76]
+	mi := &file_metastore_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5542,7 +5857,7 @@ func (x *RecordIntentRequest) String() string {
 func (*RecordIntentRequest) ProtoMessage() {}
 
 func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[76]
+	mi := &file_metastore_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5555,7 +5870,7 @@ func (x *RecordIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentRequest.ProtoReflect.Descriptor instead.
 func (*RecordIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{76}
+	return file_metastore_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *RecordIntentRequest) GetSegmentId() []byte {
@@ -5588,7 +5903,7 @@ type RecordIntentResponse struct {
 
 func (x *RecordIntentResponse) Reset() {
 	*x = RecordIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[77]
+	mi := &file_metastore_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5600,7 +5915,7 @@ func (x *RecordIntentResponse) String() string {
 func (*RecordIntentResponse) ProtoMessage() {}
 
 func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[77]
+	mi := &file_metastore_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5613,7 +5928,7 @@ func (x *RecordIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordIntentResponse.ProtoReflect.Descriptor instead.
 func (*RecordIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{77}
+	return file_metastore_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *RecordIntentResponse) GetIntent() *UploadIntent {
@@ -5632,7 +5947,7 @@ type ResolveIntentRequest struct {
 
 func (x *ResolveIntentRequest) Reset() {
 	*x = ResolveIntentRequest{}
-	mi := &file_metastore_proto_msgTypes[78]
+	mi := &file_metastore_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5644,7 +5959,7 @@ func (x *ResolveIntentRequest) String() string {
 func (*ResolveIntentRequest) ProtoMessage() {}
 
 func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[78]
+	mi := &file_metastore_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5657,7 +5972,7 @@ func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentRequest.ProtoReflect.Descriptor instead.
 func (*ResolveIntentRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{78}
+	return file_metastore_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ResolveIntentRequest) GetSegmentId() []byte {
@@ -5675,7 +5990,7 @@ type ResolveIntentResponse struct {
 
 func (x *ResolveIntentResponse) Reset() {
 	*x = ResolveIntentResponse{}
-	mi := &file_metastore_proto_msgTypes[79]
+	mi := &file_metastore_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5687,7 +6002,7 @@ func (x *ResolveIntentResponse) String() string {
 func (*ResolveIntentResponse) ProtoMessage() {}
 
 func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[79]
+	mi := &file_metastore_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5700,7 +6015,7 @@ func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveIntentResponse.ProtoReflect.Descriptor instead.
 func (*ResolveIntentResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{79}
+	return file_metastore_proto_rawDescGZIP(), []int{83}
 }
 
 type ListExpiredIntentsRequest struct {
@@ -5712,7 +6027,7 @@ type ListExpiredIntentsRequest struct {
 
 func (x *ListExpiredIntentsRequest) Reset() {
 	*x = ListExpiredIntentsRequest{}
-	mi := &file_metastore_proto_msgTypes[80]
+	mi := &file_metastore_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5724,7 +6039,7 @@ func (x *ListExpiredIntentsRequest) String() string {
 func (*ListExpiredIntentsRequest) ProtoMessage() {}
 
 func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[80]
+	mi := &file_metastore_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5737,7 +6052,7 @@ func (x *ListExpiredIntentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsRequest.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{80}
+	return file_metastore_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListExpiredIntentsRequest) GetLimit() int32 {
@@ -5756,7 +6071,7 @@ type ListExpiredIntentsResponse struct {
 
 func (x *ListExpiredIntentsResponse) Reset() {
 	*x = ListExpiredIntentsResponse{}
-	mi := &file_metastore_proto_msgTypes[81]
+	mi := &file_metastore_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5768,7 +6083,7 @@ func (x *ListExpiredIntentsResponse) String() string {
 func (*ListExpiredIntentsResponse) ProtoMessage() {}
 
 func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[81]
+	mi := &file_metastore_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5781,7 +6096,7 @@ func (x *ListExpiredIntentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExpiredIntentsResponse.ProtoReflect.Descriptor instead.
 func (*ListExpiredIntentsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{81}
+	return file_metastore_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListExpiredIntentsResponse) GetIntents() []*UploadIntent {
@@ -5802,7 +6117,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_metastore_proto_msgTypes[82]
+	mi := &file_metastore_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5814,7 +6129,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[82]
+	mi := &file_metastore_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5827,7 +6142,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{82}
+	return file_metastore_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *WatchRequest) GetPartitions() []*PartitionRef {
@@ -5854,7 +6169,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_metastore_proto_msgTypes[83]
+	mi := &file_metastore_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5866,7 +6181,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[83]
+	mi := &file_metastore_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5879,7 +6194,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{83}
+	return file_metastore_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *PartitionRef) GetTopicId() []byte {
@@ -5908,13 +6223,16 @@ type WatchEvent struct {
 	TopicsDeleted [][]byte               `protobuf:"bytes,5,rep,name=topics_deleted,json=topicsDeleted,proto3" json:"topics_deleted,omitempty"`
 	AgentsChanged []*AgentInfo           `protobuf:"bytes,6,rep,name=agents_changed,json=agentsChanged,proto3" json:"agents_changed,omitempty"`
 	AgentsRemoved []string               `protobuf:"bytes,7,rep,name=agents_removed,json=agentsRemoved,proto3" json:"agents_removed,omitempty"`
+	// changes: partitions whose log start moved or whose index entries a compaction
+	// replaced (entries holds the replacements).
+	Changes       []*PartitionChange `protobuf:"bytes,8,rep,name=changes,proto3" json:"changes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_metastore_proto_msgTypes[84]
+	mi := &file_metastore_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5926,7 +6244,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[84]
+	mi := &file_metastore_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5939,7 +6257,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{84}
+	return file_metastore_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *WatchEvent) GetAppliedIndex() uint64 {
@@ -5991,6 +6309,819 @@ func (x *WatchEvent) GetAgentsRemoved() []string {
 	return nil
 }
 
+func (x *WatchEvent) GetChanges() []*PartitionChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+// PartitionChange tells watchers what besides appends changed in a partition.
+type PartitionChange struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TopicId   []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// replaced: the entries of [replaced_from, replaced_to] were replaced (by the
+	// event's entries for this partition in that range, or by nothing).
+	Replaced       bool  `protobuf:"varint,3,opt,name=replaced,proto3" json:"replaced,omitempty"`
+	ReplacedFrom   int64 `protobuf:"varint,4,opt,name=replaced_from,json=replacedFrom,proto3" json:"replaced_from,omitempty"`
+	ReplacedTo     int64 `protobuf:"varint,5,opt,name=replaced_to,json=replacedTo,proto3" json:"replaced_to,omitempty"`
+	LogStartOffset int64 `protobuf:"varint,6,opt,name=log_start_offset,json=logStartOffset,proto3" json:"log_start_offset,omitempty"` // the partition's after the change
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PartitionChange) Reset() {
+	*x = PartitionChange{}
+	mi := &file_metastore_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionChange) ProtoMessage() {}
+
+func (x *PartitionChange) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionChange.ProtoReflect.Descriptor instead.
+func (*PartitionChange) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *PartitionChange) GetTopicId() []byte {
+	if x != nil {
+		return x.TopicId
+	}
+	return nil
+}
+
+func (x *PartitionChange) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionChange) GetReplaced() bool {
+	if x != nil {
+		return x.Replaced
+	}
+	return false
+}
+
+func (x *PartitionChange) GetReplacedFrom() int64 {
+	if x != nil {
+		return x.ReplacedFrom
+	}
+	return 0
+}
+
+func (x *PartitionChange) GetReplacedTo() int64 {
+	if x != nil {
+		return x.ReplacedTo
+	}
+	return 0
+}
+
+func (x *PartitionChange) GetLogStartOffset() int64 {
+	if x != nil {
+		return x.LogStartOffset
+	}
+	return 0
+}
+
+// ReplaceIndexRequest atomically replaces a run of one partition's index entries
+// (a compaction's commit). inputs must be exactly the entries stored for
+// [inputs[0].base_offset, inputs[last].last_offset], compared on offsets, segment,
+// position, length and marker (compare-and-swap); otherwise nothing changes and the
+// answer is STALE_INDEX. outputs, in offset order and not overlapping, lie inside
+// that range and point into segment_id (markers may be kept as they were); a range
+// left with no output is a gap readers skip. dropped_aborted lists marker offsets
+// in the range whose aborted-transaction entries go too (their data and marker are
+// gone from the outputs).
+type ReplaceIndexRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	TopicId        []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
+	Partition      int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Inputs         []*IndexEntry          `protobuf:"bytes,3,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	Outputs        []*IndexEntry          `protobuf:"bytes,4,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	SegmentId      []byte                 `protobuf:"bytes,5,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"` // unset when outputs hold no segment data
+	Size           int64                  `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	DroppedAborted []int64                `protobuf:"varint,7,rep,packed,name=dropped_aborted,json=droppedAborted,proto3" json:"dropped_aborted,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ReplaceIndexRequest) Reset() {
+	*x = ReplaceIndexRequest{}
+	mi := &file_metastore_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplaceIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplaceIndexRequest) ProtoMessage() {}
+
+func (x *ReplaceIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplaceIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReplaceIndexRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *ReplaceIndexRequest) GetTopicId() []byte {
+	if x != nil {
+		return x.TopicId
+	}
+	return nil
+}
+
+func (x *ReplaceIndexRequest) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ReplaceIndexRequest) GetInputs() []*IndexEntry {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+func (x *ReplaceIndexRequest) GetOutputs() []*IndexEntry {
+	if x != nil {
+		return x.Outputs
+	}
+	return nil
+}
+
+func (x *ReplaceIndexRequest) GetSegmentId() []byte {
+	if x != nil {
+		return x.SegmentId
+	}
+	return nil
+}
+
+func (x *ReplaceIndexRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ReplaceIndexRequest) GetDroppedAborted() []int64 {
+	if x != nil {
+		return x.DroppedAborted
+	}
+	return nil
+}
+
+type ReplaceIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=strata.metastore.v1.ErrorCode" json:"error,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Head          *PartitionHead         `protobuf:"bytes,3,opt,name=head,proto3" json:"head,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplaceIndexResponse) Reset() {
+	*x = ReplaceIndexResponse{}
+	mi := &file_metastore_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplaceIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplaceIndexResponse) ProtoMessage() {}
+
+func (x *ReplaceIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplaceIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReplaceIndexResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *ReplaceIndexResponse) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_NONE
+}
+
+func (x *ReplaceIndexResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ReplaceIndexResponse) GetHead() *PartitionHead {
+	if x != nil {
+		return x.Head
+	}
+	return nil
+}
+
+type PartitionOffset struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TopicId   []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// offset becomes the log start offset (never backwards); -1: the high watermark.
+	Offset        int64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionOffset) Reset() {
+	*x = PartitionOffset{}
+	mi := &file_metastore_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionOffset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionOffset) ProtoMessage() {}
+
+func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
+func (*PartitionOffset) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *PartitionOffset) GetTopicId() []byte {
+	if x != nil {
+		return x.TopicId
+	}
+	return nil
+}
+
+func (x *PartitionOffset) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionOffset) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type DeleteRecordsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partitions    []*PartitionOffset     `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRecordsRequest) Reset() {
+	*x = DeleteRecordsRequest{}
+	mi := &file_metastore_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRecordsRequest) ProtoMessage() {}
+
+func (x *DeleteRecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRecordsRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRecordsRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *DeleteRecordsRequest) GetPartitions() []*PartitionOffset {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type PartitionOffsetResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TopicId   []byte                 `protobuf:"bytes,1,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Error     ErrorCode              `protobuf:"varint,3,opt,name=error,proto3,enum=strata.metastore.v1.ErrorCode" json:"error,omitempty"`
+	// log_start_offset after the command. It may stop short of the offset asked
+	// for when one command could not drop every entry below (bounded work): call
+	// again to go on.
+	LogStartOffset int64 `protobuf:"varint,4,opt,name=log_start_offset,json=logStartOffset,proto3" json:"log_start_offset,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PartitionOffsetResult) Reset() {
+	*x = PartitionOffsetResult{}
+	mi := &file_metastore_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionOffsetResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionOffsetResult) ProtoMessage() {}
+
+func (x *PartitionOffsetResult) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionOffsetResult.ProtoReflect.Descriptor instead.
+func (*PartitionOffsetResult) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *PartitionOffsetResult) GetTopicId() []byte {
+	if x != nil {
+		return x.TopicId
+	}
+	return nil
+}
+
+func (x *PartitionOffsetResult) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionOffsetResult) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_NONE
+}
+
+func (x *PartitionOffsetResult) GetLogStartOffset() int64 {
+	if x != nil {
+		return x.LogStartOffset
+	}
+	return 0
+}
+
+type DeleteRecordsResponse struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Results       []*PartitionOffsetResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRecordsResponse) Reset() {
+	*x = DeleteRecordsResponse{}
+	mi := &file_metastore_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRecordsResponse) ProtoMessage() {}
+
+func (x *DeleteRecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRecordsResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRecordsResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{95}
+}
+
+func (x *DeleteRecordsResponse) GetResults() []*PartitionOffsetResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type SegmentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     []byte                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SegmentRequest) Reset() {
+	*x = SegmentRequest{}
+	mi := &file_metastore_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentRequest) ProtoMessage() {}
+
+func (x *SegmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentRequest.ProtoReflect.Descriptor instead.
+func (*SegmentRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *SegmentRequest) GetSegmentId() []byte {
+	if x != nil {
+		return x.SegmentId
+	}
+	return nil
+}
+
+// SegmentResponse says what the metastore knows of a segment: committed (record
+// set, with the partitions of its chunks in record.result), being uploaded
+// (intent set), or nothing (an orphan or a forgotten object).
+type SegmentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Record        *SegmentRecord         `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	Intent        *UploadIntent          `protobuf:"bytes,2,opt,name=intent,proto3" json:"intent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SegmentResponse) Reset() {
+	*x = SegmentResponse{}
+	mi := &file_metastore_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentResponse) ProtoMessage() {}
+
+func (x *SegmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentResponse.ProtoReflect.Descriptor instead.
+func (*SegmentResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *SegmentResponse) GetRecord() *SegmentRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *SegmentResponse) GetIntent() *UploadIntent {
+	if x != nil {
+		return x.Intent
+	}
+	return nil
+}
+
+type ClaimGarbageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GraceMs       int64                  `protobuf:"varint,1,opt,name=grace_ms,json=graceMs,proto3" json:"grace_ms,omitempty"`
+	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimGarbageRequest) Reset() {
+	*x = ClaimGarbageRequest{}
+	mi := &file_metastore_proto_msgTypes[98]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimGarbageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimGarbageRequest) ProtoMessage() {}
+
+func (x *ClaimGarbageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[98]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimGarbageRequest.ProtoReflect.Descriptor instead.
+func (*ClaimGarbageRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{98}
+}
+
+func (x *ClaimGarbageRequest) GetGraceMs() int64 {
+	if x != nil {
+		return x.GraceMs
+	}
+	return 0
+}
+
+func (x *ClaimGarbageRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// Garbage is an object GC may delete: its record is condemned, so nothing will
+// reference it again.
+type Garbage struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId      []byte                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	Size           int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`                                           // 0 when unknown (an intent's upload)
+	NeverCommitted bool                   `protobuf:"varint,3,opt,name=never_committed,json=neverCommitted,proto3" json:"never_committed,omitempty"` // an expired upload intent
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Garbage) Reset() {
+	*x = Garbage{}
+	mi := &file_metastore_proto_msgTypes[99]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Garbage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Garbage) ProtoMessage() {}
+
+func (x *Garbage) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[99]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Garbage.ProtoReflect.Descriptor instead.
+func (*Garbage) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{99}
+}
+
+func (x *Garbage) GetSegmentId() []byte {
+	if x != nil {
+		return x.SegmentId
+	}
+	return nil
+}
+
+func (x *Garbage) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Garbage) GetNeverCommitted() bool {
+	if x != nil {
+		return x.NeverCommitted
+	}
+	return false
+}
+
+type ClaimGarbageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// every condemned object not yet forgotten (earlier claims included), up to limit.
+	Garbage       []*Garbage `protobuf:"bytes,1,rep,name=garbage,proto3" json:"garbage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimGarbageResponse) Reset() {
+	*x = ClaimGarbageResponse{}
+	mi := &file_metastore_proto_msgTypes[100]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimGarbageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimGarbageResponse) ProtoMessage() {}
+
+func (x *ClaimGarbageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[100]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimGarbageResponse.ProtoReflect.Descriptor instead.
+func (*ClaimGarbageResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{100}
+}
+
+func (x *ClaimGarbageResponse) GetGarbage() []*Garbage {
+	if x != nil {
+		return x.Garbage
+	}
+	return nil
+}
+
+type ForgetGarbageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentIds    [][]byte               `protobuf:"bytes,1,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetGarbageRequest) Reset() {
+	*x = ForgetGarbageRequest{}
+	mi := &file_metastore_proto_msgTypes[101]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetGarbageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetGarbageRequest) ProtoMessage() {}
+
+func (x *ForgetGarbageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[101]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetGarbageRequest.ProtoReflect.Descriptor instead.
+func (*ForgetGarbageRequest) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{101}
+}
+
+func (x *ForgetGarbageRequest) GetSegmentIds() [][]byte {
+	if x != nil {
+		return x.SegmentIds
+	}
+	return nil
+}
+
+type ForgetGarbageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetGarbageResponse) Reset() {
+	*x = ForgetGarbageResponse{}
+	mi := &file_metastore_proto_msgTypes[102]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetGarbageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetGarbageResponse) ProtoMessage() {}
+
+func (x *ForgetGarbageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metastore_proto_msgTypes[102]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetGarbageResponse.ProtoReflect.Descriptor instead.
+func (*ForgetGarbageResponse) Descriptor() ([]byte, []int) {
+	return file_metastore_proto_rawDescGZIP(), []int{102}
+}
+
 type CommitOffsetsRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Group   string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
@@ -6007,7 +7138,7 @@ type CommitOffsetsRequest struct {
 
 func (x *CommitOffsetsRequest) Reset() {
 	*x = CommitOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[85]
+	mi := &file_metastore_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6019,7 +7150,7 @@ func (x *CommitOffsetsRequest) String() string {
 func (*CommitOffsetsRequest) ProtoMessage() {}
 
 func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[85]
+	mi := &file_metastore_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6032,7 +7163,7 @@ func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{85}
+	return file_metastore_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *CommitOffsetsRequest) GetGroup() string {
@@ -6082,7 +7213,7 @@ type OffsetResult struct {
 
 func (x *OffsetResult) Reset() {
 	*x = OffsetResult{}
-	mi := &file_metastore_proto_msgTypes[86]
+	mi := &file_metastore_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6094,7 +7225,7 @@ func (x *OffsetResult) String() string {
 func (*OffsetResult) ProtoMessage() {}
 
 func (x *OffsetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[86]
+	mi := &file_metastore_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6107,7 +7238,7 @@ func (x *OffsetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetResult.ProtoReflect.Descriptor instead.
 func (*OffsetResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{86}
+	return file_metastore_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *OffsetResult) GetTopicId() []byte {
@@ -6143,7 +7274,7 @@ type CommitOffsetsResponse struct {
 
 func (x *CommitOffsetsResponse) Reset() {
 	*x = CommitOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[87]
+	mi := &file_metastore_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6155,7 +7286,7 @@ func (x *CommitOffsetsResponse) String() string {
 func (*CommitOffsetsResponse) ProtoMessage() {}
 
 func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[87]
+	mi := &file_metastore_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6168,7 +7299,7 @@ func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{87}
+	return file_metastore_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *CommitOffsetsResponse) GetResults() []*OffsetResult {
@@ -6199,7 +7330,7 @@ type FetchOffsetsRequest struct {
 
 func (x *FetchOffsetsRequest) Reset() {
 	*x = FetchOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[88]
+	mi := &file_metastore_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6211,7 +7342,7 @@ func (x *FetchOffsetsRequest) String() string {
 func (*FetchOffsetsRequest) ProtoMessage() {}
 
 func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[88]
+	mi := &file_metastore_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6224,7 +7355,7 @@ func (x *FetchOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{88}
+	return file_metastore_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *FetchOffsetsRequest) GetGroup() string {
@@ -6259,7 +7390,7 @@ type FetchOffsetsResponse struct {
 
 func (x *FetchOffsetsResponse) Reset() {
 	*x = FetchOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[89]
+	mi := &file_metastore_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6271,7 +7402,7 @@ func (x *FetchOffsetsResponse) String() string {
 func (*FetchOffsetsResponse) ProtoMessage() {}
 
 func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[89]
+	mi := &file_metastore_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6284,7 +7415,7 @@ func (x *FetchOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*FetchOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{89}
+	return file_metastore_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *FetchOffsetsResponse) GetOffsets() []*CommittedOffset {
@@ -6311,7 +7442,7 @@ type DeleteOffsetsRequest struct {
 
 func (x *DeleteOffsetsRequest) Reset() {
 	*x = DeleteOffsetsRequest{}
-	mi := &file_metastore_proto_msgTypes[90]
+	mi := &file_metastore_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6323,7 +7454,7 @@ func (x *DeleteOffsetsRequest) String() string {
 func (*DeleteOffsetsRequest) ProtoMessage() {}
 
 func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[90]
+	mi := &file_metastore_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6336,7 +7467,7 @@ func (x *DeleteOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{90}
+	return file_metastore_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *DeleteOffsetsRequest) GetGroup() string {
@@ -6362,7 +7493,7 @@ type DeleteOffsetsResponse struct {
 
 func (x *DeleteOffsetsResponse) Reset() {
 	*x = DeleteOffsetsResponse{}
-	mi := &file_metastore_proto_msgTypes[91]
+	mi := &file_metastore_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6374,7 +7505,7 @@ func (x *DeleteOffsetsResponse) String() string {
 func (*DeleteOffsetsResponse) ProtoMessage() {}
 
 func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[91]
+	mi := &file_metastore_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6387,7 +7518,7 @@ func (x *DeleteOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{91}
+	return file_metastore_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *DeleteOffsetsResponse) GetResults() []*OffsetResult {
@@ -6405,7 +7536,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[92]
+	mi := &file_metastore_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6417,7 +7548,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[92]
+	mi := &file_metastore_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6430,7 +7561,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{92}
+	return file_metastore_proto_rawDescGZIP(), []int{110}
 }
 
 type ListGroupsResponse struct {
@@ -6445,7 +7576,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[93]
+	mi := &file_metastore_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6457,7 +7588,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[93]
+	mi := &file_metastore_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6470,7 +7601,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{93}
+	return file_metastore_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ListGroupsResponse) GetGroups() []string {
@@ -6496,7 +7627,7 @@ type DeleteGroupsRequest struct {
 
 func (x *DeleteGroupsRequest) Reset() {
 	*x = DeleteGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[94]
+	mi := &file_metastore_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6508,7 +7639,7 @@ func (x *DeleteGroupsRequest) String() string {
 func (*DeleteGroupsRequest) ProtoMessage() {}
 
 func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[94]
+	mi := &file_metastore_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6521,7 +7652,7 @@ func (x *DeleteGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{94}
+	return file_metastore_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *DeleteGroupsRequest) GetGroups() []string {
@@ -6541,7 +7672,7 @@ type GroupResult struct {
 
 func (x *GroupResult) Reset() {
 	*x = GroupResult{}
-	mi := &file_metastore_proto_msgTypes[95]
+	mi := &file_metastore_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6553,7 +7684,7 @@ func (x *GroupResult) String() string {
 func (*GroupResult) ProtoMessage() {}
 
 func (x *GroupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[95]
+	mi := &file_metastore_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6566,7 +7697,7 @@ func (x *GroupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
 func (*GroupResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{95}
+	return file_metastore_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *GroupResult) GetGroup() string {
@@ -6592,7 +7723,7 @@ type DeleteGroupsResponse struct {
 
 func (x *DeleteGroupsResponse) Reset() {
 	*x = DeleteGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[96]
+	mi := &file_metastore_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6604,7 +7735,7 @@ func (x *DeleteGroupsResponse) String() string {
 func (*DeleteGroupsResponse) ProtoMessage() {}
 
 func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[96]
+	mi := &file_metastore_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6617,7 +7748,7 @@ func (x *DeleteGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{96}
+	return file_metastore_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *DeleteGroupsResponse) GetResults() []*GroupResult {
@@ -6647,7 +7778,7 @@ type JoinGroupRequest struct {
 
 func (x *JoinGroupRequest) Reset() {
 	*x = JoinGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[97]
+	mi := &file_metastore_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6659,7 +7790,7 @@ func (x *JoinGroupRequest) String() string {
 func (*JoinGroupRequest) ProtoMessage() {}
 
 func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[97]
+	mi := &file_metastore_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6672,7 +7803,7 @@ func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupRequest.ProtoReflect.Descriptor instead.
 func (*JoinGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{97}
+	return file_metastore_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *JoinGroupRequest) GetGroup() string {
@@ -6777,7 +7908,7 @@ type JoinGroupResponse struct {
 
 func (x *JoinGroupResponse) Reset() {
 	*x = JoinGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[98]
+	mi := &file_metastore_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6789,7 +7920,7 @@ func (x *JoinGroupResponse) String() string {
 func (*JoinGroupResponse) ProtoMessage() {}
 
 func (x *JoinGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[98]
+	mi := &file_metastore_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6802,7 +7933,7 @@ func (x *JoinGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupResponse.ProtoReflect.Descriptor instead.
 func (*JoinGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{98}
+	return file_metastore_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *JoinGroupResponse) GetErrorCode() int32 {
@@ -6876,7 +8007,7 @@ type SyncGroupRequest struct {
 
 func (x *SyncGroupRequest) Reset() {
 	*x = SyncGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[99]
+	mi := &file_metastore_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6888,7 +8019,7 @@ func (x *SyncGroupRequest) String() string {
 func (*SyncGroupRequest) ProtoMessage() {}
 
 func (x *SyncGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[99]
+	mi := &file_metastore_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6901,7 +8032,7 @@ func (x *SyncGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncGroupRequest.ProtoReflect.Descriptor instead.
 func (*SyncGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{99}
+	return file_metastore_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *SyncGroupRequest) GetGroup() string {
@@ -6963,7 +8094,7 @@ type GroupAssignment struct {
 
 func (x *GroupAssignment) Reset() {
 	*x = GroupAssignment{}
-	mi := &file_metastore_proto_msgTypes[100]
+	mi := &file_metastore_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6975,7 +8106,7 @@ func (x *GroupAssignment) String() string {
 func (*GroupAssignment) ProtoMessage() {}
 
 func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[100]
+	mi := &file_metastore_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6988,7 +8119,7 @@ func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupAssignment.ProtoReflect.Descriptor instead.
 func (*GroupAssignment) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{100}
+	return file_metastore_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *GroupAssignment) GetMemberId() string {
@@ -7017,7 +8148,7 @@ type SyncGroupResponse struct {
 
 func (x *SyncGroupResponse) Reset() {
 	*x = SyncGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[101]
+	mi := &file_metastore_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7029,7 +8160,7 @@ func (x *SyncGroupResponse) String() string {
 func (*SyncGroupResponse) ProtoMessage() {}
 
 func (x *SyncGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[101]
+	mi := &file_metastore_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7042,7 +8173,7 @@ func (x *SyncGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncGroupResponse.ProtoReflect.Descriptor instead.
 func (*SyncGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{101}
+	return file_metastore_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *SyncGroupResponse) GetErrorCode() int32 {
@@ -7085,7 +8216,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_metastore_proto_msgTypes[102]
+	mi := &file_metastore_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7097,7 +8228,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[102]
+	mi := &file_metastore_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7110,7 +8241,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{102}
+	return file_metastore_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *HeartbeatRequest) GetGroup() string {
@@ -7150,7 +8281,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_metastore_proto_msgTypes[103]
+	mi := &file_metastore_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7162,7 +8293,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[103]
+	mi := &file_metastore_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7175,7 +8306,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{103}
+	return file_metastore_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *HeartbeatResponse) GetErrorCode() int32 {
@@ -7195,7 +8326,7 @@ type LeaveGroupRequest struct {
 
 func (x *LeaveGroupRequest) Reset() {
 	*x = LeaveGroupRequest{}
-	mi := &file_metastore_proto_msgTypes[104]
+	mi := &file_metastore_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7207,7 +8338,7 @@ func (x *LeaveGroupRequest) String() string {
 func (*LeaveGroupRequest) ProtoMessage() {}
 
 func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[104]
+	mi := &file_metastore_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7220,7 +8351,7 @@ func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
 func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{104}
+	return file_metastore_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *LeaveGroupRequest) GetGroup() string {
@@ -7249,7 +8380,7 @@ type LeavingMember struct {
 
 func (x *LeavingMember) Reset() {
 	*x = LeavingMember{}
-	mi := &file_metastore_proto_msgTypes[105]
+	mi := &file_metastore_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7261,7 +8392,7 @@ func (x *LeavingMember) String() string {
 func (*LeavingMember) ProtoMessage() {}
 
 func (x *LeavingMember) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[105]
+	mi := &file_metastore_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7274,7 +8405,7 @@ func (x *LeavingMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavingMember.ProtoReflect.Descriptor instead.
 func (*LeavingMember) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{105}
+	return file_metastore_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *LeavingMember) GetMemberId() string {
@@ -7315,7 +8446,7 @@ type LeaveGroupResponse struct {
 
 func (x *LeaveGroupResponse) Reset() {
 	*x = LeaveGroupResponse{}
-	mi := &file_metastore_proto_msgTypes[106]
+	mi := &file_metastore_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7327,7 +8458,7 @@ func (x *LeaveGroupResponse) String() string {
 func (*LeaveGroupResponse) ProtoMessage() {}
 
 func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[106]
+	mi := &file_metastore_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7340,7 +8471,7 @@ func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupResponse.ProtoReflect.Descriptor instead.
 func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{106}
+	return file_metastore_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *LeaveGroupResponse) GetErrorCode() int32 {
@@ -7366,7 +8497,7 @@ type DescribeGroupsRequest struct {
 
 func (x *DescribeGroupsRequest) Reset() {
 	*x = DescribeGroupsRequest{}
-	mi := &file_metastore_proto_msgTypes[107]
+	mi := &file_metastore_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7378,7 +8509,7 @@ func (x *DescribeGroupsRequest) String() string {
 func (*DescribeGroupsRequest) ProtoMessage() {}
 
 func (x *DescribeGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[107]
+	mi := &file_metastore_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7391,7 +8522,7 @@ func (x *DescribeGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{107}
+	return file_metastore_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *DescribeGroupsRequest) GetGroups() []string {
@@ -7418,7 +8549,7 @@ type GroupDescription struct {
 
 func (x *GroupDescription) Reset() {
 	*x = GroupDescription{}
-	mi := &file_metastore_proto_msgTypes[108]
+	mi := &file_metastore_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7430,7 +8561,7 @@ func (x *GroupDescription) String() string {
 func (*GroupDescription) ProtoMessage() {}
 
 func (x *GroupDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[108]
+	mi := &file_metastore_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7443,7 +8574,7 @@ func (x *GroupDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupDescription.ProtoReflect.Descriptor instead.
 func (*GroupDescription) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{108}
+	return file_metastore_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *GroupDescription) GetGroup() string {
@@ -7511,7 +8642,7 @@ type DescribeGroupsResponse struct {
 
 func (x *DescribeGroupsResponse) Reset() {
 	*x = DescribeGroupsResponse{}
-	mi := &file_metastore_proto_msgTypes[109]
+	mi := &file_metastore_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7523,7 +8654,7 @@ func (x *DescribeGroupsResponse) String() string {
 func (*DescribeGroupsResponse) ProtoMessage() {}
 
 func (x *DescribeGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[109]
+	mi := &file_metastore_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7536,7 +8667,7 @@ func (x *DescribeGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{109}
+	return file_metastore_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *DescribeGroupsResponse) GetGroups() []*GroupDescription {
@@ -7569,7 +8700,7 @@ type ConsumerHeartbeatRequest struct {
 
 func (x *ConsumerHeartbeatRequest) Reset() {
 	*x = ConsumerHeartbeatRequest{}
-	mi := &file_metastore_proto_msgTypes[110]
+	mi := &file_metastore_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7581,7 +8712,7 @@ func (x *ConsumerHeartbeatRequest) String() string {
 func (*ConsumerHeartbeatRequest) ProtoMessage() {}
 
 func (x *ConsumerHeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[110]
+	mi := &file_metastore_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7594,7 +8725,7 @@ func (x *ConsumerHeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerHeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*ConsumerHeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{110}
+	return file_metastore_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *ConsumerHeartbeatRequest) GetGroup() string {
@@ -7717,7 +8848,7 @@ type ConsumerHeartbeatResponse struct {
 
 func (x *ConsumerHeartbeatResponse) Reset() {
 	*x = ConsumerHeartbeatResponse{}
-	mi := &file_metastore_proto_msgTypes[111]
+	mi := &file_metastore_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7729,7 +8860,7 @@ func (x *ConsumerHeartbeatResponse) String() string {
 func (*ConsumerHeartbeatResponse) ProtoMessage() {}
 
 func (x *ConsumerHeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[111]
+	mi := &file_metastore_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7742,7 +8873,7 @@ func (x *ConsumerHeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerHeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*ConsumerHeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{111}
+	return file_metastore_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *ConsumerHeartbeatResponse) GetErrorCode() int32 {
@@ -7803,7 +8934,7 @@ type ConsumerGroupDescribeRequest struct {
 
 func (x *ConsumerGroupDescribeRequest) Reset() {
 	*x = ConsumerGroupDescribeRequest{}
-	mi := &file_metastore_proto_msgTypes[112]
+	mi := &file_metastore_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7815,7 +8946,7 @@ func (x *ConsumerGroupDescribeRequest) String() string {
 func (*ConsumerGroupDescribeRequest) ProtoMessage() {}
 
 func (x *ConsumerGroupDescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[112]
+	mi := &file_metastore_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7828,7 +8959,7 @@ func (x *ConsumerGroupDescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupDescribeRequest.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupDescribeRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{112}
+	return file_metastore_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *ConsumerGroupDescribeRequest) GetGroups() []string {
@@ -7854,7 +8985,7 @@ type ConsumerGroupDescription struct {
 
 func (x *ConsumerGroupDescription) Reset() {
 	*x = ConsumerGroupDescription{}
-	mi := &file_metastore_proto_msgTypes[113]
+	mi := &file_metastore_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7866,7 +8997,7 @@ func (x *ConsumerGroupDescription) String() string {
 func (*ConsumerGroupDescription) ProtoMessage() {}
 
 func (x *ConsumerGroupDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[113]
+	mi := &file_metastore_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7879,7 +9010,7 @@ func (x *ConsumerGroupDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupDescription.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupDescription) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{113}
+	return file_metastore_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *ConsumerGroupDescription) GetGroup() string {
@@ -7947,7 +9078,7 @@ type ConsumerGroupDescribeResponse struct {
 
 func (x *ConsumerGroupDescribeResponse) Reset() {
 	*x = ConsumerGroupDescribeResponse{}
-	mi := &file_metastore_proto_msgTypes[114]
+	mi := &file_metastore_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7959,7 +9090,7 @@ func (x *ConsumerGroupDescribeResponse) String() string {
 func (*ConsumerGroupDescribeResponse) ProtoMessage() {}
 
 func (x *ConsumerGroupDescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[114]
+	mi := &file_metastore_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7972,7 +9103,7 @@ func (x *ConsumerGroupDescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroupDescribeResponse.ProtoReflect.Descriptor instead.
 func (*ConsumerGroupDescribeResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{114}
+	return file_metastore_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *ConsumerGroupDescribeResponse) GetGroups() []*ConsumerGroupDescription {
@@ -7994,7 +9125,7 @@ type InitProducerRequest struct {
 
 func (x *InitProducerRequest) Reset() {
 	*x = InitProducerRequest{}
-	mi := &file_metastore_proto_msgTypes[115]
+	mi := &file_metastore_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8006,7 +9137,7 @@ func (x *InitProducerRequest) String() string {
 func (*InitProducerRequest) ProtoMessage() {}
 
 func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[115]
+	mi := &file_metastore_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8019,7 +9150,7 @@ func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerRequest.ProtoReflect.Descriptor instead.
 func (*InitProducerRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{115}
+	return file_metastore_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *InitProducerRequest) GetProducerId() int64 {
@@ -8059,7 +9190,7 @@ type AddToTxnRequest struct {
 
 func (x *AddToTxnRequest) Reset() {
 	*x = AddToTxnRequest{}
-	mi := &file_metastore_proto_msgTypes[116]
+	mi := &file_metastore_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8071,7 +9202,7 @@ func (x *AddToTxnRequest) String() string {
 func (*AddToTxnRequest) ProtoMessage() {}
 
 func (x *AddToTxnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[116]
+	mi := &file_metastore_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8084,7 +9215,7 @@ func (x *AddToTxnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddToTxnRequest.ProtoReflect.Descriptor instead.
 func (*AddToTxnRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{116}
+	return file_metastore_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *AddToTxnRequest) GetTxns() []*TxnAdd {
@@ -8103,7 +9234,7 @@ type AddToTxnResponse struct {
 
 func (x *AddToTxnResponse) Reset() {
 	*x = AddToTxnResponse{}
-	mi := &file_metastore_proto_msgTypes[117]
+	mi := &file_metastore_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8115,7 +9246,7 @@ func (x *AddToTxnResponse) String() string {
 func (*AddToTxnResponse) ProtoMessage() {}
 
 func (x *AddToTxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[117]
+	mi := &file_metastore_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8128,7 +9259,7 @@ func (x *AddToTxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddToTxnResponse.ProtoReflect.Descriptor instead.
 func (*AddToTxnResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{117}
+	return file_metastore_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *AddToTxnResponse) GetResults() []*TxnAddResult {
@@ -8150,7 +9281,7 @@ type TxnAddResult struct {
 
 func (x *TxnAddResult) Reset() {
 	*x = TxnAddResult{}
-	mi := &file_metastore_proto_msgTypes[118]
+	mi := &file_metastore_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8162,7 +9293,7 @@ func (x *TxnAddResult) String() string {
 func (*TxnAddResult) ProtoMessage() {}
 
 func (x *TxnAddResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[118]
+	mi := &file_metastore_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8175,7 +9306,7 @@ func (x *TxnAddResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnAddResult.ProtoReflect.Descriptor instead.
 func (*TxnAddResult) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{118}
+	return file_metastore_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *TxnAddResult) GetTransactionalId() string {
@@ -8218,7 +9349,7 @@ type EndTxnRequest struct {
 
 func (x *EndTxnRequest) Reset() {
 	*x = EndTxnRequest{}
-	mi := &file_metastore_proto_msgTypes[119]
+	mi := &file_metastore_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8230,7 +9361,7 @@ func (x *EndTxnRequest) String() string {
 func (*EndTxnRequest) ProtoMessage() {}
 
 func (x *EndTxnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[119]
+	mi := &file_metastore_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8243,7 +9374,7 @@ func (x *EndTxnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndTxnRequest.ProtoReflect.Descriptor instead.
 func (*EndTxnRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{119}
+	return file_metastore_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *EndTxnRequest) GetTransactionalId() string {
@@ -8282,7 +9413,7 @@ type EndTxnResponse struct {
 
 func (x *EndTxnResponse) Reset() {
 	*x = EndTxnResponse{}
-	mi := &file_metastore_proto_msgTypes[120]
+	mi := &file_metastore_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8294,7 +9425,7 @@ func (x *EndTxnResponse) String() string {
 func (*EndTxnResponse) ProtoMessage() {}
 
 func (x *EndTxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[120]
+	mi := &file_metastore_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8307,7 +9438,7 @@ func (x *EndTxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndTxnResponse.ProtoReflect.Descriptor instead.
 func (*EndTxnResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{120}
+	return file_metastore_proto_rawDescGZIP(), []int{138}
 }
 
 type TxnOffsetCommitRequest struct {
@@ -8327,7 +9458,7 @@ type TxnOffsetCommitRequest struct {
 
 func (x *TxnOffsetCommitRequest) Reset() {
 	*x = TxnOffsetCommitRequest{}
-	mi := &file_metastore_proto_msgTypes[121]
+	mi := &file_metastore_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8339,7 +9470,7 @@ func (x *TxnOffsetCommitRequest) String() string {
 func (*TxnOffsetCommitRequest) ProtoMessage() {}
 
 func (x *TxnOffsetCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[121]
+	mi := &file_metastore_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8352,7 +9483,7 @@ func (x *TxnOffsetCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOffsetCommitRequest.ProtoReflect.Descriptor instead.
 func (*TxnOffsetCommitRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{121}
+	return file_metastore_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *TxnOffsetCommitRequest) GetTransactionalId() string {
@@ -8421,7 +9552,7 @@ type TxnOffsetCommitResponse struct {
 
 func (x *TxnOffsetCommitResponse) Reset() {
 	*x = TxnOffsetCommitResponse{}
-	mi := &file_metastore_proto_msgTypes[122]
+	mi := &file_metastore_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8433,7 +9564,7 @@ func (x *TxnOffsetCommitResponse) String() string {
 func (*TxnOffsetCommitResponse) ProtoMessage() {}
 
 func (x *TxnOffsetCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[122]
+	mi := &file_metastore_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8446,7 +9577,7 @@ func (x *TxnOffsetCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOffsetCommitResponse.ProtoReflect.Descriptor instead.
 func (*TxnOffsetCommitResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{122}
+	return file_metastore_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *TxnOffsetCommitResponse) GetResults() []*OffsetResult {
@@ -8472,7 +9603,7 @@ type DescribeTransactionsRequest struct {
 
 func (x *DescribeTransactionsRequest) Reset() {
 	*x = DescribeTransactionsRequest{}
-	mi := &file_metastore_proto_msgTypes[123]
+	mi := &file_metastore_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8484,7 +9615,7 @@ func (x *DescribeTransactionsRequest) String() string {
 func (*DescribeTransactionsRequest) ProtoMessage() {}
 
 func (x *DescribeTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[123]
+	mi := &file_metastore_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8497,7 +9628,7 @@ func (x *DescribeTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{123}
+	return file_metastore_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *DescribeTransactionsRequest) GetTransactionalIds() []string {
@@ -8518,7 +9649,7 @@ type DescribeTransactionsResponse struct {
 
 func (x *DescribeTransactionsResponse) Reset() {
 	*x = DescribeTransactionsResponse{}
-	mi := &file_metastore_proto_msgTypes[124]
+	mi := &file_metastore_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8530,7 +9661,7 @@ func (x *DescribeTransactionsResponse) String() string {
 func (*DescribeTransactionsResponse) ProtoMessage() {}
 
 func (x *DescribeTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[124]
+	mi := &file_metastore_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8543,7 +9674,7 @@ func (x *DescribeTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{124}
+	return file_metastore_proto_rawDescGZIP(), []int{142}
 }
 
 func (x *DescribeTransactionsResponse) GetTransactions() []*TransactionRecord {
@@ -8571,7 +9702,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_metastore_proto_msgTypes[125]
+	mi := &file_metastore_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8583,7 +9714,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[125]
+	mi := &file_metastore_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8596,7 +9727,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{125}
+	return file_metastore_proto_rawDescGZIP(), []int{143}
 }
 
 func (x *ListTransactionsRequest) GetStates() []TxnState {
@@ -8629,7 +9760,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_metastore_proto_msgTypes[126]
+	mi := &file_metastore_proto_msgTypes[144]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8641,7 +9772,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[126]
+	mi := &file_metastore_proto_msgTypes[144]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8654,7 +9785,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{126}
+	return file_metastore_proto_rawDescGZIP(), []int{144}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*TransactionRecord {
@@ -8673,7 +9804,7 @@ type DescribeProducersRequest struct {
 
 func (x *DescribeProducersRequest) Reset() {
 	*x = DescribeProducersRequest{}
-	mi := &file_metastore_proto_msgTypes[127]
+	mi := &file_metastore_proto_msgTypes[145]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8685,7 +9816,7 @@ func (x *DescribeProducersRequest) String() string {
 func (*DescribeProducersRequest) ProtoMessage() {}
 
 func (x *DescribeProducersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[127]
+	mi := &file_metastore_proto_msgTypes[145]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8698,7 +9829,7 @@ func (x *DescribeProducersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeProducersRequest.ProtoReflect.Descriptor instead.
 func (*DescribeProducersRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{127}
+	return file_metastore_proto_rawDescGZIP(), []int{145}
 }
 
 func (x *DescribeProducersRequest) GetPartitions() []*PartitionRef {
@@ -8717,7 +9848,7 @@ type DescribeProducersResponse struct {
 
 func (x *DescribeProducersResponse) Reset() {
 	*x = DescribeProducersResponse{}
-	mi := &file_metastore_proto_msgTypes[128]
+	mi := &file_metastore_proto_msgTypes[146]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8729,7 +9860,7 @@ func (x *DescribeProducersResponse) String() string {
 func (*DescribeProducersResponse) ProtoMessage() {}
 
 func (x *DescribeProducersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[128]
+	mi := &file_metastore_proto_msgTypes[146]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8742,7 +9873,7 @@ func (x *DescribeProducersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeProducersResponse.ProtoReflect.Descriptor instead.
 func (*DescribeProducersResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{128}
+	return file_metastore_proto_rawDescGZIP(), []int{146}
 }
 
 func (x *DescribeProducersResponse) GetPartitions() []*PartitionProducers {
@@ -8764,7 +9895,7 @@ type PartitionProducers struct {
 
 func (x *PartitionProducers) Reset() {
 	*x = PartitionProducers{}
-	mi := &file_metastore_proto_msgTypes[129]
+	mi := &file_metastore_proto_msgTypes[147]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8776,7 +9907,7 @@ func (x *PartitionProducers) String() string {
 func (*PartitionProducers) ProtoMessage() {}
 
 func (x *PartitionProducers) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[129]
+	mi := &file_metastore_proto_msgTypes[147]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8789,7 +9920,7 @@ func (x *PartitionProducers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionProducers.ProtoReflect.Descriptor instead.
 func (*PartitionProducers) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{129}
+	return file_metastore_proto_rawDescGZIP(), []int{147}
 }
 
 func (x *PartitionProducers) GetTopicId() []byte {
@@ -8833,7 +9964,7 @@ type ActiveProducer struct {
 
 func (x *ActiveProducer) Reset() {
 	*x = ActiveProducer{}
-	mi := &file_metastore_proto_msgTypes[130]
+	mi := &file_metastore_proto_msgTypes[148]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8845,7 +9976,7 @@ func (x *ActiveProducer) String() string {
 func (*ActiveProducer) ProtoMessage() {}
 
 func (x *ActiveProducer) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[130]
+	mi := &file_metastore_proto_msgTypes[148]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8858,7 +9989,7 @@ func (x *ActiveProducer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActiveProducer.ProtoReflect.Descriptor instead.
 func (*ActiveProducer) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{130}
+	return file_metastore_proto_rawDescGZIP(), []int{148}
 }
 
 func (x *ActiveProducer) GetProducerId() int64 {
@@ -8906,7 +10037,7 @@ type InitProducerResponse struct {
 
 func (x *InitProducerResponse) Reset() {
 	*x = InitProducerResponse{}
-	mi := &file_metastore_proto_msgTypes[131]
+	mi := &file_metastore_proto_msgTypes[149]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8918,7 +10049,7 @@ func (x *InitProducerResponse) String() string {
 func (*InitProducerResponse) ProtoMessage() {}
 
 func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[131]
+	mi := &file_metastore_proto_msgTypes[149]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8931,7 +10062,7 @@ func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerResponse.ProtoReflect.Descriptor instead.
 func (*InitProducerResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{131}
+	return file_metastore_proto_rawDescGZIP(), []int{149}
 }
 
 func (x *InitProducerResponse) GetProducerId() int64 {
@@ -8956,7 +10087,7 @@ type ClusterRequest struct {
 
 func (x *ClusterRequest) Reset() {
 	*x = ClusterRequest{}
-	mi := &file_metastore_proto_msgTypes[132]
+	mi := &file_metastore_proto_msgTypes[150]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8968,7 +10099,7 @@ func (x *ClusterRequest) String() string {
 func (*ClusterRequest) ProtoMessage() {}
 
 func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[132]
+	mi := &file_metastore_proto_msgTypes[150]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8981,7 +10112,7 @@ func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRequest.ProtoReflect.Descriptor instead.
 func (*ClusterRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{132}
+	return file_metastore_proto_rawDescGZIP(), []int{150}
 }
 
 type ClusterResponse struct {
@@ -8995,7 +10126,7 @@ type ClusterResponse struct {
 
 func (x *ClusterResponse) Reset() {
 	*x = ClusterResponse{}
-	mi := &file_metastore_proto_msgTypes[133]
+	mi := &file_metastore_proto_msgTypes[151]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9007,7 +10138,7 @@ func (x *ClusterResponse) String() string {
 func (*ClusterResponse) ProtoMessage() {}
 
 func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[133]
+	mi := &file_metastore_proto_msgTypes[151]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9020,7 +10151,7 @@ func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse.ProtoReflect.Descriptor instead.
 func (*ClusterResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{133}
+	return file_metastore_proto_rawDescGZIP(), []int{151}
 }
 
 func (x *ClusterResponse) GetMembers() []*ClusterResponse_Member {
@@ -9055,7 +10186,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_metastore_proto_msgTypes[134]
+	mi := &file_metastore_proto_msgTypes[152]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9067,7 +10198,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[134]
+	mi := &file_metastore_proto_msgTypes[152]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9080,7 +10211,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{134}
+	return file_metastore_proto_rawDescGZIP(), []int{152}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -9112,7 +10243,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_metastore_proto_msgTypes[135]
+	mi := &file_metastore_proto_msgTypes[153]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9124,7 +10255,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[135]
+	mi := &file_metastore_proto_msgTypes[153]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9137,7 +10268,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{135}
+	return file_metastore_proto_rawDescGZIP(), []int{153}
 }
 
 type LeaveRequest struct {
@@ -9149,7 +10280,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_metastore_proto_msgTypes[136]
+	mi := &file_metastore_proto_msgTypes[154]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9161,7 +10292,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[136]
+	mi := &file_metastore_proto_msgTypes[154]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9174,7 +10305,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{136}
+	return file_metastore_proto_rawDescGZIP(), []int{154}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -9192,7 +10323,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_metastore_proto_msgTypes[137]
+	mi := &file_metastore_proto_msgTypes[155]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9204,7 +10335,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[137]
+	mi := &file_metastore_proto_msgTypes[155]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9217,7 +10348,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{137}
+	return file_metastore_proto_rawDescGZIP(), []int{155}
 }
 
 type ClusterResponse_Member struct {
@@ -9233,7 +10364,7 @@ type ClusterResponse_Member struct {
 
 func (x *ClusterResponse_Member) Reset() {
 	*x = ClusterResponse_Member{}
-	mi := &file_metastore_proto_msgTypes[140]
+	mi := &file_metastore_proto_msgTypes[158]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9245,7 +10376,7 @@ func (x *ClusterResponse_Member) String() string {
 func (*ClusterResponse_Member) ProtoMessage() {}
 
 func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
-	mi := &file_metastore_proto_msgTypes[140]
+	mi := &file_metastore_proto_msgTypes[158]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9258,7 +10389,7 @@ func (x *ClusterResponse_Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse_Member.ProtoReflect.Descriptor instead.
 func (*ClusterResponse_Member) Descriptor() ([]byte, []int) {
-	return file_metastore_proto_rawDescGZIP(), []int{133, 0}
+	return file_metastore_proto_rawDescGZIP(), []int{151, 0}
 }
 
 func (x *ClusterResponse_Member) GetId() string {
@@ -9300,7 +10431,7 @@ var File_metastore_proto protoreflect.FileDescriptor
 
 const file_metastore_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmetastore.proto\x12\x13strata.metastore.v1\"\x9f\x0f\n" +
+	"\x0fmetastore.proto\x12\x13strata.metastore.v1\"\xe9\x11\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x15\n" +
 	"\x06now_ms\x18\x02 \x01(\x03R\x05nowMs\x12O\n" +
@@ -9330,8 +10461,24 @@ const file_metastore_proto_rawDesc = "" +
 	"\x11txn_offset_commit\x18\x1e \x01(\v2+.strata.metastore.v1.TxnOffsetCommitCommandH\x00R\x0ftxnOffsetCommit\x12I\n" +
 	"\vexpire_txns\x18\x1f \x01(\v2&.strata.metastore.v1.ExpireTxnsCommandH\x00R\n" +
 	"expireTxns\x12C\n" +
-	"\ttxn_batch\x18  \x01(\v2$.strata.metastore.v1.TxnBatchCommandH\x00R\btxnBatchB\x04\n" +
-	"\x02op\"r\n" +
+	"\ttxn_batch\x18  \x01(\v2$.strata.metastore.v1.TxnBatchCommandH\x00R\btxnBatch\x12O\n" +
+	"\rreplace_index\x18! \x01(\v2(.strata.metastore.v1.ReplaceIndexCommandH\x00R\freplaceIndex\x12R\n" +
+	"\x0edelete_records\x18\" \x01(\v2).strata.metastore.v1.DeleteRecordsCommandH\x00R\rdeleteRecords\x12O\n" +
+	"\rclaim_garbage\x18# \x01(\v2(.strata.metastore.v1.ClaimGarbageCommandH\x00R\fclaimGarbage\x12R\n" +
+	"\x0eforget_garbage\x18$ \x01(\v2).strata.metastore.v1.ForgetGarbageCommandH\x00R\rforgetGarbageB\x04\n" +
+	"\x02op\"Y\n" +
+	"\x13ReplaceIndexCommand\x12B\n" +
+	"\arequest\x18\x01 \x01(\v2(.strata.metastore.v1.ReplaceIndexRequestR\arequest\"\\\n" +
+	"\x14DeleteRecordsCommand\x12D\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2$.strata.metastore.v1.PartitionOffsetR\n" +
+	"partitions\"F\n" +
+	"\x13ClaimGarbageCommand\x12\x19\n" +
+	"\bgrace_ms\x18\x01 \x01(\x03R\agraceMs\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"7\n" +
+	"\x14ForgetGarbageCommand\x12\x1f\n" +
+	"\vsegment_ids\x18\x01 \x03(\fR\n" +
+	"segmentIds\"r\n" +
 	"\x13CreateTopicsCommand\x126\n" +
 	"\x06topics\x18\x01 \x03(\v2\x1e.strata.metastore.v1.TopicSpecR\x06topics\x12#\n" +
 	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"\x8c\x02\n" +
@@ -9504,7 +10651,7 @@ const file_metastore_proto_rawDesc = "" +
 	"\n" +
 	"created_ms\x18\x03 \x01(\x03R\tcreatedMs\x12\x1d\n" +
 	"\n" +
-	"expires_ms\x18\x04 \x01(\x03R\texpiresMs\"\xc9\x01\n" +
+	"expires_ms\x18\x04 \x01(\x03R\texpiresMs\"\xc0\x02\n" +
 	"\rSegmentRecord\x12\x1d\n" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\fR\tsegmentId\x12\x12\n" +
@@ -9513,7 +10660,11 @@ const file_metastore_proto_rawDesc = "" +
 	"\n" +
 	"references\x18\x04 \x01(\x05R\n" +
 	"references\x12B\n" +
-	"\x06result\x18\x05 \x01(\v2*.strata.metastore.v1.CommitSegmentResponseR\x06result\"\xbe\x01\n" +
+	"\x06result\x18\x05 \x01(\v2*.strata.metastore.v1.CommitSegmentResponseR\x06result\x12'\n" +
+	"\x0funreferenced_ms\x18\x06 \x01(\x03R\x0eunreferencedMs\x12\x1c\n" +
+	"\tcondemned\x18\a \x01(\bR\tcondemned\x12\x18\n" +
+	"\adeleted\x18\b \x01(\bR\adeleted\x12\x14\n" +
+	"\x05level\x18\t \x01(\x05R\x05level\"\xbe\x01\n" +
 	"\x0fCommittedOffset\x12\x19\n" +
 	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -9645,7 +10796,7 @@ const file_metastore_proto_rawDesc = "" +
 	"lastOffset\x12(\n" +
 	"\x10log_start_offset\x18\x06 \x01(\x03R\x0elogStartOffset\x12:\n" +
 	"\abatches\x18\a \x03(\v2 .strata.metastore.v1.BatchResultR\abatches\x12,\n" +
-	"\x12last_stable_offset\x18\b \x01(\x03R\x10lastStableOffset\"\xe7\x03\n" +
+	"\x12last_stable_offset\x18\b \x01(\x03R\x10lastStableOffset\"\x9c\x04\n" +
 	"\n" +
 	"IndexEntry\x12\x19\n" +
 	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
@@ -9668,7 +10819,10 @@ const file_metastore_proto_rawDesc = "" +
 	"\vproducer_id\x18\r \x01(\x03R\n" +
 	"producerId\x12%\n" +
 	"\x0eproducer_epoch\x18\x0e \x01(\x05R\rproducerEpoch\x12,\n" +
-	"\x12last_stable_offset\x18\x0f \x01(\x03R\x10lastStableOffset\"r\n" +
+	"\x12last_stable_offset\x18\x0f \x01(\x03R\x10lastStableOffset\x12\x14\n" +
+	"\x05level\x18\x10 \x01(\x05R\x05level\x12\x1d\n" +
+	"\n" +
+	"cleaned_ms\x18\x11 \x01(\x03R\tcleanedMs\"r\n" +
 	"\x13CreateTopicsRequest\x126\n" +
 	"\x06topics\x18\x01 \x03(\v2\x1e.strata.metastore.v1.TopicSpecR\x06topics\x12#\n" +
 	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"\xbe\x01\n" +
@@ -9753,7 +10907,7 @@ const file_metastore_proto_rawDesc = "" +
 	"\bmetadata\x18\x02 \x01(\bR\bmetadata\"G\n" +
 	"\fPartitionRef\x12\x19\n" +
 	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
-	"\tpartition\x18\x02 \x01(\x05R\tpartition\"\xdc\x02\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\"\x9c\x03\n" +
 	"\n" +
 	"WatchEvent\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x16\n" +
@@ -9762,7 +10916,64 @@ const file_metastore_proto_rawDesc = "" +
 	"\x0etopics_changed\x18\x04 \x03(\v2\x1a.strata.metastore.v1.TopicR\rtopicsChanged\x12%\n" +
 	"\x0etopics_deleted\x18\x05 \x03(\fR\rtopicsDeleted\x12E\n" +
 	"\x0eagents_changed\x18\x06 \x03(\v2\x1e.strata.metastore.v1.AgentInfoR\ragentsChanged\x12%\n" +
-	"\x0eagents_removed\x18\a \x03(\tR\ragentsRemoved\"\xf3\x01\n" +
+	"\x0eagents_removed\x18\a \x03(\tR\ragentsRemoved\x12>\n" +
+	"\achanges\x18\b \x03(\v2$.strata.metastore.v1.PartitionChangeR\achanges\"\xd6\x01\n" +
+	"\x0fPartitionChange\x12\x19\n" +
+	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1a\n" +
+	"\breplaced\x18\x03 \x01(\bR\breplaced\x12#\n" +
+	"\rreplaced_from\x18\x04 \x01(\x03R\freplacedFrom\x12\x1f\n" +
+	"\vreplaced_to\x18\x05 \x01(\x03R\n" +
+	"replacedTo\x12(\n" +
+	"\x10log_start_offset\x18\x06 \x01(\x03R\x0elogStartOffset\"\x9e\x02\n" +
+	"\x13ReplaceIndexRequest\x12\x19\n" +
+	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x127\n" +
+	"\x06inputs\x18\x03 \x03(\v2\x1f.strata.metastore.v1.IndexEntryR\x06inputs\x129\n" +
+	"\aoutputs\x18\x04 \x03(\v2\x1f.strata.metastore.v1.IndexEntryR\aoutputs\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x05 \x01(\fR\tsegmentId\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\x12'\n" +
+	"\x0fdropped_aborted\x18\a \x03(\x03R\x0edroppedAborted\"\x9e\x01\n" +
+	"\x14ReplaceIndexResponse\x124\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x1e.strata.metastore.v1.ErrorCodeR\x05error\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x126\n" +
+	"\x04head\x18\x03 \x01(\v2\".strata.metastore.v1.PartitionHeadR\x04head\"b\n" +
+	"\x0fPartitionOffset\x12\x19\n" +
+	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\"\\\n" +
+	"\x14DeleteRecordsRequest\x12D\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2$.strata.metastore.v1.PartitionOffsetR\n" +
+	"partitions\"\xb0\x01\n" +
+	"\x15PartitionOffsetResult\x12\x19\n" +
+	"\btopic_id\x18\x01 \x01(\fR\atopicId\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x124\n" +
+	"\x05error\x18\x03 \x01(\x0e2\x1e.strata.metastore.v1.ErrorCodeR\x05error\x12(\n" +
+	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset\"]\n" +
+	"\x15DeleteRecordsResponse\x12D\n" +
+	"\aresults\x18\x01 \x03(\v2*.strata.metastore.v1.PartitionOffsetResultR\aresults\"/\n" +
+	"\x0eSegmentRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\fR\tsegmentId\"\x88\x01\n" +
+	"\x0fSegmentResponse\x12:\n" +
+	"\x06record\x18\x01 \x01(\v2\".strata.metastore.v1.SegmentRecordR\x06record\x129\n" +
+	"\x06intent\x18\x02 \x01(\v2!.strata.metastore.v1.UploadIntentR\x06intent\"F\n" +
+	"\x13ClaimGarbageRequest\x12\x19\n" +
+	"\bgrace_ms\x18\x01 \x01(\x03R\agraceMs\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"e\n" +
+	"\aGarbage\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\fR\tsegmentId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12'\n" +
+	"\x0fnever_committed\x18\x03 \x01(\bR\x0eneverCommitted\"N\n" +
+	"\x14ClaimGarbageResponse\x126\n" +
+	"\agarbage\x18\x01 \x03(\v2\x1c.strata.metastore.v1.GarbageR\agarbage\"7\n" +
+	"\x14ForgetGarbageRequest\x12\x1f\n" +
+	"\vsegment_ids\x18\x01 \x03(\fR\n" +
+	"segmentIds\"\x17\n" +
+	"\x15ForgetGarbageResponse\"\xf3\x01\n" +
 	"\x14CommitOffsetsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12>\n" +
 	"\aoffsets\x18\x02 \x03(\v2$.strata.metastore.v1.CommittedOffsetR\aoffsets\x12#\n" +
@@ -10055,7 +11266,7 @@ const file_metastore_proto_rawDesc = "" +
 	"\fJoinResponse\"\x1e\n" +
 	"\fLeaveRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x0f\n" +
-	"\rLeaveResponse*\xee\x04\n" +
+	"\rLeaveResponse*\xff\x04\n" +
 	"\tErrorCode\x12\b\n" +
 	"\x04NONE\x10\x00\x12\x1e\n" +
 	"\x1aUNKNOWN_TOPIC_OR_PARTITION\x10\x01\x12\x18\n" +
@@ -10083,12 +11294,13 @@ const file_metastore_proto_rawDesc = "" +
 	"\x1bINVALID_TRANSACTION_TIMEOUT\x10\x15\x12\x1b\n" +
 	"\x17CONCURRENT_TRANSACTIONS\x10\x16\x12\x1e\n" +
 	"\x1aTRANSACTIONAL_ID_NOT_FOUND\x10\x17\x12\x1b\n" +
-	"\x17OPERATION_NOT_ATTEMPTED\x10\x18*[\n" +
+	"\x17OPERATION_NOT_ATTEMPTED\x10\x18\x12\x0f\n" +
+	"\vSTALE_INDEX\x10\x19*[\n" +
 	"\bTxnState\x12\r\n" +
 	"\tTXN_EMPTY\x10\x00\x12\x0f\n" +
 	"\vTXN_ONGOING\x10\x01\x12\x17\n" +
 	"\x13TXN_COMPLETE_COMMIT\x10\x02\x12\x16\n" +
-	"\x12TXN_COMPLETE_ABORT\x10\x032\x9a\x1d\n" +
+	"\x12TXN_COMPLETE_ABORT\x10\x032\x8a!\n" +
 	"\tMetastore\x12c\n" +
 	"\fCreateTopics\x12(.strata.metastore.v1.CreateTopicsRequest\x1a).strata.metastore.v1.CreateTopicsResponse\x12c\n" +
 	"\fDeleteTopics\x12(.strata.metastore.v1.DeleteTopicsRequest\x1a).strata.metastore.v1.DeleteTopicsResponse\x12c\n" +
@@ -10104,7 +11316,12 @@ const file_metastore_proto_rawDesc = "" +
 	"ListAgents\x12&.strata.metastore.v1.ListAgentsRequest\x1a'.strata.metastore.v1.ListAgentsResponse\x12c\n" +
 	"\fRecordIntent\x12(.strata.metastore.v1.RecordIntentRequest\x1a).strata.metastore.v1.RecordIntentResponse\x12f\n" +
 	"\rResolveIntent\x12).strata.metastore.v1.ResolveIntentRequest\x1a*.strata.metastore.v1.ResolveIntentResponse\x12u\n" +
-	"\x12ListExpiredIntents\x12..strata.metastore.v1.ListExpiredIntentsRequest\x1a/.strata.metastore.v1.ListExpiredIntentsResponse\x12M\n" +
+	"\x12ListExpiredIntents\x12..strata.metastore.v1.ListExpiredIntentsRequest\x1a/.strata.metastore.v1.ListExpiredIntentsResponse\x12T\n" +
+	"\aSegment\x12#.strata.metastore.v1.SegmentRequest\x1a$.strata.metastore.v1.SegmentResponse\x12c\n" +
+	"\fReplaceIndex\x12(.strata.metastore.v1.ReplaceIndexRequest\x1a).strata.metastore.v1.ReplaceIndexResponse\x12f\n" +
+	"\rDeleteRecords\x12).strata.metastore.v1.DeleteRecordsRequest\x1a*.strata.metastore.v1.DeleteRecordsResponse\x12c\n" +
+	"\fClaimGarbage\x12(.strata.metastore.v1.ClaimGarbageRequest\x1a).strata.metastore.v1.ClaimGarbageResponse\x12f\n" +
+	"\rForgetGarbage\x12).strata.metastore.v1.ForgetGarbageRequest\x1a*.strata.metastore.v1.ForgetGarbageResponse\x12M\n" +
 	"\x05Watch\x12!.strata.metastore.v1.WatchRequest\x1a\x1f.strata.metastore.v1.WatchEvent0\x01\x12f\n" +
 	"\rCommitOffsets\x12).strata.metastore.v1.CommitOffsetsRequest\x1a*.strata.metastore.v1.CommitOffsetsResponse\x12c\n" +
 	"\fFetchOffsets\x12(.strata.metastore.v1.FetchOffsetsRequest\x1a).strata.metastore.v1.FetchOffsetsResponse\x12f\n" +
@@ -10144,360 +11361,405 @@ func file_metastore_proto_rawDescGZIP() []byte {
 }
 
 var file_metastore_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 141)
+var file_metastore_proto_msgTypes = make([]protoimpl.MessageInfo, 159)
 var file_metastore_proto_goTypes = []any{
 	(ErrorCode)(0),                        // 0: strata.metastore.v1.ErrorCode
 	(TxnState)(0),                         // 1: strata.metastore.v1.TxnState
 	(ConfigOp_Kind)(0),                    // 2: strata.metastore.v1.ConfigOp.Kind
 	(*Command)(nil),                       // 3: strata.metastore.v1.Command
-	(*CreateTopicsCommand)(nil),           // 4: strata.metastore.v1.CreateTopicsCommand
-	(*TopicSpec)(nil),                     // 5: strata.metastore.v1.TopicSpec
-	(*DeleteTopicsCommand)(nil),           // 6: strata.metastore.v1.DeleteTopicsCommand
-	(*TopicRef)(nil),                      // 7: strata.metastore.v1.TopicRef
-	(*AlterConfigsCommand)(nil),           // 8: strata.metastore.v1.AlterConfigsCommand
-	(*ConfigAlteration)(nil),              // 9: strata.metastore.v1.ConfigAlteration
-	(*ConfigOp)(nil),                      // 10: strata.metastore.v1.ConfigOp
-	(*CreatePartitionsCommand)(nil),       // 11: strata.metastore.v1.CreatePartitionsCommand
-	(*PartitionGrowth)(nil),               // 12: strata.metastore.v1.PartitionGrowth
-	(*CommitSegmentsCommand)(nil),         // 13: strata.metastore.v1.CommitSegmentsCommand
-	(*RegisterAgentCommand)(nil),          // 14: strata.metastore.v1.RegisterAgentCommand
-	(*DeregisterAgentCommand)(nil),        // 15: strata.metastore.v1.DeregisterAgentCommand
-	(*ExpireAgentsCommand)(nil),           // 16: strata.metastore.v1.ExpireAgentsCommand
-	(*RecordIntentCommand)(nil),           // 17: strata.metastore.v1.RecordIntentCommand
-	(*ResolveIntentCommand)(nil),          // 18: strata.metastore.v1.ResolveIntentCommand
-	(*CommitOffsetsCommand)(nil),          // 19: strata.metastore.v1.CommitOffsetsCommand
-	(*InitProducerCommand)(nil),           // 20: strata.metastore.v1.InitProducerCommand
-	(*AddToTxnCommand)(nil),               // 21: strata.metastore.v1.AddToTxnCommand
-	(*TxnAdd)(nil),                        // 22: strata.metastore.v1.TxnAdd
-	(*EndTxnCommand)(nil),                 // 23: strata.metastore.v1.EndTxnCommand
-	(*TxnOffsetCommitCommand)(nil),        // 24: strata.metastore.v1.TxnOffsetCommitCommand
-	(*TxnBatchCommand)(nil),               // 25: strata.metastore.v1.TxnBatchCommand
-	(*ExpireTxnsCommand)(nil),             // 26: strata.metastore.v1.ExpireTxnsCommand
-	(*ExpireProducersCommand)(nil),        // 27: strata.metastore.v1.ExpireProducersCommand
-	(*CommitOffsetsBatchCommand)(nil),     // 28: strata.metastore.v1.CommitOffsetsBatchCommand
-	(*DeleteOffsetsCommand)(nil),          // 29: strata.metastore.v1.DeleteOffsetsCommand
-	(*DeleteGroupsCommand)(nil),           // 30: strata.metastore.v1.DeleteGroupsCommand
-	(*SaveGroupCommand)(nil),              // 31: strata.metastore.v1.SaveGroupCommand
-	(*ExpireOffsetsCommand)(nil),          // 32: strata.metastore.v1.ExpireOffsetsCommand
-	(*Topic)(nil),                         // 33: strata.metastore.v1.Topic
-	(*PartitionHead)(nil),                 // 34: strata.metastore.v1.PartitionHead
-	(*TransactionRecord)(nil),             // 35: strata.metastore.v1.TransactionRecord
-	(*TxnPartition)(nil),                  // 36: strata.metastore.v1.TxnPartition
-	(*AbortedTxn)(nil),                    // 37: strata.metastore.v1.AbortedTxn
-	(*AgentInfo)(nil),                     // 38: strata.metastore.v1.AgentInfo
-	(*UploadIntent)(nil),                  // 39: strata.metastore.v1.UploadIntent
-	(*SegmentRecord)(nil),                 // 40: strata.metastore.v1.SegmentRecord
-	(*CommittedOffset)(nil),               // 41: strata.metastore.v1.CommittedOffset
-	(*GroupRecord)(nil),                   // 42: strata.metastore.v1.GroupRecord
-	(*ConsumerGroupState)(nil),            // 43: strata.metastore.v1.ConsumerGroupState
-	(*ConsumerMember)(nil),                // 44: strata.metastore.v1.ConsumerMember
-	(*TopicPartitions)(nil),               // 45: strata.metastore.v1.TopicPartitions
-	(*GroupMember)(nil),                   // 46: strata.metastore.v1.GroupMember
-	(*GroupProtocol)(nil),                 // 47: strata.metastore.v1.GroupProtocol
-	(*ProducerRecord)(nil),                // 48: strata.metastore.v1.ProducerRecord
-	(*ProducerPartition)(nil),             // 49: strata.metastore.v1.ProducerPartition
-	(*ProducedBatch)(nil),                 // 50: strata.metastore.v1.ProducedBatch
-	(*CommitSegmentRequest)(nil),          // 51: strata.metastore.v1.CommitSegmentRequest
-	(*ChunkCommit)(nil),                   // 52: strata.metastore.v1.ChunkCommit
-	(*BatchInfo)(nil),                     // 53: strata.metastore.v1.BatchInfo
-	(*BatchResult)(nil),                   // 54: strata.metastore.v1.BatchResult
-	(*CommitSegmentResponse)(nil),         // 55: strata.metastore.v1.CommitSegmentResponse
-	(*ChunkResult)(nil),                   // 56: strata.metastore.v1.ChunkResult
-	(*IndexEntry)(nil),                    // 57: strata.metastore.v1.IndexEntry
-	(*CreateTopicsRequest)(nil),           // 58: strata.metastore.v1.CreateTopicsRequest
-	(*TopicResult)(nil),                   // 59: strata.metastore.v1.TopicResult
-	(*CreateTopicsResponse)(nil),          // 60: strata.metastore.v1.CreateTopicsResponse
-	(*DeleteTopicsRequest)(nil),           // 61: strata.metastore.v1.DeleteTopicsRequest
-	(*DeleteTopicsResponse)(nil),          // 62: strata.metastore.v1.DeleteTopicsResponse
-	(*AlterConfigsRequest)(nil),           // 63: strata.metastore.v1.AlterConfigsRequest
-	(*AlterConfigsResponse)(nil),          // 64: strata.metastore.v1.AlterConfigsResponse
-	(*CreatePartitionsRequest)(nil),       // 65: strata.metastore.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),      // 66: strata.metastore.v1.CreatePartitionsResponse
-	(*DescribeTopicsRequest)(nil),         // 67: strata.metastore.v1.DescribeTopicsRequest
-	(*DescribeTopicsResponse)(nil),        // 68: strata.metastore.v1.DescribeTopicsResponse
-	(*LookupRequest)(nil),                 // 69: strata.metastore.v1.LookupRequest
-	(*LookupResponse)(nil),                // 70: strata.metastore.v1.LookupResponse
-	(*ListOffsetsRequest)(nil),            // 71: strata.metastore.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),           // 72: strata.metastore.v1.ListOffsetsResponse
-	(*RegisterAgentRequest)(nil),          // 73: strata.metastore.v1.RegisterAgentRequest
-	(*RegisterAgentResponse)(nil),         // 74: strata.metastore.v1.RegisterAgentResponse
-	(*DeregisterAgentRequest)(nil),        // 75: strata.metastore.v1.DeregisterAgentRequest
-	(*DeregisterAgentResponse)(nil),       // 76: strata.metastore.v1.DeregisterAgentResponse
-	(*ListAgentsRequest)(nil),             // 77: strata.metastore.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),            // 78: strata.metastore.v1.ListAgentsResponse
-	(*RecordIntentRequest)(nil),           // 79: strata.metastore.v1.RecordIntentRequest
-	(*RecordIntentResponse)(nil),          // 80: strata.metastore.v1.RecordIntentResponse
-	(*ResolveIntentRequest)(nil),          // 81: strata.metastore.v1.ResolveIntentRequest
-	(*ResolveIntentResponse)(nil),         // 82: strata.metastore.v1.ResolveIntentResponse
-	(*ListExpiredIntentsRequest)(nil),     // 83: strata.metastore.v1.ListExpiredIntentsRequest
-	(*ListExpiredIntentsResponse)(nil),    // 84: strata.metastore.v1.ListExpiredIntentsResponse
-	(*WatchRequest)(nil),                  // 85: strata.metastore.v1.WatchRequest
-	(*PartitionRef)(nil),                  // 86: strata.metastore.v1.PartitionRef
-	(*WatchEvent)(nil),                    // 87: strata.metastore.v1.WatchEvent
-	(*CommitOffsetsRequest)(nil),          // 88: strata.metastore.v1.CommitOffsetsRequest
-	(*OffsetResult)(nil),                  // 89: strata.metastore.v1.OffsetResult
-	(*CommitOffsetsResponse)(nil),         // 90: strata.metastore.v1.CommitOffsetsResponse
-	(*FetchOffsetsRequest)(nil),           // 91: strata.metastore.v1.FetchOffsetsRequest
-	(*FetchOffsetsResponse)(nil),          // 92: strata.metastore.v1.FetchOffsetsResponse
-	(*DeleteOffsetsRequest)(nil),          // 93: strata.metastore.v1.DeleteOffsetsRequest
-	(*DeleteOffsetsResponse)(nil),         // 94: strata.metastore.v1.DeleteOffsetsResponse
-	(*ListGroupsRequest)(nil),             // 95: strata.metastore.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),            // 96: strata.metastore.v1.ListGroupsResponse
-	(*DeleteGroupsRequest)(nil),           // 97: strata.metastore.v1.DeleteGroupsRequest
-	(*GroupResult)(nil),                   // 98: strata.metastore.v1.GroupResult
-	(*DeleteGroupsResponse)(nil),          // 99: strata.metastore.v1.DeleteGroupsResponse
-	(*JoinGroupRequest)(nil),              // 100: strata.metastore.v1.JoinGroupRequest
-	(*JoinGroupResponse)(nil),             // 101: strata.metastore.v1.JoinGroupResponse
-	(*SyncGroupRequest)(nil),              // 102: strata.metastore.v1.SyncGroupRequest
-	(*GroupAssignment)(nil),               // 103: strata.metastore.v1.GroupAssignment
-	(*SyncGroupResponse)(nil),             // 104: strata.metastore.v1.SyncGroupResponse
-	(*HeartbeatRequest)(nil),              // 105: strata.metastore.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),             // 106: strata.metastore.v1.HeartbeatResponse
-	(*LeaveGroupRequest)(nil),             // 107: strata.metastore.v1.LeaveGroupRequest
-	(*LeavingMember)(nil),                 // 108: strata.metastore.v1.LeavingMember
-	(*LeaveGroupResponse)(nil),            // 109: strata.metastore.v1.LeaveGroupResponse
-	(*DescribeGroupsRequest)(nil),         // 110: strata.metastore.v1.DescribeGroupsRequest
-	(*GroupDescription)(nil),              // 111: strata.metastore.v1.GroupDescription
-	(*DescribeGroupsResponse)(nil),        // 112: strata.metastore.v1.DescribeGroupsResponse
-	(*ConsumerHeartbeatRequest)(nil),      // 113: strata.metastore.v1.ConsumerHeartbeatRequest
-	(*ConsumerHeartbeatResponse)(nil),     // 114: strata.metastore.v1.ConsumerHeartbeatResponse
-	(*ConsumerGroupDescribeRequest)(nil),  // 115: strata.metastore.v1.ConsumerGroupDescribeRequest
-	(*ConsumerGroupDescription)(nil),      // 116: strata.metastore.v1.ConsumerGroupDescription
-	(*ConsumerGroupDescribeResponse)(nil), // 117: strata.metastore.v1.ConsumerGroupDescribeResponse
-	(*InitProducerRequest)(nil),           // 118: strata.metastore.v1.InitProducerRequest
-	(*AddToTxnRequest)(nil),               // 119: strata.metastore.v1.AddToTxnRequest
-	(*AddToTxnResponse)(nil),              // 120: strata.metastore.v1.AddToTxnResponse
-	(*TxnAddResult)(nil),                  // 121: strata.metastore.v1.TxnAddResult
-	(*EndTxnRequest)(nil),                 // 122: strata.metastore.v1.EndTxnRequest
-	(*EndTxnResponse)(nil),                // 123: strata.metastore.v1.EndTxnResponse
-	(*TxnOffsetCommitRequest)(nil),        // 124: strata.metastore.v1.TxnOffsetCommitRequest
-	(*TxnOffsetCommitResponse)(nil),       // 125: strata.metastore.v1.TxnOffsetCommitResponse
-	(*DescribeTransactionsRequest)(nil),   // 126: strata.metastore.v1.DescribeTransactionsRequest
-	(*DescribeTransactionsResponse)(nil),  // 127: strata.metastore.v1.DescribeTransactionsResponse
-	(*ListTransactionsRequest)(nil),       // 128: strata.metastore.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil),      // 129: strata.metastore.v1.ListTransactionsResponse
-	(*DescribeProducersRequest)(nil),      // 130: strata.metastore.v1.DescribeProducersRequest
-	(*DescribeProducersResponse)(nil),     // 131: strata.metastore.v1.DescribeProducersResponse
-	(*PartitionProducers)(nil),            // 132: strata.metastore.v1.PartitionProducers
-	(*ActiveProducer)(nil),                // 133: strata.metastore.v1.ActiveProducer
-	(*InitProducerResponse)(nil),          // 134: strata.metastore.v1.InitProducerResponse
-	(*ClusterRequest)(nil),                // 135: strata.metastore.v1.ClusterRequest
-	(*ClusterResponse)(nil),               // 136: strata.metastore.v1.ClusterResponse
-	(*JoinRequest)(nil),                   // 137: strata.metastore.v1.JoinRequest
-	(*JoinResponse)(nil),                  // 138: strata.metastore.v1.JoinResponse
-	(*LeaveRequest)(nil),                  // 139: strata.metastore.v1.LeaveRequest
-	(*LeaveResponse)(nil),                 // 140: strata.metastore.v1.LeaveResponse
-	nil,                                   // 141: strata.metastore.v1.TopicSpec.ConfigsEntry
-	nil,                                   // 142: strata.metastore.v1.Topic.ConfigsEntry
-	(*ClusterResponse_Member)(nil),        // 143: strata.metastore.v1.ClusterResponse.Member
+	(*ReplaceIndexCommand)(nil),           // 4: strata.metastore.v1.ReplaceIndexCommand
+	(*DeleteRecordsCommand)(nil),          // 5: strata.metastore.v1.DeleteRecordsCommand
+	(*ClaimGarbageCommand)(nil),           // 6: strata.metastore.v1.ClaimGarbageCommand
+	(*ForgetGarbageCommand)(nil),          // 7: strata.metastore.v1.ForgetGarbageCommand
+	(*CreateTopicsCommand)(nil),           // 8: strata.metastore.v1.CreateTopicsCommand
+	(*TopicSpec)(nil),                     // 9: strata.metastore.v1.TopicSpec
+	(*DeleteTopicsCommand)(nil),           // 10: strata.metastore.v1.DeleteTopicsCommand
+	(*TopicRef)(nil),                      // 11: strata.metastore.v1.TopicRef
+	(*AlterConfigsCommand)(nil),           // 12: strata.metastore.v1.AlterConfigsCommand
+	(*ConfigAlteration)(nil),              // 13: strata.metastore.v1.ConfigAlteration
+	(*ConfigOp)(nil),                      // 14: strata.metastore.v1.ConfigOp
+	(*CreatePartitionsCommand)(nil),       // 15: strata.metastore.v1.CreatePartitionsCommand
+	(*PartitionGrowth)(nil),               // 16: strata.metastore.v1.PartitionGrowth
+	(*CommitSegmentsCommand)(nil),         // 17: strata.metastore.v1.CommitSegmentsCommand
+	(*RegisterAgentCommand)(nil),          // 18: strata.metastore.v1.RegisterAgentCommand
+	(*DeregisterAgentCommand)(nil),        // 19: strata.metastore.v1.DeregisterAgentCommand
+	(*ExpireAgentsCommand)(nil),           // 20: strata.metastore.v1.ExpireAgentsCommand
+	(*RecordIntentCommand)(nil),           // 21: strata.metastore.v1.RecordIntentCommand
+	(*ResolveIntentCommand)(nil),          // 22: strata.metastore.v1.ResolveIntentCommand
+	(*CommitOffsetsCommand)(nil),          // 23: strata.metastore.v1.CommitOffsetsCommand
+	(*InitProducerCommand)(nil),           // 24: strata.metastore.v1.InitProducerCommand
+	(*AddToTxnCommand)(nil),               // 25: strata.metastore.v1.AddToTxnCommand
+	(*TxnAdd)(nil),                        // 26: strata.metastore.v1.TxnAdd
+	(*EndTxnCommand)(nil),                 // 27: strata.metastore.v1.EndTxnCommand
+	(*TxnOffsetCommitCommand)(nil),        // 28: strata.metastore.v1.TxnOffsetCommitCommand
+	(*TxnBatchCommand)(nil),               // 29: strata.metastore.v1.TxnBatchCommand
+	(*ExpireTxnsCommand)(nil),             // 30: strata.metastore.v1.ExpireTxnsCommand
+	(*ExpireProducersCommand)(nil),        // 31: strata.metastore.v1.ExpireProducersCommand
+	(*CommitOffsetsBatchCommand)(nil),     // 32: strata.metastore.v1.CommitOffsetsBatchCommand
+	(*DeleteOffsetsCommand)(nil),          // 33: strata.metastore.v1.DeleteOffsetsCommand
+	(*DeleteGroupsCommand)(nil),           // 34: strata.metastore.v1.DeleteGroupsCommand
+	(*SaveGroupCommand)(nil),              // 35: strata.metastore.v1.SaveGroupCommand
+	(*ExpireOffsetsCommand)(nil),          // 36: strata.metastore.v1.ExpireOffsetsCommand
+	(*Topic)(nil),                         // 37: strata.metastore.v1.Topic
+	(*PartitionHead)(nil),                 // 38: strata.metastore.v1.PartitionHead
+	(*TransactionRecord)(nil),             // 39: strata.metastore.v1.TransactionRecord
+	(*TxnPartition)(nil),                  // 40: strata.metastore.v1.TxnPartition
+	(*AbortedTxn)(nil),                    // 41: strata.metastore.v1.AbortedTxn
+	(*AgentInfo)(nil),                     // 42: strata.metastore.v1.AgentInfo
+	(*UploadIntent)(nil),                  // 43: strata.metastore.v1.UploadIntent
+	(*SegmentRecord)(nil),                 // 44: strata.metastore.v1.SegmentRecord
+	(*CommittedOffset)(nil),               // 45: strata.metastore.v1.CommittedOffset
+	(*GroupRecord)(nil),                   // 46: strata.metastore.v1.GroupRecord
+	(*ConsumerGroupState)(nil),            // 47: strata.metastore.v1.ConsumerGroupState
+	(*ConsumerMember)(nil),                // 48: strata.metastore.v1.ConsumerMember
+	(*TopicPartitions)(nil),               // 49: strata.metastore.v1.TopicPartitions
+	(*GroupMember)(nil),                   // 50: strata.metastore.v1.GroupMember
+	(*GroupProtocol)(nil),                 // 51: strata.metastore.v1.GroupProtocol
+	(*ProducerRecord)(nil),                // 52: strata.metastore.v1.ProducerRecord
+	(*ProducerPartition)(nil),             // 53: strata.metastore.v1.ProducerPartition
+	(*ProducedBatch)(nil),                 // 54: strata.metastore.v1.ProducedBatch
+	(*CommitSegmentRequest)(nil),          // 55: strata.metastore.v1.CommitSegmentRequest
+	(*ChunkCommit)(nil),                   // 56: strata.metastore.v1.ChunkCommit
+	(*BatchInfo)(nil),                     // 57: strata.metastore.v1.BatchInfo
+	(*BatchResult)(nil),                   // 58: strata.metastore.v1.BatchResult
+	(*CommitSegmentResponse)(nil),         // 59: strata.metastore.v1.CommitSegmentResponse
+	(*ChunkResult)(nil),                   // 60: strata.metastore.v1.ChunkResult
+	(*IndexEntry)(nil),                    // 61: strata.metastore.v1.IndexEntry
+	(*CreateTopicsRequest)(nil),           // 62: strata.metastore.v1.CreateTopicsRequest
+	(*TopicResult)(nil),                   // 63: strata.metastore.v1.TopicResult
+	(*CreateTopicsResponse)(nil),          // 64: strata.metastore.v1.CreateTopicsResponse
+	(*DeleteTopicsRequest)(nil),           // 65: strata.metastore.v1.DeleteTopicsRequest
+	(*DeleteTopicsResponse)(nil),          // 66: strata.metastore.v1.DeleteTopicsResponse
+	(*AlterConfigsRequest)(nil),           // 67: strata.metastore.v1.AlterConfigsRequest
+	(*AlterConfigsResponse)(nil),          // 68: strata.metastore.v1.AlterConfigsResponse
+	(*CreatePartitionsRequest)(nil),       // 69: strata.metastore.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),      // 70: strata.metastore.v1.CreatePartitionsResponse
+	(*DescribeTopicsRequest)(nil),         // 71: strata.metastore.v1.DescribeTopicsRequest
+	(*DescribeTopicsResponse)(nil),        // 72: strata.metastore.v1.DescribeTopicsResponse
+	(*LookupRequest)(nil),                 // 73: strata.metastore.v1.LookupRequest
+	(*LookupResponse)(nil),                // 74: strata.metastore.v1.LookupResponse
+	(*ListOffsetsRequest)(nil),            // 75: strata.metastore.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),           // 76: strata.metastore.v1.ListOffsetsResponse
+	(*RegisterAgentRequest)(nil),          // 77: strata.metastore.v1.RegisterAgentRequest
+	(*RegisterAgentResponse)(nil),         // 78: strata.metastore.v1.RegisterAgentResponse
+	(*DeregisterAgentRequest)(nil),        // 79: strata.metastore.v1.DeregisterAgentRequest
+	(*DeregisterAgentResponse)(nil),       // 80: strata.metastore.v1.DeregisterAgentResponse
+	(*ListAgentsRequest)(nil),             // 81: strata.metastore.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),            // 82: strata.metastore.v1.ListAgentsResponse
+	(*RecordIntentRequest)(nil),           // 83: strata.metastore.v1.RecordIntentRequest
+	(*RecordIntentResponse)(nil),          // 84: strata.metastore.v1.RecordIntentResponse
+	(*ResolveIntentRequest)(nil),          // 85: strata.metastore.v1.ResolveIntentRequest
+	(*ResolveIntentResponse)(nil),         // 86: strata.metastore.v1.ResolveIntentResponse
+	(*ListExpiredIntentsRequest)(nil),     // 87: strata.metastore.v1.ListExpiredIntentsRequest
+	(*ListExpiredIntentsResponse)(nil),    // 88: strata.metastore.v1.ListExpiredIntentsResponse
+	(*WatchRequest)(nil),                  // 89: strata.metastore.v1.WatchRequest
+	(*PartitionRef)(nil),                  // 90: strata.metastore.v1.PartitionRef
+	(*WatchEvent)(nil),                    // 91: strata.metastore.v1.WatchEvent
+	(*PartitionChange)(nil),               // 92: strata.metastore.v1.PartitionChange
+	(*ReplaceIndexRequest)(nil),           // 93: strata.metastore.v1.ReplaceIndexRequest
+	(*ReplaceIndexResponse)(nil),          // 94: strata.metastore.v1.ReplaceIndexResponse
+	(*PartitionOffset)(nil),               // 95: strata.metastore.v1.PartitionOffset
+	(*DeleteRecordsRequest)(nil),          // 96: strata.metastore.v1.DeleteRecordsRequest
+	(*PartitionOffsetResult)(nil),         // 97: strata.metastore.v1.PartitionOffsetResult
+	(*DeleteRecordsResponse)(nil),         // 98: strata.metastore.v1.DeleteRecordsResponse
+	(*SegmentRequest)(nil),                // 99: strata.metastore.v1.SegmentRequest
+	(*SegmentResponse)(nil),               // 100: strata.metastore.v1.SegmentResponse
+	(*ClaimGarbageRequest)(nil),           // 101: strata.metastore.v1.ClaimGarbageRequest
+	(*Garbage)(nil),                       // 102: strata.metastore.v1.Garbage
+	(*ClaimGarbageResponse)(nil),          // 103: strata.metastore.v1.ClaimGarbageResponse
+	(*ForgetGarbageRequest)(nil),          // 104: strata.metastore.v1.ForgetGarbageRequest
+	(*ForgetGarbageResponse)(nil),         // 105: strata.metastore.v1.ForgetGarbageResponse
+	(*CommitOffsetsRequest)(nil),          // 106: strata.metastore.v1.CommitOffsetsRequest
+	(*OffsetResult)(nil),                  // 107: strata.metastore.v1.OffsetResult
+	(*CommitOffsetsResponse)(nil),         // 108: strata.metastore.v1.CommitOffsetsResponse
+	(*FetchOffsetsRequest)(nil),           // 109: strata.metastore.v1.FetchOffsetsRequest
+	(*FetchOffsetsResponse)(nil),          // 110: strata.metastore.v1.FetchOffsetsResponse
+	(*DeleteOffsetsRequest)(nil),          // 111: strata.metastore.v1.DeleteOffsetsRequest
+	(*DeleteOffsetsResponse)(nil),         // 112: strata.metastore.v1.DeleteOffsetsResponse
+	(*ListGroupsRequest)(nil),             // 113: strata.metastore.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),            // 114: strata.metastore.v1.ListGroupsResponse
+	(*DeleteGroupsRequest)(nil),           // 115: strata.metastore.v1.DeleteGroupsRequest
+	(*GroupResult)(nil),                   // 116: strata.metastore.v1.GroupResult
+	(*DeleteGroupsResponse)(nil),          // 117: strata.metastore.v1.DeleteGroupsResponse
+	(*JoinGroupRequest)(nil),              // 118: strata.metastore.v1.JoinGroupRequest
+	(*JoinGroupResponse)(nil),             // 119: strata.metastore.v1.JoinGroupResponse
+	(*SyncGroupRequest)(nil),              // 120: strata.metastore.v1.SyncGroupRequest
+	(*GroupAssignment)(nil),               // 121: strata.metastore.v1.GroupAssignment
+	(*SyncGroupResponse)(nil),             // 122: strata.metastore.v1.SyncGroupResponse
+	(*HeartbeatRequest)(nil),              // 123: strata.metastore.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 124: strata.metastore.v1.HeartbeatResponse
+	(*LeaveGroupRequest)(nil),             // 125: strata.metastore.v1.LeaveGroupRequest
+	(*LeavingMember)(nil),                 // 126: strata.metastore.v1.LeavingMember
+	(*LeaveGroupResponse)(nil),            // 127: strata.metastore.v1.LeaveGroupResponse
+	(*DescribeGroupsRequest)(nil),         // 128: strata.metastore.v1.DescribeGroupsRequest
+	(*GroupDescription)(nil),              // 129: strata.metastore.v1.GroupDescription
+	(*DescribeGroupsResponse)(nil),        // 130: strata.metastore.v1.DescribeGroupsResponse
+	(*ConsumerHeartbeatRequest)(nil),      // 131: strata.metastore.v1.ConsumerHeartbeatRequest
+	(*ConsumerHeartbeatResponse)(nil),     // 132: strata.metastore.v1.ConsumerHeartbeatResponse
+	(*ConsumerGroupDescribeRequest)(nil),  // 133: strata.metastore.v1.ConsumerGroupDescribeRequest
+	(*ConsumerGroupDescription)(nil),      // 134: strata.metastore.v1.ConsumerGroupDescription
+	(*ConsumerGroupDescribeResponse)(nil), // 135: strata.metastore.v1.ConsumerGroupDescribeResponse
+	(*InitProducerRequest)(nil),           // 136: strata.metastore.v1.InitProducerRequest
+	(*AddToTxnRequest)(nil),               // 137: strata.metastore.v1.AddToTxnRequest
+	(*AddToTxnResponse)(nil),              // 138: strata.metastore.v1.AddToTxnResponse
+	(*TxnAddResult)(nil),                  // 139: strata.metastore.v1.TxnAddResult
+	(*EndTxnRequest)(nil),                 // 140: strata.metastore.v1.EndTxnRequest
+	(*EndTxnResponse)(nil),                // 141: strata.metastore.v1.EndTxnResponse
+	(*TxnOffsetCommitRequest)(nil),        // 142: strata.metastore.v1.TxnOffsetCommitRequest
+	(*TxnOffsetCommitResponse)(nil),       // 143: strata.metastore.v1.TxnOffsetCommitResponse
+	(*DescribeTransactionsRequest)(nil),   // 144: strata.metastore.v1.DescribeTransactionsRequest
+	(*DescribeTransactionsResponse)(nil),  // 145: strata.metastore.v1.DescribeTransactionsResponse
+	(*ListTransactionsRequest)(nil),       // 146: strata.metastore.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),      // 147: strata.metastore.v1.ListTransactionsResponse
+	(*DescribeProducersRequest)(nil),      // 148: strata.metastore.v1.DescribeProducersRequest
+	(*DescribeProducersResponse)(nil),     // 149: strata.metastore.v1.DescribeProducersResponse
+	(*PartitionProducers)(nil),            // 150: strata.metastore.v1.PartitionProducers
+	(*ActiveProducer)(nil),                // 151: strata.metastore.v1.ActiveProducer
+	(*InitProducerResponse)(nil),          // 152: strata.metastore.v1.InitProducerResponse
+	(*ClusterRequest)(nil),                // 153: strata.metastore.v1.ClusterRequest
+	(*ClusterResponse)(nil),               // 154: strata.metastore.v1.ClusterResponse
+	(*JoinRequest)(nil),                   // 155: strata.metastore.v1.JoinRequest
+	(*JoinResponse)(nil),                  // 156: strata.metastore.v1.JoinResponse
+	(*LeaveRequest)(nil),                  // 157: strata.metastore.v1.LeaveRequest
+	(*LeaveResponse)(nil),                 // 158: strata.metastore.v1.LeaveResponse
+	nil,                                   // 159: strata.metastore.v1.TopicSpec.ConfigsEntry
+	nil,                                   // 160: strata.metastore.v1.Topic.ConfigsEntry
+	(*ClusterResponse_Member)(nil),        // 161: strata.metastore.v1.ClusterResponse.Member
 }
 var file_metastore_proto_depIdxs = []int32{
-	4,   // 0: strata.metastore.v1.Command.create_topics:type_name -> strata.metastore.v1.CreateTopicsCommand
-	6,   // 1: strata.metastore.v1.Command.delete_topics:type_name -> strata.metastore.v1.DeleteTopicsCommand
-	8,   // 2: strata.metastore.v1.Command.alter_configs:type_name -> strata.metastore.v1.AlterConfigsCommand
-	11,  // 3: strata.metastore.v1.Command.create_partitions:type_name -> strata.metastore.v1.CreatePartitionsCommand
-	13,  // 4: strata.metastore.v1.Command.commit_segments:type_name -> strata.metastore.v1.CommitSegmentsCommand
-	14,  // 5: strata.metastore.v1.Command.register_agent:type_name -> strata.metastore.v1.RegisterAgentCommand
-	16,  // 6: strata.metastore.v1.Command.expire_agents:type_name -> strata.metastore.v1.ExpireAgentsCommand
-	17,  // 7: strata.metastore.v1.Command.record_intent:type_name -> strata.metastore.v1.RecordIntentCommand
-	18,  // 8: strata.metastore.v1.Command.resolve_intent:type_name -> strata.metastore.v1.ResolveIntentCommand
-	15,  // 9: strata.metastore.v1.Command.deregister_agent:type_name -> strata.metastore.v1.DeregisterAgentCommand
-	19,  // 10: strata.metastore.v1.Command.commit_offsets:type_name -> strata.metastore.v1.CommitOffsetsCommand
-	29,  // 11: strata.metastore.v1.Command.delete_offsets:type_name -> strata.metastore.v1.DeleteOffsetsCommand
-	30,  // 12: strata.metastore.v1.Command.delete_groups:type_name -> strata.metastore.v1.DeleteGroupsCommand
-	31,  // 13: strata.metastore.v1.Command.save_group:type_name -> strata.metastore.v1.SaveGroupCommand
-	32,  // 14: strata.metastore.v1.Command.expire_offsets:type_name -> strata.metastore.v1.ExpireOffsetsCommand
-	28,  // 15: strata.metastore.v1.Command.commit_offsets_batch:type_name -> strata.metastore.v1.CommitOffsetsBatchCommand
-	20,  // 16: strata.metastore.v1.Command.init_producer:type_name -> strata.metastore.v1.InitProducerCommand
-	27,  // 17: strata.metastore.v1.Command.expire_producers:type_name -> strata.metastore.v1.ExpireProducersCommand
-	21,  // 18: strata.metastore.v1.Command.add_to_txn:type_name -> strata.metastore.v1.AddToTxnCommand
-	23,  // 19: strata.metastore.v1.Command.end_txn:type_name -> strata.metastore.v1.EndTxnCommand
-	24,  // 20: strata.metastore.v1.Command.txn_offset_commit:type_name -> strata.metastore.v1.TxnOffsetCommitCommand
-	26,  // 21: strata.metastore.v1.Command.expire_txns:type_name -> strata.metastore.v1.ExpireTxnsCommand
-	25,  // 22: strata.metastore.v1.Command.txn_batch:type_name -> strata.metastore.v1.TxnBatchCommand
-	5,   // 23: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
-	141, // 24: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
-	7,   // 25: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
-	9,   // 26: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	7,   // 27: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
-	10,  // 28: strata.metastore.v1.ConfigAlteration.ops:type_name -> strata.metastore.v1.ConfigOp
-	2,   // 29: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
-	12,  // 30: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	7,   // 31: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
-	51,  // 32: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
-	38,  // 33: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
-	39,  // 34: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
-	41,  // 35: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	22,  // 36: strata.metastore.v1.AddToTxnCommand.txns:type_name -> strata.metastore.v1.TxnAdd
-	36,  // 37: strata.metastore.v1.TxnAdd.partitions:type_name -> strata.metastore.v1.TxnPartition
-	41,  // 38: strata.metastore.v1.TxnOffsetCommitCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	3,   // 39: strata.metastore.v1.TxnBatchCommand.ops:type_name -> strata.metastore.v1.Command
-	19,  // 40: strata.metastore.v1.CommitOffsetsBatchCommand.commits:type_name -> strata.metastore.v1.CommitOffsetsCommand
-	86,  // 41: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
-	42,  // 42: strata.metastore.v1.SaveGroupCommand.group:type_name -> strata.metastore.v1.GroupRecord
-	142, // 43: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
-	1,   // 44: strata.metastore.v1.TransactionRecord.state:type_name -> strata.metastore.v1.TxnState
-	36,  // 45: strata.metastore.v1.TransactionRecord.partitions:type_name -> strata.metastore.v1.TxnPartition
-	0,   // 46: strata.metastore.v1.TxnPartition.error:type_name -> strata.metastore.v1.ErrorCode
-	55,  // 47: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
-	46,  // 48: strata.metastore.v1.GroupRecord.members:type_name -> strata.metastore.v1.GroupMember
-	43,  // 49: strata.metastore.v1.GroupRecord.consumer:type_name -> strata.metastore.v1.ConsumerGroupState
-	44,  // 50: strata.metastore.v1.ConsumerGroupState.members:type_name -> strata.metastore.v1.ConsumerMember
-	45,  // 51: strata.metastore.v1.ConsumerMember.assigned:type_name -> strata.metastore.v1.TopicPartitions
-	45,  // 52: strata.metastore.v1.ConsumerMember.revoking:type_name -> strata.metastore.v1.TopicPartitions
-	45,  // 53: strata.metastore.v1.ConsumerMember.target:type_name -> strata.metastore.v1.TopicPartitions
-	47,  // 54: strata.metastore.v1.GroupMember.protocols:type_name -> strata.metastore.v1.GroupProtocol
-	50,  // 55: strata.metastore.v1.ProducerPartition.batches:type_name -> strata.metastore.v1.ProducedBatch
-	52,  // 56: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
-	53,  // 57: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
-	0,   // 58: strata.metastore.v1.BatchResult.error:type_name -> strata.metastore.v1.ErrorCode
-	56,  // 59: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
-	0,   // 60: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
-	54,  // 61: strata.metastore.v1.ChunkResult.batches:type_name -> strata.metastore.v1.BatchResult
-	5,   // 62: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
-	0,   // 63: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
-	33,  // 64: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
-	59,  // 65: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	7,   // 66: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	59,  // 67: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	9,   // 68: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
-	59,  // 69: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	12,  // 70: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
-	59,  // 71: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	7,   // 72: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
-	59,  // 73: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
-	0,   // 74: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	34,  // 75: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	57,  // 76: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
-	37,  // 77: strata.metastore.v1.LookupResponse.aborted:type_name -> strata.metastore.v1.AbortedTxn
-	0,   // 78: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
-	34,  // 79: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
-	57,  // 80: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
-	38,  // 81: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
-	38,  // 82: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
-	38,  // 83: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
-	39,  // 84: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
-	39,  // 85: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
-	86,  // 86: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	57,  // 87: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
-	33,  // 88: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
-	38,  // 89: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
-	41,  // 90: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	0,   // 91: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
-	89,  // 92: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	86,  // 93: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	41,  // 94: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	86,  // 95: strata.metastore.v1.FetchOffsetsResponse.unstable:type_name -> strata.metastore.v1.PartitionRef
-	86,  // 96: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	89,  // 97: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	111, // 98: strata.metastore.v1.ListGroupsResponse.listed:type_name -> strata.metastore.v1.GroupDescription
-	0,   // 99: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
-	98,  // 100: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
-	47,  // 101: strata.metastore.v1.JoinGroupRequest.protocols:type_name -> strata.metastore.v1.GroupProtocol
-	46,  // 102: strata.metastore.v1.JoinGroupResponse.members:type_name -> strata.metastore.v1.GroupMember
-	103, // 103: strata.metastore.v1.SyncGroupRequest.assignments:type_name -> strata.metastore.v1.GroupAssignment
-	108, // 104: strata.metastore.v1.LeaveGroupRequest.members:type_name -> strata.metastore.v1.LeavingMember
-	108, // 105: strata.metastore.v1.LeaveGroupResponse.members:type_name -> strata.metastore.v1.LeavingMember
-	46,  // 106: strata.metastore.v1.GroupDescription.members:type_name -> strata.metastore.v1.GroupMember
-	111, // 107: strata.metastore.v1.DescribeGroupsResponse.groups:type_name -> strata.metastore.v1.GroupDescription
-	45,  // 108: strata.metastore.v1.ConsumerHeartbeatRequest.owned:type_name -> strata.metastore.v1.TopicPartitions
-	45,  // 109: strata.metastore.v1.ConsumerHeartbeatResponse.assignment:type_name -> strata.metastore.v1.TopicPartitions
-	44,  // 110: strata.metastore.v1.ConsumerGroupDescription.members:type_name -> strata.metastore.v1.ConsumerMember
-	116, // 111: strata.metastore.v1.ConsumerGroupDescribeResponse.groups:type_name -> strata.metastore.v1.ConsumerGroupDescription
-	22,  // 112: strata.metastore.v1.AddToTxnRequest.txns:type_name -> strata.metastore.v1.TxnAdd
-	121, // 113: strata.metastore.v1.AddToTxnResponse.results:type_name -> strata.metastore.v1.TxnAddResult
-	0,   // 114: strata.metastore.v1.TxnAddResult.error:type_name -> strata.metastore.v1.ErrorCode
-	36,  // 115: strata.metastore.v1.TxnAddResult.partitions:type_name -> strata.metastore.v1.TxnPartition
-	98,  // 116: strata.metastore.v1.TxnAddResult.groups:type_name -> strata.metastore.v1.GroupResult
-	41,  // 117: strata.metastore.v1.TxnOffsetCommitRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
-	89,  // 118: strata.metastore.v1.TxnOffsetCommitResponse.results:type_name -> strata.metastore.v1.OffsetResult
-	35,  // 119: strata.metastore.v1.DescribeTransactionsResponse.transactions:type_name -> strata.metastore.v1.TransactionRecord
-	1,   // 120: strata.metastore.v1.ListTransactionsRequest.states:type_name -> strata.metastore.v1.TxnState
-	35,  // 121: strata.metastore.v1.ListTransactionsResponse.transactions:type_name -> strata.metastore.v1.TransactionRecord
-	86,  // 122: strata.metastore.v1.DescribeProducersRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
-	132, // 123: strata.metastore.v1.DescribeProducersResponse.partitions:type_name -> strata.metastore.v1.PartitionProducers
-	0,   // 124: strata.metastore.v1.PartitionProducers.error:type_name -> strata.metastore.v1.ErrorCode
-	133, // 125: strata.metastore.v1.PartitionProducers.producers:type_name -> strata.metastore.v1.ActiveProducer
-	143, // 126: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
-	58,  // 127: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
-	61,  // 128: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
-	63,  // 129: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
-	65,  // 130: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
-	67,  // 131: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
-	51,  // 132: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
-	69,  // 133: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
-	71,  // 134: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
-	73,  // 135: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
-	75,  // 136: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
-	77,  // 137: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
-	79,  // 138: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
-	81,  // 139: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
-	83,  // 140: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
-	85,  // 141: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
-	88,  // 142: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
-	91,  // 143: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
-	93,  // 144: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
-	95,  // 145: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
-	97,  // 146: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
-	110, // 147: strata.metastore.v1.Metastore.DescribeGroups:input_type -> strata.metastore.v1.DescribeGroupsRequest
-	100, // 148: strata.metastore.v1.Metastore.JoinGroup:input_type -> strata.metastore.v1.JoinGroupRequest
-	102, // 149: strata.metastore.v1.Metastore.SyncGroup:input_type -> strata.metastore.v1.SyncGroupRequest
-	105, // 150: strata.metastore.v1.Metastore.Heartbeat:input_type -> strata.metastore.v1.HeartbeatRequest
-	107, // 151: strata.metastore.v1.Metastore.LeaveGroup:input_type -> strata.metastore.v1.LeaveGroupRequest
-	118, // 152: strata.metastore.v1.Metastore.InitProducer:input_type -> strata.metastore.v1.InitProducerRequest
-	113, // 153: strata.metastore.v1.Metastore.ConsumerHeartbeat:input_type -> strata.metastore.v1.ConsumerHeartbeatRequest
-	115, // 154: strata.metastore.v1.Metastore.ConsumerGroupDescribe:input_type -> strata.metastore.v1.ConsumerGroupDescribeRequest
-	119, // 155: strata.metastore.v1.Metastore.AddToTxn:input_type -> strata.metastore.v1.AddToTxnRequest
-	122, // 156: strata.metastore.v1.Metastore.EndTxn:input_type -> strata.metastore.v1.EndTxnRequest
-	124, // 157: strata.metastore.v1.Metastore.TxnOffsetCommit:input_type -> strata.metastore.v1.TxnOffsetCommitRequest
-	126, // 158: strata.metastore.v1.Metastore.DescribeTransactions:input_type -> strata.metastore.v1.DescribeTransactionsRequest
-	128, // 159: strata.metastore.v1.Metastore.ListTransactions:input_type -> strata.metastore.v1.ListTransactionsRequest
-	130, // 160: strata.metastore.v1.Metastore.DescribeProducers:input_type -> strata.metastore.v1.DescribeProducersRequest
-	135, // 161: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
-	137, // 162: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
-	139, // 163: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
-	60,  // 164: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
-	62,  // 165: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
-	64,  // 166: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
-	66,  // 167: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
-	68,  // 168: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
-	55,  // 169: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
-	70,  // 170: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
-	72,  // 171: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
-	74,  // 172: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
-	76,  // 173: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
-	78,  // 174: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
-	80,  // 175: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
-	82,  // 176: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
-	84,  // 177: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
-	87,  // 178: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
-	90,  // 179: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
-	92,  // 180: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
-	94,  // 181: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
-	96,  // 182: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
-	99,  // 183: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
-	112, // 184: strata.metastore.v1.Metastore.DescribeGroups:output_type -> strata.metastore.v1.DescribeGroupsResponse
-	101, // 185: strata.metastore.v1.Metastore.JoinGroup:output_type -> strata.metastore.v1.JoinGroupResponse
-	104, // 186: strata.metastore.v1.Metastore.SyncGroup:output_type -> strata.metastore.v1.SyncGroupResponse
-	106, // 187: strata.metastore.v1.Metastore.Heartbeat:output_type -> strata.metastore.v1.HeartbeatResponse
-	109, // 188: strata.metastore.v1.Metastore.LeaveGroup:output_type -> strata.metastore.v1.LeaveGroupResponse
-	134, // 189: strata.metastore.v1.Metastore.InitProducer:output_type -> strata.metastore.v1.InitProducerResponse
-	114, // 190: strata.metastore.v1.Metastore.ConsumerHeartbeat:output_type -> strata.metastore.v1.ConsumerHeartbeatResponse
-	117, // 191: strata.metastore.v1.Metastore.ConsumerGroupDescribe:output_type -> strata.metastore.v1.ConsumerGroupDescribeResponse
-	120, // 192: strata.metastore.v1.Metastore.AddToTxn:output_type -> strata.metastore.v1.AddToTxnResponse
-	123, // 193: strata.metastore.v1.Metastore.EndTxn:output_type -> strata.metastore.v1.EndTxnResponse
-	125, // 194: strata.metastore.v1.Metastore.TxnOffsetCommit:output_type -> strata.metastore.v1.TxnOffsetCommitResponse
-	127, // 195: strata.metastore.v1.Metastore.DescribeTransactions:output_type -> strata.metastore.v1.DescribeTransactionsResponse
-	129, // 196: strata.metastore.v1.Metastore.ListTransactions:output_type -> strata.metastore.v1.ListTransactionsResponse
-	131, // 197: strata.metastore.v1.Metastore.DescribeProducers:output_type -> strata.metastore.v1.DescribeProducersResponse
-	136, // 198: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
-	138, // 199: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
-	140, // 200: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
-	164, // [164:201] is the sub-list for method output_type
-	127, // [127:164] is the sub-list for method input_type
-	127, // [127:127] is the sub-list for extension type_name
-	127, // [127:127] is the sub-list for extension extendee
-	0,   // [0:127] is the sub-list for field type_name
+	8,   // 0: strata.metastore.v1.Command.create_topics:type_name -> strata.metastore.v1.CreateTopicsCommand
+	10,  // 1: strata.metastore.v1.Command.delete_topics:type_name -> strata.metastore.v1.DeleteTopicsCommand
+	12,  // 2: strata.metastore.v1.Command.alter_configs:type_name -> strata.metastore.v1.AlterConfigsCommand
+	15,  // 3: strata.metastore.v1.Command.create_partitions:type_name -> strata.metastore.v1.CreatePartitionsCommand
+	17,  // 4: strata.metastore.v1.Command.commit_segments:type_name -> strata.metastore.v1.CommitSegmentsCommand
+	18,  // 5: strata.metastore.v1.Command.register_agent:type_name -> strata.metastore.v1.RegisterAgentCommand
+	20,  // 6: strata.metastore.v1.Command.expire_agents:type_name -> strata.metastore.v1.ExpireAgentsCommand
+	21,  // 7: strata.metastore.v1.Command.record_intent:type_name -> strata.metastore.v1.RecordIntentCommand
+	22,  // 8: strata.metastore.v1.Command.resolve_intent:type_name -> strata.metastore.v1.ResolveIntentCommand
+	19,  // 9: strata.metastore.v1.Command.deregister_agent:type_name -> strata.metastore.v1.DeregisterAgentCommand
+	23,  // 10: strata.metastore.v1.Command.commit_offsets:type_name -> strata.metastore.v1.CommitOffsetsCommand
+	33,  // 11: strata.metastore.v1.Command.delete_offsets:type_name -> strata.metastore.v1.DeleteOffsetsCommand
+	34,  // 12: strata.metastore.v1.Command.delete_groups:type_name -> strata.metastore.v1.DeleteGroupsCommand
+	35,  // 13: strata.metastore.v1.Command.save_group:type_name -> strata.metastore.v1.SaveGroupCommand
+	36,  // 14: strata.metastore.v1.Command.expire_offsets:type_name -> strata.metastore.v1.ExpireOffsetsCommand
+	32,  // 15: strata.metastore.v1.Command.commit_offsets_batch:type_name -> strata.metastore.v1.CommitOffsetsBatchCommand
+	24,  // 16: strata.metastore.v1.Command.init_producer:type_name -> strata.metastore.v1.InitProducerCommand
+	31,  // 17: strata.metastore.v1.Command.expire_producers:type_name -> strata.metastore.v1.ExpireProducersCommand
+	25,  // 18: strata.metastore.v1.Command.add_to_txn:type_name -> strata.metastore.v1.AddToTxnCommand
+	27,  // 19: strata.metastore.v1.Command.end_txn:type_name -> strata.metastore.v1.EndTxnCommand
+	28,  // 20: strata.metastore.v1.Command.txn_offset_commit:type_name -> strata.metastore.v1.TxnOffsetCommitCommand
+	30,  // 21: strata.metastore.v1.Command.expire_txns:type_name -> strata.metastore.v1.ExpireTxnsCommand
+	29,  // 22: strata.metastore.v1.Command.txn_batch:type_name -> strata.metastore.v1.TxnBatchCommand
+	4,   // 23: strata.metastore.v1.Command.replace_index:type_name -> strata.metastore.v1.ReplaceIndexCommand
+	5,   // 24: strata.metastore.v1.Command.delete_records:type_name -> strata.metastore.v1.DeleteRecordsCommand
+	6,   // 25: strata.metastore.v1.Command.claim_garbage:type_name -> strata.metastore.v1.ClaimGarbageCommand
+	7,   // 26: strata.metastore.v1.Command.forget_garbage:type_name -> strata.metastore.v1.ForgetGarbageCommand
+	93,  // 27: strata.metastore.v1.ReplaceIndexCommand.request:type_name -> strata.metastore.v1.ReplaceIndexRequest
+	95,  // 28: strata.metastore.v1.DeleteRecordsCommand.partitions:type_name -> strata.metastore.v1.PartitionOffset
+	9,   // 29: strata.metastore.v1.CreateTopicsCommand.topics:type_name -> strata.metastore.v1.TopicSpec
+	159, // 30: strata.metastore.v1.TopicSpec.configs:type_name -> strata.metastore.v1.TopicSpec.ConfigsEntry
+	11,  // 31: strata.metastore.v1.DeleteTopicsCommand.topics:type_name -> strata.metastore.v1.TopicRef
+	13,  // 32: strata.metastore.v1.AlterConfigsCommand.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	11,  // 33: strata.metastore.v1.ConfigAlteration.topic:type_name -> strata.metastore.v1.TopicRef
+	14,  // 34: strata.metastore.v1.ConfigAlteration.ops:type_name -> strata.metastore.v1.ConfigOp
+	2,   // 35: strata.metastore.v1.ConfigOp.kind:type_name -> strata.metastore.v1.ConfigOp.Kind
+	16,  // 36: strata.metastore.v1.CreatePartitionsCommand.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	11,  // 37: strata.metastore.v1.PartitionGrowth.topic:type_name -> strata.metastore.v1.TopicRef
+	55,  // 38: strata.metastore.v1.CommitSegmentsCommand.commits:type_name -> strata.metastore.v1.CommitSegmentRequest
+	42,  // 39: strata.metastore.v1.RegisterAgentCommand.agent:type_name -> strata.metastore.v1.AgentInfo
+	43,  // 40: strata.metastore.v1.RecordIntentCommand.intent:type_name -> strata.metastore.v1.UploadIntent
+	45,  // 41: strata.metastore.v1.CommitOffsetsCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	26,  // 42: strata.metastore.v1.AddToTxnCommand.txns:type_name -> strata.metastore.v1.TxnAdd
+	40,  // 43: strata.metastore.v1.TxnAdd.partitions:type_name -> strata.metastore.v1.TxnPartition
+	45,  // 44: strata.metastore.v1.TxnOffsetCommitCommand.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	3,   // 45: strata.metastore.v1.TxnBatchCommand.ops:type_name -> strata.metastore.v1.Command
+	23,  // 46: strata.metastore.v1.CommitOffsetsBatchCommand.commits:type_name -> strata.metastore.v1.CommitOffsetsCommand
+	90,  // 47: strata.metastore.v1.DeleteOffsetsCommand.partitions:type_name -> strata.metastore.v1.PartitionRef
+	46,  // 48: strata.metastore.v1.SaveGroupCommand.group:type_name -> strata.metastore.v1.GroupRecord
+	160, // 49: strata.metastore.v1.Topic.configs:type_name -> strata.metastore.v1.Topic.ConfigsEntry
+	1,   // 50: strata.metastore.v1.TransactionRecord.state:type_name -> strata.metastore.v1.TxnState
+	40,  // 51: strata.metastore.v1.TransactionRecord.partitions:type_name -> strata.metastore.v1.TxnPartition
+	0,   // 52: strata.metastore.v1.TxnPartition.error:type_name -> strata.metastore.v1.ErrorCode
+	59,  // 53: strata.metastore.v1.SegmentRecord.result:type_name -> strata.metastore.v1.CommitSegmentResponse
+	50,  // 54: strata.metastore.v1.GroupRecord.members:type_name -> strata.metastore.v1.GroupMember
+	47,  // 55: strata.metastore.v1.GroupRecord.consumer:type_name -> strata.metastore.v1.ConsumerGroupState
+	48,  // 56: strata.metastore.v1.ConsumerGroupState.members:type_name -> strata.metastore.v1.ConsumerMember
+	49,  // 57: strata.metastore.v1.ConsumerMember.assigned:type_name -> strata.metastore.v1.TopicPartitions
+	49,  // 58: strata.metastore.v1.ConsumerMember.revoking:type_name -> strata.metastore.v1.TopicPartitions
+	49,  // 59: strata.metastore.v1.ConsumerMember.target:type_name -> strata.metastore.v1.TopicPartitions
+	51,  // 60: strata.metastore.v1.GroupMember.protocols:type_name -> strata.metastore.v1.GroupProtocol
+	54,  // 61: strata.metastore.v1.ProducerPartition.batches:type_name -> strata.metastore.v1.ProducedBatch
+	56,  // 62: strata.metastore.v1.CommitSegmentRequest.chunks:type_name -> strata.metastore.v1.ChunkCommit
+	57,  // 63: strata.metastore.v1.ChunkCommit.batches:type_name -> strata.metastore.v1.BatchInfo
+	0,   // 64: strata.metastore.v1.BatchResult.error:type_name -> strata.metastore.v1.ErrorCode
+	60,  // 65: strata.metastore.v1.CommitSegmentResponse.chunks:type_name -> strata.metastore.v1.ChunkResult
+	0,   // 66: strata.metastore.v1.ChunkResult.error:type_name -> strata.metastore.v1.ErrorCode
+	58,  // 67: strata.metastore.v1.ChunkResult.batches:type_name -> strata.metastore.v1.BatchResult
+	9,   // 68: strata.metastore.v1.CreateTopicsRequest.topics:type_name -> strata.metastore.v1.TopicSpec
+	0,   // 69: strata.metastore.v1.TopicResult.error:type_name -> strata.metastore.v1.ErrorCode
+	37,  // 70: strata.metastore.v1.TopicResult.topic:type_name -> strata.metastore.v1.Topic
+	63,  // 71: strata.metastore.v1.CreateTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	11,  // 72: strata.metastore.v1.DeleteTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	63,  // 73: strata.metastore.v1.DeleteTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	13,  // 74: strata.metastore.v1.AlterConfigsRequest.alterations:type_name -> strata.metastore.v1.ConfigAlteration
+	63,  // 75: strata.metastore.v1.AlterConfigsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	16,  // 76: strata.metastore.v1.CreatePartitionsRequest.topics:type_name -> strata.metastore.v1.PartitionGrowth
+	63,  // 77: strata.metastore.v1.CreatePartitionsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	11,  // 78: strata.metastore.v1.DescribeTopicsRequest.topics:type_name -> strata.metastore.v1.TopicRef
+	63,  // 79: strata.metastore.v1.DescribeTopicsResponse.results:type_name -> strata.metastore.v1.TopicResult
+	0,   // 80: strata.metastore.v1.LookupResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	38,  // 81: strata.metastore.v1.LookupResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	61,  // 82: strata.metastore.v1.LookupResponse.entries:type_name -> strata.metastore.v1.IndexEntry
+	41,  // 83: strata.metastore.v1.LookupResponse.aborted:type_name -> strata.metastore.v1.AbortedTxn
+	0,   // 84: strata.metastore.v1.ListOffsetsResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	38,  // 85: strata.metastore.v1.ListOffsetsResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	61,  // 86: strata.metastore.v1.ListOffsetsResponse.entry:type_name -> strata.metastore.v1.IndexEntry
+	42,  // 87: strata.metastore.v1.RegisterAgentRequest.agent:type_name -> strata.metastore.v1.AgentInfo
+	42,  // 88: strata.metastore.v1.RegisterAgentResponse.agent:type_name -> strata.metastore.v1.AgentInfo
+	42,  // 89: strata.metastore.v1.ListAgentsResponse.agents:type_name -> strata.metastore.v1.AgentInfo
+	43,  // 90: strata.metastore.v1.RecordIntentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
+	43,  // 91: strata.metastore.v1.ListExpiredIntentsResponse.intents:type_name -> strata.metastore.v1.UploadIntent
+	90,  // 92: strata.metastore.v1.WatchRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	61,  // 93: strata.metastore.v1.WatchEvent.entries:type_name -> strata.metastore.v1.IndexEntry
+	37,  // 94: strata.metastore.v1.WatchEvent.topics_changed:type_name -> strata.metastore.v1.Topic
+	42,  // 95: strata.metastore.v1.WatchEvent.agents_changed:type_name -> strata.metastore.v1.AgentInfo
+	92,  // 96: strata.metastore.v1.WatchEvent.changes:type_name -> strata.metastore.v1.PartitionChange
+	61,  // 97: strata.metastore.v1.ReplaceIndexRequest.inputs:type_name -> strata.metastore.v1.IndexEntry
+	61,  // 98: strata.metastore.v1.ReplaceIndexRequest.outputs:type_name -> strata.metastore.v1.IndexEntry
+	0,   // 99: strata.metastore.v1.ReplaceIndexResponse.error:type_name -> strata.metastore.v1.ErrorCode
+	38,  // 100: strata.metastore.v1.ReplaceIndexResponse.head:type_name -> strata.metastore.v1.PartitionHead
+	95,  // 101: strata.metastore.v1.DeleteRecordsRequest.partitions:type_name -> strata.metastore.v1.PartitionOffset
+	0,   // 102: strata.metastore.v1.PartitionOffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
+	97,  // 103: strata.metastore.v1.DeleteRecordsResponse.results:type_name -> strata.metastore.v1.PartitionOffsetResult
+	44,  // 104: strata.metastore.v1.SegmentResponse.record:type_name -> strata.metastore.v1.SegmentRecord
+	43,  // 105: strata.metastore.v1.SegmentResponse.intent:type_name -> strata.metastore.v1.UploadIntent
+	102, // 106: strata.metastore.v1.ClaimGarbageResponse.garbage:type_name -> strata.metastore.v1.Garbage
+	45,  // 107: strata.metastore.v1.CommitOffsetsRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	0,   // 108: strata.metastore.v1.OffsetResult.error:type_name -> strata.metastore.v1.ErrorCode
+	107, // 109: strata.metastore.v1.CommitOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	90,  // 110: strata.metastore.v1.FetchOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	45,  // 111: strata.metastore.v1.FetchOffsetsResponse.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	90,  // 112: strata.metastore.v1.FetchOffsetsResponse.unstable:type_name -> strata.metastore.v1.PartitionRef
+	90,  // 113: strata.metastore.v1.DeleteOffsetsRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	107, // 114: strata.metastore.v1.DeleteOffsetsResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	129, // 115: strata.metastore.v1.ListGroupsResponse.listed:type_name -> strata.metastore.v1.GroupDescription
+	0,   // 116: strata.metastore.v1.GroupResult.error:type_name -> strata.metastore.v1.ErrorCode
+	116, // 117: strata.metastore.v1.DeleteGroupsResponse.results:type_name -> strata.metastore.v1.GroupResult
+	51,  // 118: strata.metastore.v1.JoinGroupRequest.protocols:type_name -> strata.metastore.v1.GroupProtocol
+	50,  // 119: strata.metastore.v1.JoinGroupResponse.members:type_name -> strata.metastore.v1.GroupMember
+	121, // 120: strata.metastore.v1.SyncGroupRequest.assignments:type_name -> strata.metastore.v1.GroupAssignment
+	126, // 121: strata.metastore.v1.LeaveGroupRequest.members:type_name -> strata.metastore.v1.LeavingMember
+	126, // 122: strata.metastore.v1.LeaveGroupResponse.members:type_name -> strata.metastore.v1.LeavingMember
+	50,  // 123: strata.metastore.v1.GroupDescription.members:type_name -> strata.metastore.v1.GroupMember
+	129, // 124: strata.metastore.v1.DescribeGroupsResponse.groups:type_name -> strata.metastore.v1.GroupDescription
+	49,  // 125: strata.metastore.v1.ConsumerHeartbeatRequest.owned:type_name -> strata.metastore.v1.TopicPartitions
+	49,  // 126: strata.metastore.v1.ConsumerHeartbeatResponse.assignment:type_name -> strata.metastore.v1.TopicPartitions
+	48,  // 127: strata.metastore.v1.ConsumerGroupDescription.members:type_name -> strata.metastore.v1.ConsumerMember
+	134, // 128: strata.metastore.v1.ConsumerGroupDescribeResponse.groups:type_name -> strata.metastore.v1.ConsumerGroupDescription
+	26,  // 129: strata.metastore.v1.AddToTxnRequest.txns:type_name -> strata.metastore.v1.TxnAdd
+	139, // 130: strata.metastore.v1.AddToTxnResponse.results:type_name -> strata.metastore.v1.TxnAddResult
+	0,   // 131: strata.metastore.v1.TxnAddResult.error:type_name -> strata.metastore.v1.ErrorCode
+	40,  // 132: strata.metastore.v1.TxnAddResult.partitions:type_name -> strata.metastore.v1.TxnPartition
+	116, // 133: strata.metastore.v1.TxnAddResult.groups:type_name -> strata.metastore.v1.GroupResult
+	45,  // 134: strata.metastore.v1.TxnOffsetCommitRequest.offsets:type_name -> strata.metastore.v1.CommittedOffset
+	107, // 135: strata.metastore.v1.TxnOffsetCommitResponse.results:type_name -> strata.metastore.v1.OffsetResult
+	39,  // 136: strata.metastore.v1.DescribeTransactionsResponse.transactions:type_name -> strata.metastore.v1.TransactionRecord
+	1,   // 137: strata.metastore.v1.ListTransactionsRequest.states:type_name -> strata.metastore.v1.TxnState
+	39,  // 138: strata.metastore.v1.ListTransactionsResponse.transactions:type_name -> strata.metastore.v1.TransactionRecord
+	90,  // 139: strata.metastore.v1.DescribeProducersRequest.partitions:type_name -> strata.metastore.v1.PartitionRef
+	150, // 140: strata.metastore.v1.DescribeProducersResponse.partitions:type_name -> strata.metastore.v1.PartitionProducers
+	0,   // 141: strata.metastore.v1.PartitionProducers.error:type_name -> strata.metastore.v1.ErrorCode
+	151, // 142: strata.metastore.v1.PartitionProducers.producers:type_name -> strata.metastore.v1.ActiveProducer
+	161, // 143: strata.metastore.v1.ClusterResponse.members:type_name -> strata.metastore.v1.ClusterResponse.Member
+	62,  // 144: strata.metastore.v1.Metastore.CreateTopics:input_type -> strata.metastore.v1.CreateTopicsRequest
+	65,  // 145: strata.metastore.v1.Metastore.DeleteTopics:input_type -> strata.metastore.v1.DeleteTopicsRequest
+	67,  // 146: strata.metastore.v1.Metastore.AlterConfigs:input_type -> strata.metastore.v1.AlterConfigsRequest
+	69,  // 147: strata.metastore.v1.Metastore.CreatePartitions:input_type -> strata.metastore.v1.CreatePartitionsRequest
+	71,  // 148: strata.metastore.v1.Metastore.DescribeTopics:input_type -> strata.metastore.v1.DescribeTopicsRequest
+	55,  // 149: strata.metastore.v1.Metastore.CommitSegment:input_type -> strata.metastore.v1.CommitSegmentRequest
+	73,  // 150: strata.metastore.v1.Metastore.Lookup:input_type -> strata.metastore.v1.LookupRequest
+	75,  // 151: strata.metastore.v1.Metastore.ListOffsets:input_type -> strata.metastore.v1.ListOffsetsRequest
+	77,  // 152: strata.metastore.v1.Metastore.RegisterAgent:input_type -> strata.metastore.v1.RegisterAgentRequest
+	79,  // 153: strata.metastore.v1.Metastore.DeregisterAgent:input_type -> strata.metastore.v1.DeregisterAgentRequest
+	81,  // 154: strata.metastore.v1.Metastore.ListAgents:input_type -> strata.metastore.v1.ListAgentsRequest
+	83,  // 155: strata.metastore.v1.Metastore.RecordIntent:input_type -> strata.metastore.v1.RecordIntentRequest
+	85,  // 156: strata.metastore.v1.Metastore.ResolveIntent:input_type -> strata.metastore.v1.ResolveIntentRequest
+	87,  // 157: strata.metastore.v1.Metastore.ListExpiredIntents:input_type -> strata.metastore.v1.ListExpiredIntentsRequest
+	99,  // 158: strata.metastore.v1.Metastore.Segment:input_type -> strata.metastore.v1.SegmentRequest
+	93,  // 159: strata.metastore.v1.Metastore.ReplaceIndex:input_type -> strata.metastore.v1.ReplaceIndexRequest
+	96,  // 160: strata.metastore.v1.Metastore.DeleteRecords:input_type -> strata.metastore.v1.DeleteRecordsRequest
+	101, // 161: strata.metastore.v1.Metastore.ClaimGarbage:input_type -> strata.metastore.v1.ClaimGarbageRequest
+	104, // 162: strata.metastore.v1.Metastore.ForgetGarbage:input_type -> strata.metastore.v1.ForgetGarbageRequest
+	89,  // 163: strata.metastore.v1.Metastore.Watch:input_type -> strata.metastore.v1.WatchRequest
+	106, // 164: strata.metastore.v1.Metastore.CommitOffsets:input_type -> strata.metastore.v1.CommitOffsetsRequest
+	109, // 165: strata.metastore.v1.Metastore.FetchOffsets:input_type -> strata.metastore.v1.FetchOffsetsRequest
+	111, // 166: strata.metastore.v1.Metastore.DeleteOffsets:input_type -> strata.metastore.v1.DeleteOffsetsRequest
+	113, // 167: strata.metastore.v1.Metastore.ListGroups:input_type -> strata.metastore.v1.ListGroupsRequest
+	115, // 168: strata.metastore.v1.Metastore.DeleteGroups:input_type -> strata.metastore.v1.DeleteGroupsRequest
+	128, // 169: strata.metastore.v1.Metastore.DescribeGroups:input_type -> strata.metastore.v1.DescribeGroupsRequest
+	118, // 170: strata.metastore.v1.Metastore.JoinGroup:input_type -> strata.metastore.v1.JoinGroupRequest
+	120, // 171: strata.metastore.v1.Metastore.SyncGroup:input_type -> strata.metastore.v1.SyncGroupRequest
+	123, // 172: strata.metastore.v1.Metastore.Heartbeat:input_type -> strata.metastore.v1.HeartbeatRequest
+	125, // 173: strata.metastore.v1.Metastore.LeaveGroup:input_type -> strata.metastore.v1.LeaveGroupRequest
+	136, // 174: strata.metastore.v1.Metastore.InitProducer:input_type -> strata.metastore.v1.InitProducerRequest
+	131, // 175: strata.metastore.v1.Metastore.ConsumerHeartbeat:input_type -> strata.metastore.v1.ConsumerHeartbeatRequest
+	133, // 176: strata.metastore.v1.Metastore.ConsumerGroupDescribe:input_type -> strata.metastore.v1.ConsumerGroupDescribeRequest
+	137, // 177: strata.metastore.v1.Metastore.AddToTxn:input_type -> strata.metastore.v1.AddToTxnRequest
+	140, // 178: strata.metastore.v1.Metastore.EndTxn:input_type -> strata.metastore.v1.EndTxnRequest
+	142, // 179: strata.metastore.v1.Metastore.TxnOffsetCommit:input_type -> strata.metastore.v1.TxnOffsetCommitRequest
+	144, // 180: strata.metastore.v1.Metastore.DescribeTransactions:input_type -> strata.metastore.v1.DescribeTransactionsRequest
+	146, // 181: strata.metastore.v1.Metastore.ListTransactions:input_type -> strata.metastore.v1.ListTransactionsRequest
+	148, // 182: strata.metastore.v1.Metastore.DescribeProducers:input_type -> strata.metastore.v1.DescribeProducersRequest
+	153, // 183: strata.metastore.v1.Metastore.Cluster:input_type -> strata.metastore.v1.ClusterRequest
+	155, // 184: strata.metastore.v1.Metastore.Join:input_type -> strata.metastore.v1.JoinRequest
+	157, // 185: strata.metastore.v1.Metastore.Leave:input_type -> strata.metastore.v1.LeaveRequest
+	64,  // 186: strata.metastore.v1.Metastore.CreateTopics:output_type -> strata.metastore.v1.CreateTopicsResponse
+	66,  // 187: strata.metastore.v1.Metastore.DeleteTopics:output_type -> strata.metastore.v1.DeleteTopicsResponse
+	68,  // 188: strata.metastore.v1.Metastore.AlterConfigs:output_type -> strata.metastore.v1.AlterConfigsResponse
+	70,  // 189: strata.metastore.v1.Metastore.CreatePartitions:output_type -> strata.metastore.v1.CreatePartitionsResponse
+	72,  // 190: strata.metastore.v1.Metastore.DescribeTopics:output_type -> strata.metastore.v1.DescribeTopicsResponse
+	59,  // 191: strata.metastore.v1.Metastore.CommitSegment:output_type -> strata.metastore.v1.CommitSegmentResponse
+	74,  // 192: strata.metastore.v1.Metastore.Lookup:output_type -> strata.metastore.v1.LookupResponse
+	76,  // 193: strata.metastore.v1.Metastore.ListOffsets:output_type -> strata.metastore.v1.ListOffsetsResponse
+	78,  // 194: strata.metastore.v1.Metastore.RegisterAgent:output_type -> strata.metastore.v1.RegisterAgentResponse
+	80,  // 195: strata.metastore.v1.Metastore.DeregisterAgent:output_type -> strata.metastore.v1.DeregisterAgentResponse
+	82,  // 196: strata.metastore.v1.Metastore.ListAgents:output_type -> strata.metastore.v1.ListAgentsResponse
+	84,  // 197: strata.metastore.v1.Metastore.RecordIntent:output_type -> strata.metastore.v1.RecordIntentResponse
+	86,  // 198: strata.metastore.v1.Metastore.ResolveIntent:output_type -> strata.metastore.v1.ResolveIntentResponse
+	88,  // 199: strata.metastore.v1.Metastore.ListExpiredIntents:output_type -> strata.metastore.v1.ListExpiredIntentsResponse
+	100, // 200: strata.metastore.v1.Metastore.Segment:output_type -> strata.metastore.v1.SegmentResponse
+	94,  // 201: strata.metastore.v1.Metastore.ReplaceIndex:output_type -> strata.metastore.v1.ReplaceIndexResponse
+	98,  // 202: strata.metastore.v1.Metastore.DeleteRecords:output_type -> strata.metastore.v1.DeleteRecordsResponse
+	103, // 203: strata.metastore.v1.Metastore.ClaimGarbage:output_type -> strata.metastore.v1.ClaimGarbageResponse
+	105, // 204: strata.metastore.v1.Metastore.ForgetGarbage:output_type -> strata.metastore.v1.ForgetGarbageResponse
+	91,  // 205: strata.metastore.v1.Metastore.Watch:output_type -> strata.metastore.v1.WatchEvent
+	108, // 206: strata.metastore.v1.Metastore.CommitOffsets:output_type -> strata.metastore.v1.CommitOffsetsResponse
+	110, // 207: strata.metastore.v1.Metastore.FetchOffsets:output_type -> strata.metastore.v1.FetchOffsetsResponse
+	112, // 208: strata.metastore.v1.Metastore.DeleteOffsets:output_type -> strata.metastore.v1.DeleteOffsetsResponse
+	114, // 209: strata.metastore.v1.Metastore.ListGroups:output_type -> strata.metastore.v1.ListGroupsResponse
+	117, // 210: strata.metastore.v1.Metastore.DeleteGroups:output_type -> strata.metastore.v1.DeleteGroupsResponse
+	130, // 211: strata.metastore.v1.Metastore.DescribeGroups:output_type -> strata.metastore.v1.DescribeGroupsResponse
+	119, // 212: strata.metastore.v1.Metastore.JoinGroup:output_type -> strata.metastore.v1.JoinGroupResponse
+	122, // 213: strata.metastore.v1.Metastore.SyncGroup:output_type -> strata.metastore.v1.SyncGroupResponse
+	124, // 214: strata.metastore.v1.Metastore.Heartbeat:output_type -> strata.metastore.v1.HeartbeatResponse
+	127, // 215: strata.metastore.v1.Metastore.LeaveGroup:output_type -> strata.metastore.v1.LeaveGroupResponse
+	152, // 216: strata.metastore.v1.Metastore.InitProducer:output_type -> strata.metastore.v1.InitProducerResponse
+	132, // 217: strata.metastore.v1.Metastore.ConsumerHeartbeat:output_type -> strata.metastore.v1.ConsumerHeartbeatResponse
+	135, // 218: strata.metastore.v1.Metastore.ConsumerGroupDescribe:output_type -> strata.metastore.v1.ConsumerGroupDescribeResponse
+	138, // 219: strata.metastore.v1.Metastore.AddToTxn:output_type -> strata.metastore.v1.AddToTxnResponse
+	141, // 220: strata.metastore.v1.Metastore.EndTxn:output_type -> strata.metastore.v1.EndTxnResponse
+	143, // 221: strata.metastore.v1.Metastore.TxnOffsetCommit:output_type -> strata.metastore.v1.TxnOffsetCommitResponse
+	145, // 222: strata.metastore.v1.Metastore.DescribeTransactions:output_type -> strata.metastore.v1.DescribeTransactionsResponse
+	147, // 223: strata.metastore.v1.Metastore.ListTransactions:output_type -> strata.metastore.v1.ListTransactionsResponse
+	149, // 224: strata.metastore.v1.Metastore.DescribeProducers:output_type -> strata.metastore.v1.DescribeProducersResponse
+	154, // 225: strata.metastore.v1.Metastore.Cluster:output_type -> strata.metastore.v1.ClusterResponse
+	156, // 226: strata.metastore.v1.Metastore.Join:output_type -> strata.metastore.v1.JoinResponse
+	158, // 227: strata.metastore.v1.Metastore.Leave:output_type -> strata.metastore.v1.LeaveResponse
+	186, // [186:228] is the sub-list for method output_type
+	144, // [144:186] is the sub-list for method input_type
+	144, // [144:144] is the sub-list for extension type_name
+	144, // [144:144] is the sub-list for extension extendee
+	0,   // [0:144] is the sub-list for field type_name
 }
 
 func init() { file_metastore_proto_init() }
@@ -10529,23 +11791,27 @@ func file_metastore_proto_init() {
 		(*Command_TxnOffsetCommit)(nil),
 		(*Command_ExpireTxns)(nil),
 		(*Command_TxnBatch)(nil),
+		(*Command_ReplaceIndex)(nil),
+		(*Command_DeleteRecords)(nil),
+		(*Command_ClaimGarbage)(nil),
+		(*Command_ForgetGarbage)(nil),
 	}
-	file_metastore_proto_msgTypes[41].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[43].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[85].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[97].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[99].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[102].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[105].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[110].OneofWrappers = []any{}
-	file_metastore_proto_msgTypes[121].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[45].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[47].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[103].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[115].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[117].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[120].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[123].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[128].OneofWrappers = []any{}
+	file_metastore_proto_msgTypes[139].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metastore_proto_rawDesc), len(file_metastore_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   141,
+			NumMessages:   159,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

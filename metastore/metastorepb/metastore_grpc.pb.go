@@ -41,6 +41,11 @@ const (
 	Metastore_RecordIntent_FullMethodName          = "/strata.metastore.v1.Metastore/RecordIntent"
 	Metastore_ResolveIntent_FullMethodName         = "/strata.metastore.v1.Metastore/ResolveIntent"
 	Metastore_ListExpiredIntents_FullMethodName    = "/strata.metastore.v1.Metastore/ListExpiredIntents"
+	Metastore_Segment_FullMethodName               = "/strata.metastore.v1.Metastore/Segment"
+	Metastore_ReplaceIndex_FullMethodName          = "/strata.metastore.v1.Metastore/ReplaceIndex"
+	Metastore_DeleteRecords_FullMethodName         = "/strata.metastore.v1.Metastore/DeleteRecords"
+	Metastore_ClaimGarbage_FullMethodName          = "/strata.metastore.v1.Metastore/ClaimGarbage"
+	Metastore_ForgetGarbage_FullMethodName         = "/strata.metastore.v1.Metastore/ForgetGarbage"
 	Metastore_Watch_FullMethodName                 = "/strata.metastore.v1.Metastore/Watch"
 	Metastore_CommitOffsets_FullMethodName         = "/strata.metastore.v1.Metastore/CommitOffsets"
 	Metastore_FetchOffsets_FullMethodName          = "/strata.metastore.v1.Metastore/FetchOffsets"
@@ -84,6 +89,11 @@ type MetastoreClient interface {
 	RecordIntent(ctx context.Context, in *RecordIntentRequest, opts ...grpc.CallOption) (*RecordIntentResponse, error)
 	ResolveIntent(ctx context.Context, in *ResolveIntentRequest, opts ...grpc.CallOption) (*ResolveIntentResponse, error)
 	ListExpiredIntents(ctx context.Context, in *ListExpiredIntentsRequest, opts ...grpc.CallOption) (*ListExpiredIntentsResponse, error)
+	Segment(ctx context.Context, in *SegmentRequest, opts ...grpc.CallOption) (*SegmentResponse, error)
+	ReplaceIndex(ctx context.Context, in *ReplaceIndexRequest, opts ...grpc.CallOption) (*ReplaceIndexResponse, error)
+	DeleteRecords(ctx context.Context, in *DeleteRecordsRequest, opts ...grpc.CallOption) (*DeleteRecordsResponse, error)
+	ClaimGarbage(ctx context.Context, in *ClaimGarbageRequest, opts ...grpc.CallOption) (*ClaimGarbageResponse, error)
+	ForgetGarbage(ctx context.Context, in *ForgetGarbageRequest, opts ...grpc.CallOption) (*ForgetGarbageResponse, error)
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
 	CommitOffsets(ctx context.Context, in *CommitOffsetsRequest, opts ...grpc.CallOption) (*CommitOffsetsResponse, error)
 	FetchOffsets(ctx context.Context, in *FetchOffsetsRequest, opts ...grpc.CallOption) (*FetchOffsetsResponse, error)
@@ -251,6 +261,56 @@ func (c *metastoreClient) ListExpiredIntents(ctx context.Context, in *ListExpire
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListExpiredIntentsResponse)
 	err := c.cc.Invoke(ctx, Metastore_ListExpiredIntents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) Segment(ctx context.Context, in *SegmentRequest, opts ...grpc.CallOption) (*SegmentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SegmentResponse)
+	err := c.cc.Invoke(ctx, Metastore_Segment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) ReplaceIndex(ctx context.Context, in *ReplaceIndexRequest, opts ...grpc.CallOption) (*ReplaceIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplaceIndexResponse)
+	err := c.cc.Invoke(ctx, Metastore_ReplaceIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) DeleteRecords(ctx context.Context, in *DeleteRecordsRequest, opts ...grpc.CallOption) (*DeleteRecordsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteRecordsResponse)
+	err := c.cc.Invoke(ctx, Metastore_DeleteRecords_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) ClaimGarbage(ctx context.Context, in *ClaimGarbageRequest, opts ...grpc.CallOption) (*ClaimGarbageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClaimGarbageResponse)
+	err := c.cc.Invoke(ctx, Metastore_ClaimGarbage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metastoreClient) ForgetGarbage(ctx context.Context, in *ForgetGarbageRequest, opts ...grpc.CallOption) (*ForgetGarbageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetGarbageResponse)
+	err := c.cc.Invoke(ctx, Metastore_ForgetGarbage_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -514,6 +574,11 @@ type MetastoreServer interface {
 	RecordIntent(context.Context, *RecordIntentRequest) (*RecordIntentResponse, error)
 	ResolveIntent(context.Context, *ResolveIntentRequest) (*ResolveIntentResponse, error)
 	ListExpiredIntents(context.Context, *ListExpiredIntentsRequest) (*ListExpiredIntentsResponse, error)
+	Segment(context.Context, *SegmentRequest) (*SegmentResponse, error)
+	ReplaceIndex(context.Context, *ReplaceIndexRequest) (*ReplaceIndexResponse, error)
+	DeleteRecords(context.Context, *DeleteRecordsRequest) (*DeleteRecordsResponse, error)
+	ClaimGarbage(context.Context, *ClaimGarbageRequest) (*ClaimGarbageResponse, error)
+	ForgetGarbage(context.Context, *ForgetGarbageRequest) (*ForgetGarbageResponse, error)
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
 	CommitOffsets(context.Context, *CommitOffsetsRequest) (*CommitOffsetsResponse, error)
 	FetchOffsets(context.Context, *FetchOffsetsRequest) (*FetchOffsetsResponse, error)
@@ -588,6 +653,21 @@ func (UnimplementedMetastoreServer) ResolveIntent(context.Context, *ResolveInten
 }
 func (UnimplementedMetastoreServer) ListExpiredIntents(context.Context, *ListExpiredIntentsRequest) (*ListExpiredIntentsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListExpiredIntents not implemented")
+}
+func (UnimplementedMetastoreServer) Segment(context.Context, *SegmentRequest) (*SegmentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Segment not implemented")
+}
+func (UnimplementedMetastoreServer) ReplaceIndex(context.Context, *ReplaceIndexRequest) (*ReplaceIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplaceIndex not implemented")
+}
+func (UnimplementedMetastoreServer) DeleteRecords(context.Context, *DeleteRecordsRequest) (*DeleteRecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteRecords not implemented")
+}
+func (UnimplementedMetastoreServer) ClaimGarbage(context.Context, *ClaimGarbageRequest) (*ClaimGarbageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ClaimGarbage not implemented")
+}
+func (UnimplementedMetastoreServer) ForgetGarbage(context.Context, *ForgetGarbageRequest) (*ForgetGarbageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetGarbage not implemented")
 }
 func (UnimplementedMetastoreServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
@@ -927,6 +1007,96 @@ func _Metastore_ListExpiredIntents_Handler(srv interface{}, ctx context.Context,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(MetastoreServer).ListExpiredIntents(ctx, req.(*ListExpiredIntentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_Segment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SegmentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).Segment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_Segment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).Segment(ctx, req.(*SegmentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_ReplaceIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplaceIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).ReplaceIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_ReplaceIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).ReplaceIndex(ctx, req.(*ReplaceIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_DeleteRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).DeleteRecords(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_DeleteRecords_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).DeleteRecords(ctx, req.(*DeleteRecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_ClaimGarbage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClaimGarbageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).ClaimGarbage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_ClaimGarbage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).ClaimGarbage(ctx, req.(*ClaimGarbageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metastore_ForgetGarbage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetGarbageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetastoreServer).ForgetGarbage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metastore_ForgetGarbage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetastoreServer).ForgetGarbage(ctx, req.(*ForgetGarbageRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1400,6 +1570,26 @@ var Metastore_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListExpiredIntents",
 			Handler:    _Metastore_ListExpiredIntents_Handler,
+		},
+		{
+			MethodName: "Segment",
+			Handler:    _Metastore_Segment_Handler,
+		},
+		{
+			MethodName: "ReplaceIndex",
+			Handler:    _Metastore_ReplaceIndex_Handler,
+		},
+		{
+			MethodName: "DeleteRecords",
+			Handler:    _Metastore_DeleteRecords_Handler,
+		},
+		{
+			MethodName: "ClaimGarbage",
+			Handler:    _Metastore_ClaimGarbage_Handler,
+		},
+		{
+			MethodName: "ForgetGarbage",
+			Handler:    _Metastore_ForgetGarbage_Handler,
 		},
 		{
 			MethodName: "CommitOffsets",

@@ -412,3 +412,57 @@ func (a *api) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.LeaveRespons
 func readError(err error) error {
 	return metastore.UnavailableError("read: %v", err)
 }
+
+// --- compaction, retention, garbage collection ----------------------------------------
+
+func (a *api) Segment(ctx context.Context, req *pb.SegmentRequest) (*pb.SegmentResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.Segment, func() (*pb.SegmentResponse, error) {
+		if err := a.n.linearize(ctx); err != nil {
+			return nil, err
+		}
+		resp, err := a.n.st.SegmentInfo(req.SegmentId)
+		if err != nil {
+			return nil, readError(err)
+		}
+		return resp, nil
+	})
+}
+
+func (a *api) ReplaceIndex(ctx context.Context, req *pb.ReplaceIndexRequest) (*pb.ReplaceIndexResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.ReplaceIndex, func() (*pb.ReplaceIndexResponse, error) {
+		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_ReplaceIndex{ReplaceIndex: &pb.ReplaceIndexCommand{Request: req}}})
+		if err != nil {
+			return nil, err
+		}
+		return res.Replace, nil
+	})
+}
+
+func (a *api) DeleteRecords(ctx context.Context, req *pb.DeleteRecordsRequest) (*pb.DeleteRecordsResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.DeleteRecords, func() (*pb.DeleteRecordsResponse, error) {
+		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_DeleteRecords{DeleteRecords: &pb.DeleteRecordsCommand{Partitions: req.Partitions}}})
+		if err != nil {
+			return nil, err
+		}
+		return &pb.DeleteRecordsResponse{Results: res.LogStarts}, nil
+	})
+}
+
+func (a *api) ClaimGarbage(ctx context.Context, req *pb.ClaimGarbageRequest) (*pb.ClaimGarbageResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.ClaimGarbage, func() (*pb.ClaimGarbageResponse, error) {
+		res, err := a.write(ctx, &pb.Command{Op: &pb.Command_ClaimGarbage{ClaimGarbage: &pb.ClaimGarbageCommand{GraceMs: req.GraceMs, Limit: req.Limit}}})
+		if err != nil {
+			return nil, err
+		}
+		return &pb.ClaimGarbageResponse{Garbage: res.Garbage}, nil
+	})
+}
+
+func (a *api) ForgetGarbage(ctx context.Context, req *pb.ForgetGarbageRequest) (*pb.ForgetGarbageResponse, error) {
+	return onLeader(ctx, a.n, req, pb.MetastoreClient.ForgetGarbage, func() (*pb.ForgetGarbageResponse, error) {
+		if _, err := a.write(ctx, &pb.Command{Op: &pb.Command_ForgetGarbage{ForgetGarbage: &pb.ForgetGarbageCommand{SegmentIds: req.SegmentIds}}}); err != nil {
+			return nil, err
+		}
+		return &pb.ForgetGarbageResponse{}, nil
+	})
+}

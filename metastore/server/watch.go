@@ -124,11 +124,16 @@ func (s *subscriber) filter(ev *pb.WatchEvent) *pb.WatchEvent {
 	}
 	out := &pb.WatchEvent{AppliedIndex: ev.AppliedIndex}
 	if s.parts == nil {
-		out.Entries = ev.Entries
+		out.Entries, out.Changes = ev.Entries, ev.Changes
 	} else {
 		for _, e := range ev.Entries {
 			if s.parts[partKey{string(e.TopicId), e.Partition}] {
 				out.Entries = append(out.Entries, e)
+			}
+		}
+		for _, c := range ev.Changes {
+			if s.parts[partKey{string(c.TopicId), c.Partition}] {
+				out.Changes = append(out.Changes, c)
 			}
 		}
 	}
@@ -138,7 +143,7 @@ func (s *subscriber) filter(ev *pb.WatchEvent) *pb.WatchEvent {
 		out.AgentsChanged = ev.AgentsChanged
 		out.AgentsRemoved = ev.AgentsRemoved
 	}
-	if len(out.Entries) == 0 && len(out.TopicsChanged) == 0 && len(out.TopicsDeleted) == 0 &&
+	if len(out.Entries) == 0 && len(out.Changes) == 0 && len(out.TopicsChanged) == 0 && len(out.TopicsDeleted) == 0 &&
 		len(out.AgentsChanged) == 0 && len(out.AgentsRemoved) == 0 {
 		return nil
 	}

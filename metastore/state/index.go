@@ -25,6 +25,11 @@ import (
 //
 // A typical entry is ~35 bytes of value and 29 of key.
 //
+// A compaction output (level > 0 or cleaned) is version 3: version 1's fields, then
+//
+//	uvarint level
+//	varint  cleaned ms (0: never key-compacted)
+//
 // A transaction marker (a control record with no segment behind it; readers build
 // its batch) is version 2:
 //
@@ -34,8 +39,9 @@ import (
 //	uvarint producer epoch
 //	varint  timestamp
 const (
-	indexValueVersion  = 1
-	markerValueVersion = 2
+	indexValueVersion     = 1
+	markerValueVersion    = 2
+	compactedValueVersion = 3
 )
 
 // ErrCorrupt marks state that does not decode: a bug or a damaged disk, never input.
@@ -49,8 +55,12 @@ func encodeIndexValue(e *pb.IndexEntry) []byte {
 		b = binary.AppendUvarint(b, uint64(e.ProducerEpoch))
 		return binary.AppendVarint(b, e.MaxTimestamp)
 	}
-	b := make([]byte, 0, 48)
-	b = append(b, indexValueVersion)
+	b := make([]byte, 0, 56)
+	version := byte(indexValueVersion)
+	if e.Level != 0 || e.CleanedMs != 0 {
+		version = compactedValueVersion
+	}
+	b = append(b, version)
 	b = binary.AppendUvarint(b, uint64(e.LastOffset-e.BaseOffset))
 	b = append(b, e.SegmentId...)
 	b = binary.AppendUvarint(b, uint64(e.Position))
@@ -59,6 +69,10 @@ func encodeIndexValue(e *pb.IndexEntry) []byte {
 	b = binary.AppendUvarint(b, uint64(e.BatchCount))
 	b = binary.AppendUvarint(b, uint64(e.RecordCount))
 	b = binary.AppendUvarint(b, uint64(e.Flags))
+	if version == compactedValueVersion {
+		b = binary.AppendUvarint(b, uint64(e.Level))
+		b = binary.AppendVarint(b, e.CleanedMs)
+	}
 	return b
 }
 
@@ -67,7 +81,7 @@ func decodeIndexEntry(key, val []byte) (*pb.IndexEntry, error) {
 	if len(key) == 1+16+4+8 && len(val) > 2 && val[0] == markerValueVersion {
 		return decodeMarker(key, val)
 	}
-	if len(key) != 1+16+4+8 || len(val) < 1+1+16 || val[0] != indexValueVersion {
+	if len(key) != 1+16+4+8 || len(val) < 1+1+16 || (val[0] != indexValueVersion && val[0] != compactedValueVersion) {
 		return nil, fmt.Errorf("%w: index entry key %x value %x", ErrCorrupt, key, val)
 	}
 	e := &pb.IndexEntry{
@@ -102,7 +116,21 @@ func decodeIndexEntry(key, val []byte) (*pb.IndexEntry, error) {
 	e.BatchCount = int32(uv())
 	e.RecordCount = int32(uv())
 	flags := uv()
-	if v == nil || len(v) != 0 {
+	if v != nil && val[0] == compactedValueVersion {
+		level := uv()
+		if v != nil && level <= math.MaxInt16 {
+			e.Level = int32(level)
+			cleaned, n := binary.Varint(v)
+			if n <= 0 {
+				v = nil
+			} else {
+				e.CleanedMs, v = cleaned, v[n:]
+			}
+		} else {
+			v = nil
+		}
+	}
+	if v == nil || len(v) != 0 || flags > math.MaxUint32 {
 		return nil, fmt.Errorf("%w: index entry value %x", ErrCorrupt, val)
 	}
 	e.Flags = uint32(flags)

@@ -8,15 +8,15 @@ import (
 // stable: they are on disk and in snapshots. Add new ones, never renumber; a retired
 // prefix stays listed, commented out, so its number is never reused.
 const (
-	prefixMeta       byte = 0x01 // metaKey: applied index, format version
-	prefixTopic      byte = 0x10 // topic id(16) -> pb.Topic
-	prefixTopicName  byte = 0x11 // name -> topic id(16)
-	prefixTopicNorm  byte = 0x12 // name with '.' as '_' -> topic id(16): Kafka's collision rule
-	prefixHead       byte = 0x13 // topic id(16) partition(4) -> pb.PartitionHead
-	prefixIndex      byte = 0x14 // topic id(16) partition(4) last offset(8) -> index entry (binary, see index.go)
-	prefixTimeIndex  byte = 0x15 // topic id(16) partition(4) max timestamp(8, sign-flipped) -> base offset(8)
-	prefixSegment    byte = 0x16 // segment id(16) -> pb.SegmentRecord
-	prefixUnrefSeg   byte = 0x17 // segment id(16) -> empty: committed segments no index entry references (for GC)
+	prefixMeta      byte = 0x01 // metaKey: applied index, format version
+	prefixTopic     byte = 0x10 // topic id(16) -> pb.Topic
+	prefixTopicName byte = 0x11 // name -> topic id(16)
+	prefixTopicNorm byte = 0x12 // name with '.' as '_' -> topic id(16): Kafka's collision rule
+	prefixHead      byte = 0x13 // topic id(16) partition(4) -> pb.PartitionHead
+	prefixIndex     byte = 0x14 // topic id(16) partition(4) last offset(8) -> index entry (binary, see index.go)
+	prefixTimeIndex byte = 0x15 // topic id(16) partition(4) max timestamp(8, sign-flipped) -> base offset(8)
+	prefixSegment   byte = 0x16 // segment id(16) -> pb.SegmentRecord
+	// prefixUnrefSeg 0x17: retired (an unordered set of unreferenced segments).
 	prefixIntent     byte = 0x18 // segment id(16) -> pb.UploadIntent
 	prefixIntentExp  byte = 0x19 // expires ms(8, sign-flipped) segment id(16) -> empty
 	prefixAgent      byte = 0x1a // agent id -> pb.AgentInfo
@@ -28,6 +28,9 @@ const (
 	prefixSchema     byte = 0x25 // reserved: schema registry
 	prefixAborted    byte = 0x26 // topic id(16) partition(4) marker offset(8) -> pb.AbortedTxn
 	prefixOpenTxn    byte = 0x27 // topic id(16) partition(4) first offset(8) producer id(8) -> empty
+	prefixCondemned  byte = 0x28 // segment id(16) -> empty: objects GC claimed and has not reported deleted
+	prefixUnrefAt    byte = 0x29 // unreferenced ms(8, sign-flipped) segment id(16) -> empty: committed segments no index entry references
+	prefixGone       byte = 0x2a // deleted ms(8, sign-flipped) segment id(16) -> empty: tombstones of collected segments, purged later
 	prefixEndOfState byte = 0xff // never a key: the upper bound of every scan
 )
 
@@ -73,9 +76,17 @@ func timeIndexKey(id []byte, partition int32, ts int64) []byte {
 	return binary.BigEndian.AppendUint64(tpKey(prefixTimeIndex, id, partition), orderedInt64(ts))
 }
 
-func segmentKey(id []byte) []byte  { return append([]byte{prefixSegment}, id...) }
-func unrefSegKey(id []byte) []byte { return append([]byte{prefixUnrefSeg}, id...) }
-func intentKey(id []byte) []byte   { return append([]byte{prefixIntent}, id...) }
+func segmentKey(id []byte) []byte   { return append([]byte{prefixSegment}, id...) }
+func condemnedKey(id []byte) []byte { return append([]byte{prefixCondemned}, id...) }
+
+func goneKey(ms int64, id []byte) []byte {
+	return append(binary.BigEndian.AppendUint64([]byte{prefixGone}, orderedInt64(ms)), id...)
+}
+
+func unrefAtKey(ms int64, id []byte) []byte {
+	return append(binary.BigEndian.AppendUint64([]byte{prefixUnrefAt}, orderedInt64(ms)), id...)
+}
+func intentKey(id []byte) []byte { return append([]byte{prefixIntent}, id...) }
 
 // groupOffsetsKey is the prefix of one group's committed offsets; the group's length
 // comes first so that no group's keys are a prefix of another's.

@@ -148,7 +148,7 @@ func (t *txn) topicChanged(topic *pb.Topic) {
 	t.watchable = true
 }
 
-func (t *txn) deleteTopics(c *pb.DeleteTopicsCommand) (*Result, error) {
+func (t *txn) deleteTopics(c *pb.DeleteTopicsCommand, now int64) (*Result, error) {
 	res := &Result{}
 	for _, ref := range c.Topics {
 		topic, err := t.resolveTopic(ref)
@@ -159,7 +159,7 @@ func (t *txn) deleteTopics(c *pb.DeleteTopicsCommand) (*Result, error) {
 			res.Topics = append(res.Topics, topicResult(ref, pb.ErrorCode_UNKNOWN_TOPIC_OR_PARTITION, "no such topic"))
 			continue
 		}
-		if err := t.deleteTopic(topic); err != nil {
+		if err := t.deleteTopic(topic, now); err != nil {
 			return nil, err
 		}
 		res.Topics = append(res.Topics, &pb.TopicResult{Name: topic.Name, TopicId: topic.TopicId})
@@ -168,7 +168,7 @@ func (t *txn) deleteTopics(c *pb.DeleteTopicsCommand) (*Result, error) {
 }
 
 // deleteTopic removes the topic, its heads and index, and releases its segments.
-func (t *txn) deleteTopic(topic *pb.Topic) error {
+func (t *txn) deleteTopic(topic *pb.Topic, now int64) error {
 	id := topic.TopicId
 	for _, k := range [][]byte{topicKey(id), topicNameKey(topic.Name), topicNormKey(topic.Name)} {
 		if err := t.del(k); err != nil {
@@ -196,7 +196,7 @@ func (t *txn) deleteTopic(topic *pb.Topic) error {
 		return fmt.Errorf("state: %w", err)
 	}
 	for _, seg := range released {
-		if err := t.releaseSegment(seg); err != nil {
+		if err := t.releaseSegment(seg, 1, now); err != nil {
 			return err
 		}
 	}
@@ -216,20 +216,28 @@ func (t *txn) deleteTopic(topic *pb.Topic) error {
 	return nil
 }
 
-func (t *txn) releaseSegment(id []byte) error {
+// releaseSegment drops n index references to a segment; at zero the segment waits
+// for garbage collection from now on.
+func (t *txn) releaseSegment(id []byte, n int32, now int64) error {
 	var rec pb.SegmentRecord
 	ok, err := t.getProto(segmentKey(id), &rec)
-	if err != nil || !ok {
+	if err != nil || !ok || rec.References <= 0 {
 		return err
 	}
-	rec.References--
+	rec.References -= n
 	if rec.References <= 0 {
 		rec.References = 0
-		if err := t.set(unrefSegKey(id), nil); err != nil {
+		if err := t.unreferenced(&rec, now); err != nil {
 			return err
 		}
 	}
 	return t.setProto(segmentKey(id), &rec)
+}
+
+// unreferenced starts a segment's wait for garbage collection.
+func (t *txn) unreferenced(rec *pb.SegmentRecord, now int64) error {
+	rec.UnreferencedMs = now
+	return t.set(unrefAtKey(now, rec.SegmentId), nil)
 }
 
 func (t *txn) alterConfigs(c *pb.AlterConfigsCommand) (*Result, error) {
@@ -394,6 +402,14 @@ func (t *txn) commitSegment(req *pb.CommitSegmentRequest, now int64) (*pb.Commit
 	var prior pb.SegmentRecord
 	if ok, err := t.getProto(segmentKey(req.SegmentId), &prior); err != nil {
 		return nil, err
+	} else if ok && prior.Condemned {
+		// GC claimed this id (its upload intent expired, or it was collected):
+		// its object is gone or going, so it must never be indexed.
+		resp := &pb.CommitSegmentResponse{}
+		for _, ch := range req.Chunks {
+			resp.Chunks = append(resp.Chunks, &pb.ChunkResult{TopicId: ch.TopicId, Partition: ch.Partition, Error: pb.ErrorCode_INVALID_SEGMENT, BaseOffset: -1, LastOffset: -1})
+		}
+		return resp, nil
 	} else if ok {
 		return prior.Result, nil
 	}
@@ -408,13 +424,14 @@ func (t *txn) commitSegment(req *pb.CommitSegmentRequest, now int64) (*pb.Commit
 		resp.Chunks = append(resp.Chunks, r)
 	}
 	rec := &pb.SegmentRecord{SegmentId: req.SegmentId, Size: req.Size, CommittedMs: now, References: refs, Result: resp}
-	if err := t.setProto(segmentKey(req.SegmentId), rec); err != nil {
-		return nil, err
-	}
 	if refs == 0 {
-		if err := t.set(unrefSegKey(req.SegmentId), nil); err != nil {
+		// Nothing of it was indexed (every chunk refused or a duplicate).
+		if err := t.unreferenced(rec, now); err != nil {
 			return nil, err
 		}
+	}
+	if err := t.setProto(segmentKey(req.SegmentId), rec); err != nil {
+		return nil, err
 	}
 	// A committed segment is no longer an orphan candidate.
 	if err := t.dropIntent(req.SegmentId); err != nil {

@@ -202,6 +202,12 @@ type Result struct {
 	Producer *pb.ProducerRecord
 	// TxnAdds has one result per TxnAdd of an AddToTxn.
 	TxnAdds []*pb.TxnAddResult
+	// Replace is the outcome of a ReplaceIndex.
+	Replace *pb.ReplaceIndexResponse
+	// LogStarts has one result per partition of a DeleteRecords.
+	LogStarts []*pb.PartitionOffsetResult
+	// Garbage lists the condemned objects after a ClaimGarbage.
+	Garbage []*pb.Garbage
 	// Err is set when the command as a whole was refused.
 	Err *Error
 }
@@ -302,7 +308,7 @@ func (t *txn) apply(cmd *pb.Command) (*Result, error) {
 	case *pb.Command_CreateTopics:
 		return t.createTopics(op.CreateTopics, now)
 	case *pb.Command_DeleteTopics:
-		return t.deleteTopics(op.DeleteTopics)
+		return t.deleteTopics(op.DeleteTopics, now)
 	case *pb.Command_AlterConfigs:
 		return t.alterConfigs(op.AlterConfigs)
 	case *pb.Command_CreatePartitions:
@@ -343,6 +349,14 @@ func (t *txn) apply(cmd *pb.Command) (*Result, error) {
 		return t.txnBatch(op.TxnBatch.GetOps(), now)
 	case *pb.Command_SaveGroup:
 		return t.saveGroup(op.SaveGroup.GetGroup(), now)
+	case *pb.Command_ReplaceIndex:
+		return t.replaceIndex(op.ReplaceIndex.GetRequest(), now)
+	case *pb.Command_DeleteRecords:
+		return t.deleteRecords(op.DeleteRecords.GetPartitions(), now)
+	case *pb.Command_ClaimGarbage:
+		return t.claimGarbage(op.ClaimGarbage.GetGraceMs(), int(op.ClaimGarbage.GetLimit()), now)
+	case *pb.Command_ForgetGarbage:
+		return t.forgetGarbage(op.ForgetGarbage.GetSegmentIds(), now)
 	case *pb.Command_ExpireOffsets:
 		return t.expireOffsets(op.ExpireOffsets.GetRetentionMs(), now)
 	}

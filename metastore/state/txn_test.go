@@ -1303,6 +1303,8 @@ func FuzzDecodeIndexEntry(f *testing.F) {
 	f.Add(key, []byte{markerValueVersion, 1, 0})
 	f.Add(key, []byte{indexValueVersion})
 	f.Add(key[:5], []byte{})
+	f.Add(key, encodeIndexValue(&pb.IndexEntry{BaseOffset: 10, LastOffset: 77, SegmentId: id(8), Position: 0, Length: 4 << 20,
+		MaxTimestamp: 1_700_000_000_000, BatchCount: 9, RecordCount: 30, Flags: 1, Level: 2, CleanedMs: 1_700_000_000_500}))
 	f.Fuzz(func(t *testing.T, key, val []byte) {
 		e, err := decodeIndexEntry(key, val)
 		if err != nil {
