@@ -10,12 +10,25 @@ FUZZTIME    ?= 5m
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short lint minio fuzz bench clean
+.PHONY: all build run test test-short lint minio fuzz bench bench-go clean lambdas
 
 all: build
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/strata ./cmd/strata
+
+# AWS Lambda functions for the provided.al2023 runtime: bin/lambdas/<fn>.zip holds one
+# static executable named bootstrap (LAMBDA_ARCH=arm64 for Graviton). The zip is made
+# by a small Go program, so no zip tool is needed.
+LAMBDAS     := compaction
+LAMBDA_ARCH ?= amd64
+lambdas:
+	@for fn in $(LAMBDAS); do \
+		echo "== $$fn -> $(BIN)/lambdas/$$fn.zip"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$(LAMBDA_ARCH) $(GO) build -tags lambda.norpc -trimpath \
+			-o $(BIN)/lambdas/$$fn/bootstrap ./lambdas/$$fn/bootstrap || exit 1; \
+		$(GO) run ./lambdas/internal/mkzip -o $(BIN)/lambdas/$$fn.zip $(BIN)/lambdas/$$fn/bootstrap || exit 1; \
+	done
 
 # Everything in one process: Kafka on 127.0.0.1:9092, data in ./strata-data.
 run: build
@@ -49,7 +62,15 @@ fuzz:
 	done
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./agent/
 
-bench:
+# The short default suite of strata bench (under 5 minutes): throughput and latency of
+# strata local beside franz-go's kfake, latency with S3-like store latency, and a
+# 3 + 2 process cluster. Tables, JSON and plots go to BENCH_OUT.
+BENCH_OUT ?= bench-results/quick
+bench: build
+	$(BIN)/strata bench --suite quick --out $(BENCH_OUT)
+
+# The Go micro-benchmarks (testing.B) of the format and the metastore.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./objectlog/... ./metastore/...
 
 clean:

@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -371,5 +373,61 @@ func TestProduceRecompressedBatchTooLarge(t *testing.T) {
 	resp := produceRaw(t, s, cl, -1, "inflate", map[int32][]byte{0: batchOf(t, objectlog.CodecZstd, 1, zeros)})
 	if code := resp.Topics[0].Partitions[0].ErrorCode; code != kerr.MessageTooLarge.Code {
 		t.Fatalf("a batch inflating past max.message.bytes: %v, want MESSAGE_TOO_LARGE", kerr.ErrorForCode(code))
+	}
+}
+
+// TestCommittedSegmentIsReleased: once a segment is committed and its producers
+// answered, nothing keeps it (and with it every produce frame its batches are slices
+// of) alive. The cached index entries of a segment the agent wrote once pointed into
+// it, and the agent's heap grew with everything ever produced.
+func TestCommittedSegmentIsReleased(t *testing.T) {
+	s := startAgent(t, withConfig(func(c *Config) { c.Linger = 50 * time.Millisecond }))
+	createTopic(t, s, "released", 1, nil)
+	cl := kafkaClient(t, s)
+	ctx := testContext(t)
+	// A fetch first: the agent caches index entries of partitions it serves.
+	fetchRaw(t, s, cl, "released", 0, 0, nil)
+	// Several segments: whether the agent's own entry or the watch's copy of it is
+	// cached last is a race, and only the last is kept.
+	var segs []weak.Pointer[segBuf]
+	for i := range 20 {
+		acked := make(chan error, 1)
+		cl.Produce(ctx, &kgo.Record{Topic: "released", Value: []byte("v")}, func(_ *kgo.Record, err error) { acked <- err })
+		var seg weak.Pointer[segBuf]
+		for seg.Value() == nil {
+			s.w.mu.Lock()
+			if s.w.open != nil {
+				seg = weak.Make(s.w.open)
+			}
+			s.w.mu.Unlock()
+			if ctx.Err() != nil {
+				t.Fatalf("record %d never reached an open segment", i)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		if err := <-acked; err != nil {
+			t.Fatal(err)
+		}
+		segs = append(segs, seg)
+	}
+	// The records are served from the agent's cache, through the entries it indexed.
+	if f := fetchRaw(t, s, cl, "released", 0, 0, nil); len(f.Topics[0].Partitions[0].RecordBatches) == 0 {
+		t.Fatal("the records are not fetched")
+	}
+	for i := 0; ; i++ {
+		alive := 0
+		for _, seg := range segs {
+			if seg.Value() != nil {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return
+		}
+		if i == 100 {
+			t.Fatalf("%d of %d committed segments still reachable after 100 collections", alive, len(segs))
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"fmt"
@@ -23,6 +24,16 @@ import (
 // metastore's watch stream and from this agent's own commits; every change closes
 // the notify channel, which wakes long-poll fetches. A miss asks the metastore.
 //
+// Two things change committed entries, and the watch tells of both (PartitionChange):
+// a compaction replaces a run of a partition's entries with entries into its output
+// object (absolute offsets, possibly with gaps where key compaction dropped
+// everything), and retention or DeleteRecords moves the log start forward, dropping
+// the entries below it. The cache drops what they replaced; a Lookup answer read
+// before a replacement and arriving after it must not put the old entries back, so
+// each partition remembers when it last changed. The objects of replaced entries are
+// deleted by GC after a grace period: a read that finds its object gone forgets the
+// partition's entries and asks again (01_fetch.go).
+//
 // Chunks are cached with their base offsets already patched, keyed by segment and
 // position, in an LRU bounded by bytes. The agent that wrote a segment puts its
 // chunks in the cache as it commits them, so the freshest data is served from memory;
@@ -42,6 +53,9 @@ type partState struct {
 	logStart int64
 	entries  []*pb.IndexEntry // sorted by base offset, not necessarily contiguous
 	used     uint64           // reader.clock at the last fetch
+	// changed is reader.gen when entries were last replaced or forgotten: a Lookup
+	// sent before then may hold entries that no longer exist.
+	changed uint64
 }
 
 type reader struct {
@@ -50,9 +64,12 @@ type reader struct {
 	mu     sync.Mutex
 	parts  map[partKey]*partState
 	notify chan struct{}
-	// gen counts resyncs: a Lookup answer that started before one may miss what the
-	// resync stands for, so it must not mark a head known.
-	gen uint64
+	// gen counts invalidations; a Lookup notes it when sent. resynced is gen at the
+	// last one that concerns every partition (a watch resync, an eviction, a topic
+	// deletion): an answer sent before it must not mark a head known nor cache
+	// entries. A partition's own (a replacement, a vanished object) is its changed.
+	gen      uint64
+	resynced uint64
 	// cached is the number of entries over all partitions; clock orders their use.
 	cached int
 	clock  uint64
@@ -82,29 +99,61 @@ func (r *reader) wakeLocked() {
 	r.notify = make(chan struct{})
 }
 
-// resync forgets what the watch may have missed: heads are re-read on next use.
+// resync forgets what the watch may have missed: heads are re-read on next use, and
+// entries too, since a compaction it missed may have replaced some.
 func (r *reader) resync() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.gen++
+	r.invalidateAllLocked()
 	for _, p := range r.parts {
 		p.known = false
+		p.entries = nil
 	}
+	r.cached = 0
 	r.wakeLocked()
 }
 
-// apply folds in a watch event's new index entries.
+// invalidateAllLocked makes every Lookup in flight stale.
+func (r *reader) invalidateAllLocked() {
+	r.gen++
+	r.resynced = r.gen
+}
+
+// staleLocked reports whether a Lookup sent at gen may hold entries p no longer has.
+func (r *reader) staleLocked(p *partState, gen uint64) bool {
+	return r.resynced > gen || p.changed > gen
+}
+
+// apply folds in a watch event: its partition changes first (what they replaced
+// goes), then its new index entries (appends and replacements alike).
 func (r *reader) apply(ev *pb.WatchEvent) {
-	if len(ev.Entries) == 0 && len(ev.TopicsDeleted) == 0 {
+	if len(ev.Entries) == 0 && len(ev.TopicsDeleted) == 0 && len(ev.Changes) == 0 {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for _, c := range ev.Changes {
+		var k partKey
+		copy(k.topic[:], c.TopicId)
+		k.partition = c.Partition
+		p := r.parts[k]
+		if p == nil {
+			continue // nothing cached, and no Lookup in flight (beginLookup adds p)
+		}
+		r.raiseLogStartLocked(p, c.LogStartOffset)
+		if c.Replaced {
+			r.gen++
+			p.changed = r.gen
+			r.dropLocked(p, func(e *pb.IndexEntry) bool {
+				return e.BaseOffset <= c.ReplacedTo && e.LastOffset >= c.ReplacedFrom
+			})
+		}
+	}
 	for _, e := range ev.Entries {
 		r.addLocked(e)
 	}
 	if len(ev.TopicsDeleted) > 0 {
-		r.gen++ // a Lookup in flight must not bring a dropped partition back as known
+		r.invalidateAllLocked() // a Lookup in flight must not bring a dropped partition back as known
 	}
 	for _, id := range ev.TopicsDeleted {
 		for k, p := range r.parts {
@@ -124,6 +173,51 @@ func keyOf(e *pb.IndexEntry) partKey {
 	return k
 }
 
+// raiseLogStartLocked moves a partition's log start forward (never back) and drops
+// the entries wholly below it.
+func (r *reader) raiseLogStartLocked(p *partState, logStart int64) {
+	if logStart <= p.logStart {
+		return
+	}
+	p.logStart = logStart
+	r.dropLocked(p, func(e *pb.IndexEntry) bool { return e.LastOffset < logStart })
+}
+
+// dropLocked removes a partition's cached entries that match.
+func (r *reader) dropLocked(p *partState, drop func(*pb.IndexEntry) bool) {
+	n := len(p.entries)
+	p.entries = slices.DeleteFunc(p.entries, drop)
+	r.cached -= n - len(p.entries)
+}
+
+// setLogStart records a log start this agent moved itself (DeleteRecords), ahead of
+// the watch event that tells the same.
+func (r *reader) setLogStart(k partKey, logStart int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.parts[k]; p != nil {
+		r.raiseLogStartLocked(p, logStart)
+		p.hwm = max(p.hwm, logStart)
+	}
+	r.wakeLocked()
+}
+
+// forget drops a partition's cached entries: one of them named an object that is
+// gone (compacted or deleted, and collected), so the others may be as stale. A
+// Lookup in flight must not bring them back either.
+func (r *reader) forget(k partKey) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.parts[k]
+	if p == nil {
+		return
+	}
+	r.gen++
+	p.changed = r.gen
+	r.cached -= len(p.entries)
+	p.entries = nil
+}
+
 // addLocked caches one entry and raises the partition's watermark past it.
 func (r *reader) addLocked(e *pb.IndexEntry) {
 	k := keyOf(e)
@@ -140,6 +234,9 @@ func (r *reader) addLocked(e *pb.IndexEntry) {
 	// whichever source (watch, own commit, Lookup) said it first.
 	if e.LastStableOffset > p.lso {
 		p.lso = e.LastStableOffset
+	}
+	if e.LastOffset < p.logStart {
+		return // deleted already: a late answer or event must not cache it again
 	}
 	i, found := slices.BinarySearchFunc(p.entries, e.BaseOffset, func(x *pb.IndexEntry, off int64) int {
 		return cmpInt64(x.BaseOffset, off)
@@ -163,7 +260,7 @@ func (r *reader) addLocked(e *pb.IndexEntry) {
 // evictLocked forgets the partitions used least recently until the cache is at three
 // quarters of its bound; they are read from the metastore again when fetched.
 func (r *reader) evictLocked() {
-	r.gen++ // a Lookup in flight must not bring a forgotten partition back as known
+	r.invalidateAllLocked() // a Lookup in flight must not bring a forgotten partition back as known
 	keys := make([]partKey, 0, len(r.parts))
 	for k := range r.parts {
 		keys = append(keys, k)
@@ -210,6 +307,10 @@ func wholeChunk(res *pb.ChunkResult) bool {
 func (r *reader) hot(seg *segBuf) {
 	// Patch and cache outside r.mu: fetches keep reading the index meanwhile.
 	entries := make([]*pb.IndexEntry, 0, len(seg.index.Chunks))
+	// The cached entries outlive the segment: their id must not point into it (a
+	// slice of seg.id would keep the whole segBuf, with every produce frame its
+	// batches came from, alive as long as the index entry).
+	segID := bytes.Clone(seg.id[:])
 	for _, c := range seg.index.Chunks {
 		res := seg.results[partKey{c.TopicID, c.Partition}]
 		if res == nil || res.Error != pb.ErrorCode_NONE || !wholeChunk(res) {
@@ -227,7 +328,7 @@ func (r *reader) hot(seg *segBuf) {
 			Partition:    res.Partition,
 			BaseOffset:   res.BaseOffset,
 			LastOffset:   res.LastOffset,
-			SegmentId:    seg.id[:],
+			SegmentId:    segID,
 			Position:     c.Position,
 			Length:       c.Length,
 			MaxTimestamp: c.MaxTimestamp,
@@ -262,8 +363,8 @@ func (r *reader) head(ctx context.Context, k partKey, fresh bool) (hwm, lso, log
 		r.mu.Unlock()
 		return hwm, lso, logStart, nil
 	}
-	gen := r.gen
 	r.mu.Unlock()
+	gen := r.beginLookup(k)
 	resp, err := r.s.meta.Lookup(ctx, &pb.LookupRequest{TopicId: k.topic[:], Partition: k.partition, Offset: -1, MaxEntries: 1})
 	if err != nil {
 		return 0, 0, 0, err
@@ -288,55 +389,80 @@ func (r *reader) aborted(ctx context.Context, k partKey, from, upto int64) ([]*p
 	return resp.Aborted, nil
 }
 
-// learn records a Lookup answer's head and entries; gen is the resync generation
-// when the Lookup was sent.
-func (r *reader) learn(k partKey, resp *pb.LookupResponse, gen uint64) {
+// beginLookup notes that a Lookup of k is about to be sent and returns the gen its
+// answer is learnt with. The partition is remembered from now on, so that a change
+// the watch brings before the answer marks it.
+func (r *reader) beginLookup(k partKey) uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.touchLocked(r.partLocked(k))
+	return r.gen
+}
+
+// partLocked returns k's state, remembering the partition from now on.
+func (r *reader) partLocked(k partKey) *partState {
 	p := r.parts[k]
 	if p == nil {
 		p = &partState{}
 		r.parts[k] = p
 	}
+	return p
+}
+
+// learn records a Lookup answer's head and entries; gen is beginLookup's.
+func (r *reader) learn(k partKey, resp *pb.LookupResponse, gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.partLocked(k)
 	r.touchLocked(p)
 	if h := resp.Head; h != nil {
 		// None of these goes back: an answer read before an event already
 		// applied here must not undo it.
 		p.hwm = max(p.hwm, h.NextOffset)
 		p.lso = max(p.lso, h.StableOffset())
-		p.logStart = max(p.logStart, h.LogStartOffset)
-		p.known = gen == r.gen
+		r.raiseLogStartLocked(p, h.LogStartOffset)
+		if r.resynced <= gen {
+			p.known = true
+		}
+	}
+	if r.staleLocked(p, gen) {
+		// Read before a replacement (or a resync) this agent has applied: its
+		// entries may be the replaced ones. The caller may use them once; the
+		// cache must not keep them.
+		return
 	}
 	for _, e := range resp.Entries {
 		r.addLocked(e)
 	}
 }
 
-// entries returns cached entries covering offset onward, contiguous, up to n; it
-// asks the metastore when the entry holding offset is not cached.
+// entries returns up to n entries in offset order, the first the one holding offset
+// or, when offset lies in a gap compaction left, the first after it. Cached entries
+// are returned while contiguous (a hole in the cache may be an entry not cached);
+// otherwise the metastore is asked, and its answer is consecutive in the index (a
+// hole in it is a gap). A Lookup refused with OFFSET_OUT_OF_RANGE refreshes the head.
 func (r *reader) entries(ctx context.Context, k partKey, offset int64, n int) ([]*pb.IndexEntry, error) {
 	if out := r.cachedEntries(k, offset, n); len(out) > 0 {
 		return out, nil
 	}
-	r.mu.Lock()
-	gen := r.gen
-	r.mu.Unlock()
+	gen := r.beginLookup(k)
 	resp, err := r.s.meta.Lookup(ctx, &pb.LookupRequest{TopicId: k.topic[:], Partition: k.partition, Offset: offset, MaxEntries: int32(max(n, 8))})
 	if err != nil {
 		return nil, err
 	}
 	if resp.Error != pb.ErrorCode_NONE {
+		if resp.Error == pb.ErrorCode_OFFSET_OUT_OF_RANGE && resp.Head != nil {
+			// The log start passed offset before this agent heard: learn it now.
+			r.learn(k, resp, gen)
+		}
 		return nil, errOf(resp.Error)
 	}
 	r.learn(k, resp, gen)
 	var out []*pb.IndexEntry
 	next := offset
 	for _, e := range resp.Entries {
-		if e.LastOffset < next {
-			continue
-		}
-		if len(out) > 0 && e.BaseOffset != next {
-			break
+		if e.LastOffset < next || len(out) > 0 && e.BaseOffset < next {
+			continue // not in offset order: never from a sane metastore
 		}
 		out = append(out, e)
 		next = e.LastOffset + 1
@@ -396,7 +522,8 @@ func (r *reader) chunk(e *pb.IndexEntry) ([]byte, error) {
 		defer cancel()
 		body, err := r.s.store.GetRange(gctx, objectlog.SegmentKey(id), e.Position, e.Length)
 		if err != nil {
-			return nil, fmt.Errorf("%w: read %s: %v", errStorage, objectlog.SegmentKey(id), err)
+			// Both wrapped: the fetch tells a collected object (ErrNotExist) apart.
+			return nil, fmt.Errorf("%w: read %s: %w", errStorage, objectlog.SegmentKey(id), err)
 		}
 		data, err := objstore.ReadAllN(body, e.Length)
 		body.Close()
@@ -420,12 +547,17 @@ func (r *reader) chunk(e *pb.IndexEntry) ([]byte, error) {
 }
 
 // checkEntryChunk checks bytes read for an index entry: every batch's CRC, and the
-// batch, record and offset counts the entry promises.
+// batch and record counts the entry promises. A relative chunk (ingestion) must
+// also span exactly the entry's offsets. An absolute one (compaction output) may
+// have gaps where key compaction dropped records, before, between and after its
+// batches: they must only increase and lie inside [base offset, last offset].
 func checkEntryChunk(e *pb.IndexEntry, data []byte) error {
 	if int64(len(data)) != e.Length {
 		return fmt.Errorf("%w: chunk is %d bytes, index says %d", objectlog.ErrCorrupt, len(data), e.Length)
 	}
+	absolute := objectlog.ChunkFlags(e.Flags)&objectlog.FlagAbsoluteOffsets != 0
 	var batches, records, offsets int64
+	next := e.BaseOffset // absolute: the lowest base offset the next batch may have
 	for b, err := range objectlog.Batches(data) {
 		if err != nil {
 			return err
@@ -433,8 +565,16 @@ func checkEntryChunk(e *pb.IndexEntry, data []byte) error {
 		batches++
 		records += int64(b.RecordCount)
 		offsets += int64(b.LastOffsetDelta) + 1
+		if !absolute {
+			continue
+		}
+		if b.BaseOffset < next || b.BaseOffset > e.LastOffset || b.BaseOffset+int64(b.LastOffsetDelta) > e.LastOffset {
+			return fmt.Errorf("%w: batch %d at offsets %d+%d, outside or out of order in entry %d-%d",
+				objectlog.ErrCorrupt, batches-1, b.BaseOffset, b.LastOffsetDelta, e.BaseOffset, e.LastOffset)
+		}
+		next = b.BaseOffset + int64(b.LastOffsetDelta) + 1
 	}
-	if batches != int64(e.BatchCount) || records != int64(e.RecordCount) || offsets != e.LastOffset-e.BaseOffset+1 {
+	if batches != int64(e.BatchCount) || records != int64(e.RecordCount) || !absolute && offsets != e.LastOffset-e.BaseOffset+1 {
 		return fmt.Errorf("%w: chunk holds %d batches, %d records, %d offsets; index says %d, %d, %d",
 			objectlog.ErrCorrupt, batches, records, offsets, e.BatchCount, e.RecordCount, e.LastOffset-e.BaseOffset+1)
 	}

@@ -25,6 +25,7 @@ type Server struct {
 	w        *writer
 	rd       *reader
 	sessions *fetchSessions
+	stats    stats
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc

@@ -213,7 +213,9 @@ func (w *writer) append(key partKey, batches []pendingBatch, size int64) (*ticke
 		seg.parts[key] = pb
 	}
 	t := &ticket{seg: seg, key: key, relative: pb.offsets, first: len(pb.batches), n: len(batches)}
+	var records int64
 	for _, b := range batches {
+		records += int64(b.info.RecordCount)
 		pb.batches = append(pb.batches, b)
 		pb.offsets += int64(b.info.OffsetCount)
 		if pb.firstTs < 0 {
@@ -223,6 +225,9 @@ func (w *writer) append(key partKey, batches []pendingBatch, size int64) (*ticke
 	}
 	seg.bytes += size
 	seg.batches += len(batches)
+	w.s.stats.producedBatches.Add(int64(len(batches)))
+	w.s.stats.producedRecords.Add(records)
+	w.s.stats.producedBytes.Add(size)
 	if seg.bytes >= int64(w.s.cfg.SegmentBytes) {
 		w.sealLocked(seg)
 	}
@@ -481,8 +486,14 @@ func (w *writer) commit(seg *segBuf) error {
 func (w *writer) finish(seg *segBuf, err error) {
 	seg.err = err
 	if err != nil {
+		w.s.stats.segmentsFailed.Add(1)
 		w.s.log.Warn("agent: segment not committed", "segment", seg.id.String(), "err", err)
+	} else {
+		w.s.stats.segmentsCommitted.Add(1)
 	}
+	// Its batches (slices of the produce frames they came in) are in storage now or
+	// failed: drop them, so nothing that still holds the segment holds the frames.
+	seg.parts = nil
 	close(seg.done)
 	seg.data = nil
 	w.release(seg.bytes)

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stratalog/strata/internal/metrics"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -30,8 +32,10 @@ func TestZombieAgentCannotDuplicate(t *testing.T) {
 		apis = append(apis, p.api)
 	}
 	storeDir := t.TempDir()
-	x := startAgentProc(t, "agent-x", "z", apis, "file://"+storeDir, "--linger", "1500ms")
-	y := startAgentProc(t, "agent-y", "z", apis, "file://"+storeDir, "--linger", "1500ms")
+	xm, ym := freePort(t), freePort(t)
+	x := startAgentProc(t, "agent-x", "z", apis, "file://"+storeDir, "--linger", "1500ms", "--metrics-addr", xm)
+	y := startAgentProc(t, "agent-y", "z", apis, "file://"+storeDir, "--linger", "1500ms", "--metrics-addr", ym)
+	metricsOf := map[*agentProc]string{x: xm, y: ym}
 	createTopic(t, y.addr, "zombie", 1, nil)
 	a, b := x, y // a: the partition's leader, which will be paused; b: the other
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -77,14 +81,44 @@ func TestZombieAgentCannotDuplicate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
+	// A first record, acknowledged, warms the client up (metadata, producer id,
+	// connection to A), so the next batch reaches A at once even on a loaded machine;
+	// a cold client could still be initializing when A is paused, and A would then
+	// hold nothing to upload late.
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("one")}).FirstErr(); err != nil {
+		t.Fatalf("first record: %v", err)
+	}
+	// Its request timed out once at least (500 ms against a 1.5 s linger); a retry
+	// that missed the first segment seals a second one after another linger. Let it
+	// land, so every object counted after the pause is the zombie's.
+	time.Sleep(2 * time.Second)
 	objectsBefore := countFiles(t, storeDir)
+	batches := func() float64 {
+		resp, err := http.Get("http://" + metricsOf[a] + "/metrics")
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		m, err := metrics.ParseText(resp.Body)
+		if err != nil {
+			return -1
+		}
+		v, _ := m.Value("strata_agent_produced_batches_total")
+		return v
+	}
+	batchesBefore := batches()
 
 	second := make(chan error, 1)
 	cl.Produce(ctx, &kgo.Record{Value: []byte("two")}, func(_ *kgo.Record, err error) { second <- err })
 	// The batch reaches A's open segment, which waits for its 1.5 s linger (the
 	// request times out at 500 ms and is retried into the same segment); A is paused
-	// before the segment seals.
-	time.Sleep(800 * time.Millisecond)
+	// as soon as it holds the batch, before the segment seals.
+	groupWaitFor(t, time.Second, "the batch in A's open segment", func() error {
+		if n := batches(); n <= batchesBefore {
+			return fmt.Errorf("A accepted %v batches, %v before", n, batchesBefore)
+		}
+		return nil
+	})
 	a.signal(syscall.SIGSTOP)
 	stopped := true
 	defer func() {
@@ -122,14 +156,14 @@ func TestZombieAgentCannotDuplicate(t *testing.T) {
 	defer consumer.Close()
 	var got []string
 	deadline := time.Now().Add(10 * time.Second)
-	for len(got) < 2 && time.Now().Before(deadline) {
+	for len(got) < 3 && time.Now().Before(deadline) {
 		pctx, pcancel := context.WithTimeout(ctx, time.Second)
 		fs := consumer.PollFetches(pctx)
 		pcancel()
 		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
 	}
-	if len(got) != 1 || got[0] != "two" {
-		t.Fatalf("partition holds %q, want [two]", got)
+	if len(got) != 2 || got[0] != "one" || got[1] != "two" {
+		t.Fatalf("partition holds %q, want [one two]", got)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/stratalog/strata/agent"
 	"github.com/stratalog/strata/metastore"
 	"github.com/stratalog/strata/metastore/groups"
@@ -29,7 +31,11 @@ const localSynopsis = `local [flags]   run everything in one process
 An embedded single-node metastore, one agent and a local-directory store under
 --data, serving Kafka on --kafka-addr. --store s3://bucket/prefix (with
 --s3-endpoint for MinIO) keeps the data in S3 instead. Data survives restarts;
-SIGTERM flushes open segments and exits.`
+SIGTERM flushes open segments and exits.
+
+The functions (compaction, retention, garbage collection) run in-process: every
+segment the agent writes is handed to them, and a sweep runs every --sweep-interval.
+--functions=false turns them off.`
 
 // agentFlags are the flags strata agent and strata local share.
 type agentFlags struct {
@@ -40,6 +46,9 @@ type agentFlags struct {
 	// storeLatency delays every store call (hidden, for tests); nil for none.
 	storeLatency objstore.Latency
 	logFlags
+	metrics metricsFlags
+	// reg is the metrics registry finish made; nil when --metrics-addr is not set.
+	reg *prometheus.Registry
 }
 
 func (f *agentFlags) register(fs *flag.FlagSet, linger time.Duration) {
@@ -47,6 +56,7 @@ func (f *agentFlags) register(fs *flag.FlagSet, linger time.Duration) {
 	f.s3 = s3store.DefaultConfig()
 	c := &f.cfg
 	f.logFlags.register(fs)
+	f.metrics.register(fs)
 	fs.StringVar(&c.KafkaAddr, "kafka-addr", "127.0.0.1:9092", "host:port the Kafka listener binds")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", "", "host:port clients are told to connect to (default --kafka-addr)")
 	fs.StringVar(&c.AgentID, "agent-id", "", "this agent's stable id in the registry (default the advertised address)")
@@ -89,28 +99,43 @@ func (f *agentFlags) register(fs *flag.FlagSet, linger time.Duration) {
 		f.storeLatency, err = parseStoreLatency(s)
 		return err
 	})
-	fs.StringVar(&f.s3.Endpoint, "s3-endpoint", "", "S3 endpoint (for MinIO: http://127.0.0.1:9000)")
-	fs.StringVar(&f.s3.Region, "s3-region", "", "S3 region (default from the environment)")
-	fs.BoolVar(&f.s3.PathStyle, "s3-path-style", false, "path-style bucket addressing (default true when --s3-endpoint is set)")
-	fs.StringVar(&f.s3.AccessKeyID, "s3-access-key", "", "S3 access key id (default the AWS credential chain)")
-	fs.StringVar(&f.s3.SecretAccessKey, "s3-secret-key", "", "S3 secret access key")
+	registerS3Flags(fs, &f.s3)
 }
 
-// finish validates the flags after parsing and opens the store.
+// registerS3Flags adds the S3 settings of a store URL's s3:// backend.
+func registerS3Flags(fs *flag.FlagSet, c *s3store.Config) {
+	fs.StringVar(&c.Endpoint, "s3-endpoint", "", "S3 endpoint (for MinIO: http://127.0.0.1:9000)")
+	fs.StringVar(&c.Region, "s3-region", "", "S3 region (default from the environment)")
+	fs.BoolVar(&c.PathStyle, "s3-path-style", false, "path-style bucket addressing (default true when --s3-endpoint is set)")
+	fs.StringVar(&c.AccessKeyID, "s3-access-key", "", "S3 access key id (default the AWS credential chain)")
+	fs.StringVar(&c.SecretAccessKey, "s3-secret-key", "", "S3 secret access key")
+}
+
+// defaultPathStyle turns path-style addressing on for an S3 endpoint (MinIO needs it)
+// unless --s3-path-style was given, on the command line or in the environment.
+func defaultPathStyle(fs *flag.FlagSet, env *environment, c *s3store.Config) {
+	set := false
+	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "s3-path-style" })
+	if !set && env.getenv("STRATA_S3_PATH_STYLE") == "" && c.Endpoint != "" {
+		c.PathStyle = true
+	}
+}
+
+// finish validates the flags after parsing and opens the store, counted in f.reg
+// when --metrics-addr is set.
 func (f *agentFlags) finish(ctx context.Context, fs *flag.FlagSet, env *environment, log *slog.Logger) (objstore.Store, error) {
 	f.cfg.AutoCreateTopics = f.autoTopic
 	f.cfg.Logger = log
-	pathStyleSet := false
-	fs.Visit(func(fl *flag.Flag) { pathStyleSet = pathStyleSet || fl.Name == "s3-path-style" })
-	if !pathStyleSet && env.getenv("STRATA_S3_PATH_STYLE") == "" && f.s3.Endpoint != "" {
-		f.s3.PathStyle = true
-	}
+	defaultPathStyle(fs, env, &f.s3)
 	var errs []error
 	if err := f.cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if f.store == "" {
 		errs = append(errs, errors.New("--store is required (file:///abs/path, s3://bucket/prefix, mem://)"))
+	}
+	if err := f.metrics.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -119,7 +144,8 @@ func (f *agentFlags) finish(ctx context.Context, fs *flag.FlagSet, env *environm
 	if err != nil {
 		return nil, fmt.Errorf("--store: %w", err)
 	}
-	return withStoreLatency(st, f.storeLatency), nil
+	f.reg = f.metrics.registry()
+	return withStoreLatency(countStore(f.reg, st), f.storeLatency), nil
 }
 
 func runAgent(ctx context.Context, env *environment, args []string) error {
@@ -143,6 +169,11 @@ func runAgent(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return fmt.Errorf("strata agent: %w", err)
 	}
+	stopMetrics, err := f.metrics.serve(ctx, f.reg, log)
+	if err != nil {
+		return fmt.Errorf("strata agent: %w", err)
+	}
+	defer stopMetrics()
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	client, err := metastore.Dial(dctx, splitList(*metaAddrs), metastore.Options{Logger: log})
 	cancel()
@@ -150,7 +181,7 @@ func runAgent(ctx context.Context, env *environment, args []string) error {
 		return fmt.Errorf("strata agent: %w", err)
 	}
 	defer client.Close()
-	return serveAgent(ctx, "strata agent", f.cfg, client, st, log, nil)
+	return serveAgent(ctx, "strata agent", f.cfg, client, st, f.reg, log, nil)
 }
 
 func runLocal(ctx context.Context, env *environment, args []string) error {
@@ -165,12 +196,17 @@ func runLocal(ctx context.Context, env *environment, args []string) error {
 	registerGroupFlags(fs, &groupCfg)
 	producerCfg := server.DefaultConfig()
 	registerProducerFlags(fs, &producerCfg)
+	var fnFlags localFunctionFlags
+	fnFlags.register(fs)
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(env.stderr, "strata local: unexpected argument %q\n", fs.Arg(0))
 		return errUsage
+	}
+	if err := fnFlags.validate(); err != nil {
+		return fmt.Errorf("strata local: %w", err)
 	}
 	log, err := f.logger(env.stderr)
 	if err != nil {
@@ -191,6 +227,11 @@ func runLocal(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return fmt.Errorf("strata local: %w", err)
 	}
+	stopMetrics, err := f.metrics.serve(ctx, f.reg, log)
+	if err != nil {
+		return fmt.Errorf("strata local: %w", err)
+	}
+	defer stopMetrics()
 	mcfg := server.EmbeddedConfig(filepath.Join(dir, "metastore"), *metaAddr)
 	mcfg.Logger = log
 	mcfg.Groups = groupCfg
@@ -210,7 +251,17 @@ func runLocal(ctx context.Context, env *environment, args []string) error {
 		node.Close()
 		return fmt.Errorf("strata local: %w", err)
 	}
-	err = serveAgent(ctx, "strata local", f.cfg, client, st, log, node.Done())
+	fns, err := startLocalFunctions(fnFlags, client, st, log)
+	if err != nil {
+		client.Close()
+		node.Close()
+		return fmt.Errorf("strata local: functions: %w", err)
+	}
+	err = serveAgent(ctx, "strata local", f.cfg, client, fns.store(st), f.reg, log, node.Done())
+	// The agent has flushed its last segments: let their functions finish.
+	if ferr := fns.close(); ferr != nil {
+		err = errors.Join(err, fmt.Errorf("strata local: functions: %w", ferr))
+	}
 	client.Close()
 	if cerr := node.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("strata local: metastore: %w", cerr)
@@ -219,12 +270,14 @@ func runLocal(ctx context.Context, env *environment, args []string) error {
 }
 
 // serveAgent runs an agent until ctx ends (a signal) or stopped closes, then shuts it
-// down gracefully: open segments are flushed and waiting producers answered.
-func serveAgent(ctx context.Context, name string, cfg agent.Config, meta agent.Metastore, st objstore.Store, log *slog.Logger, stopped <-chan struct{}) error {
+// down gracefully: open segments are flushed and waiting producers answered. Its
+// counters go to reg, if not nil.
+func serveAgent(ctx context.Context, name string, cfg agent.Config, meta agent.Metastore, st objstore.Store, reg *prometheus.Registry, log *slog.Logger, stopped <-chan struct{}) error {
 	a, err := agent.New(cfg, meta, st)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
+	registerAgent(reg, a)
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = a.Start(sctx)
 	cancel()

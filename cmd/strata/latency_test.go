@@ -5,6 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,15 +15,15 @@ import (
 	"github.com/stratalog/strata/objectlog/objstore"
 )
 
-// TestStoreLatencyHidden: --store-latency is parsed (from the command line or
-// STRATA_STORE_LATENCY) but left out of the agent's help.
-func TestStoreLatencyHidden(t *testing.T) {
+// TestStoreLatencyFlag: --store-latency is parsed (from the command line or
+// STRATA_STORE_LATENCY) and listed in the agent's help.
+func TestStoreLatencyFlag(t *testing.T) {
 	env, out, _ := testEnv(nil)
 	if err := run(context.Background(), env, []string{"help", "agent"}); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("help agent: %v", err)
 	}
-	if !strings.Contains(out.String(), "--lease-ttl") || strings.Contains(out.String(), "store-latency") {
-		t.Fatalf("agent help lists --store-latency or misses --lease-ttl:\n%s", out.String())
+	if !strings.Contains(out.String(), "--store-latency") {
+		t.Fatalf("agent help misses --store-latency:\n%s", out.String())
 	}
 	for _, tc := range []struct {
 		args []string
@@ -48,6 +51,8 @@ func TestParseStoreLatency(t *testing.T) {
 		want objstore.Latency // nil: an error
 	}{
 		{"250ms", objstore.Fixed(250 * time.Millisecond)},
+		{"s3", s3Standard{}},
+		{"S3", nil},
 		{"0-700ms", objstore.Uniform{Max: 700 * time.Millisecond}},
 		{"100ms-1s", objstore.Uniform{Min: 100 * time.Millisecond, Max: time.Second}},
 		{"", nil},
@@ -75,5 +80,39 @@ func TestWithStoreLatency(t *testing.T) {
 	}
 	if d := time.Since(start); d < 50*time.Millisecond {
 		t.Fatalf("head took %v, want at least 50ms", d)
+	}
+}
+
+// TestS3StandardPreset: the preset's distributions have the percentiles its doc
+// comment and the README state (within sampling error).
+func TestS3StandardPreset(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct {
+		op       objstore.Op
+		p50, p99 time.Duration
+	}{
+		{objstore.OpPut, 60 * time.Millisecond, 170 * time.Millisecond},
+		{objstore.OpGet, 25 * time.Millisecond, 90 * time.Millisecond},
+		{objstore.OpGetRange, 25 * time.Millisecond, 90 * time.Millisecond},
+		{objstore.OpHead, 20 * time.Millisecond, 64 * time.Millisecond},
+		{objstore.OpDelete, 20 * time.Millisecond, 64 * time.Millisecond},
+		{objstore.OpList, 20 * time.Millisecond, 64 * time.Millisecond},
+	} {
+		d, ok := s3StandardOps[tc.op]
+		if !ok {
+			t.Fatalf("%v: no latency", tc.op)
+		}
+		const n = 50000
+		xs := make([]time.Duration, n)
+		for i := range xs {
+			xs[i] = d.Sample(r)
+		}
+		slices.Sort(xs)
+		near := func(got, want time.Duration, tol float64) bool {
+			return math.Abs(float64(got-want)) <= tol*float64(want)
+		}
+		if p50, p99 := xs[n/2], xs[n*99/100]; !near(p50, tc.p50, 0.05) || !near(p99, tc.p99, 0.1) {
+			t.Errorf("%v: p50 %v p99 %v, want about %v and %v", tc.op, p50, p99, tc.p50, tc.p99)
+		}
 	}
 }

@@ -35,6 +35,8 @@ func commands() []command {
 		{"agent", "run a Kafka agent against a metastore cluster and an object store", runAgent},
 		{"version", "print the version and build information", runVersion},
 		{"metastore", "run a metastore node; metastore leave|cluster manage membership", runMetastore},
+		{"functions", "run the functions (compaction, retention, GC) on MinIO webhook notifications", runFunctions},
+		{"bench", "measure throughput, latency, CPU and request cost, beside a reference broker", runBench},
 		{"help", "show this help, or a command's flags: strata help <command>", runHelp},
 	}
 }

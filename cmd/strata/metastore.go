@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stratalog/strata/internal/metrics"
 	"github.com/stratalog/strata/metastore"
 	"github.com/stratalog/strata/metastore/groups"
 	pb "github.com/stratalog/strata/metastore/metastorepb"
@@ -42,6 +43,8 @@ func runMetastore(ctx context.Context, env *environment, args []string) error {
 	cfg := server.DefaultConfig()
 	var lf logFlags
 	lf.register(fs)
+	var mf metricsFlags
+	mf.register(fs)
 	fs.StringVar(&cfg.NodeID, "node-id", "", "this node's id in the cluster, never changed for a data dir (required)")
 	fs.StringVar(&cfg.DataDir, "data", "", "data directory: raft log, snapshots, state (required)")
 	fs.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7400", "host:port Raft listens on")
@@ -86,6 +89,9 @@ func runMetastore(ctx context.Context, env *environment, args []string) error {
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := mf.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("strata metastore: %w", errors.Join(errs...))
 	}
@@ -94,6 +100,16 @@ func runMetastore(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return fmt.Errorf("strata metastore: %w", err)
 	}
+	reg := mf.registry()
+	if reg != nil {
+		reg.MustRegister(metrics.NewLeaderGauge(node.IsLeader))
+	}
+	stopMetrics, err := mf.serve(ctx, reg, log)
+	if err != nil {
+		node.Close()
+		return fmt.Errorf("strata metastore: %w", err)
+	}
+	defer stopMetrics()
 	select {
 	case <-ctx.Done():
 		log.Info("strata metastore: shutting down")
