@@ -112,8 +112,10 @@ func TestZombieAgentCannotDuplicate(t *testing.T) {
 	cl.Produce(ctx, &kgo.Record{Value: []byte("two")}, func(_ *kgo.Record, err error) { second <- err })
 	// The batch reaches A's open segment, which waits for its 1.5 s linger (the
 	// request times out at 500 ms and is retried into the same segment); A is paused
-	// as soon as it holds the batch, before the segment seals.
-	groupWaitFor(t, time.Second, "the batch in A's open segment", func() error {
+	// as soon as it holds the batch, before the segment seals. The linger starts when
+	// the batch arrives, so the wait for its arrival can be long (a loaded machine, a
+	// reconnection after the first record's timed-out request) without A sealing first.
+	groupWaitFor(t, 20*time.Second, "the batch in A's open segment", func() error {
 		if n := batches(); n <= batchesBefore {
 			return fmt.Errorf("A accepted %v batches, %v before", n, batchesBefore)
 		}

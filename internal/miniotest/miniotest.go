@@ -30,6 +30,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/minio/minio-go/v7/pkg/notification"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -51,6 +52,8 @@ type Server struct {
 	SecretKey string
 	// Region is the server's region ("us-east-1").
 	Region string
+	// DataDir is the directory holding the server's data.
+	DataDir string
 
 	cmd      *exec.Cmd
 	out      *syncBuffer
@@ -76,7 +79,7 @@ func Start(tb testing.TB) *Server {
 func StartWith(tb testing.TB, opts Options) *Server {
 	tb.Helper()
 	bin := binary(tb)
-	dataDir := tb.TempDir() // before our Cleanup, so removed after the server stops
+	dataDir := dataDir(tb) // before our Cleanup, so removed after the server stops
 
 	var lastErr error
 	for range startTries {
@@ -115,6 +118,7 @@ func start(tb testing.TB, bin, dataDir string, opts Options) (*Server, error) {
 		AccessKey: "strata-" + randomHex(tb, 6),
 		SecretKey: randomHex(tb, 16),
 		Region:    Region,
+		DataDir:   dataDir,
 		out:       &syncBuffer{},
 		exited:    make(chan struct{}),
 	}
@@ -265,6 +269,65 @@ func (s *Server) NotifyWebhook(tb testing.TB, bucket, id, prefix, suffix string)
 	if err := s.Client(tb).SetBucketNotification(ctx, bucket, cfg); err != nil {
 		tb.Fatalf("miniotest: bucket %q: notifications to webhook %q: %v", bucket, id, err)
 	}
+}
+
+// MinIO refuses every write (507 XMinioStorageFull) while its drive has less than 1%
+// of its size free, however little the write; a CI machine's disk can be that full
+// though the tests store only a few MiB. So the data goes on the RAM filesystem
+// /dev/shm when it has room (writes are real MinIO writes either way, and fsyncs are
+// cheaper), and on the test's temporary directory otherwise. STRATA_MINIO_DATA names a
+// parent directory to use instead.
+const (
+	shmDir = "/dev/shm"
+	// minSpare is the room a data directory's filesystem must have beyond MinIO's 1%.
+	minSpare = 512 << 20
+)
+
+// dataDir returns a fresh directory for one server's data, removed when the test ends.
+// A filesystem too full for MinIO ends the test with that reason rather than with a
+// storage-full error from the code under test.
+func dataDir(tb testing.TB) string {
+	tb.Helper()
+	if parent := os.Getenv("STRATA_MINIO_DATA"); parent != "" {
+		return subdir(tb, parent)
+	}
+	if roomy(shmDir) == nil {
+		return subdir(tb, shmDir)
+	}
+	dir := tb.TempDir()
+	if err := roomy(dir); err != nil {
+		tb.Fatalf("miniotest: no room for MinIO's data: %v (and %s: %v); free some space or set STRATA_MINIO_DATA", err, shmDir, roomy(shmDir))
+	}
+	return dir
+}
+
+// subdir makes a fresh directory under parent, removed when the test ends.
+func subdir(tb testing.TB, parent string) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp(parent, "strata-minio-")
+	if err != nil {
+		tb.Fatalf("miniotest: data directory: %v", err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+// roomy reports why the filesystem holding dir cannot take MinIO's writes, or nil.
+func roomy(dir string) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return err
+	}
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return fmt.Errorf("%s: not writable: %w", dir, err)
+	}
+	total := st.Blocks * uint64(st.Bsize)
+	free := st.Bavail * uint64(st.Bsize)
+	if need := total/100 + minSpare; free < need {
+		return fmt.Errorf("%s: %d MiB free of %d MiB, MinIO needs %d MiB (1%% of the filesystem and %d MiB to write)",
+			dir, free>>20, total>>20, need>>20, minSpare>>20)
+	}
+	return nil
 }
 
 // binary locates the MinIO binary or ends the test (skip, or fail under CI).

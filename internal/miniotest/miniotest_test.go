@@ -3,9 +3,14 @@ package miniotest
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,5 +92,43 @@ func TestWebhookNotifications(t *testing.T) {
 	case ev := <-got:
 		t.Fatalf("an event for a filtered key: %q", ev)
 	default:
+	}
+}
+
+// STRATA_MINIO_DATA places the data; the directory is fresh, and gone after the test.
+func TestDataDirFromEnv(t *testing.T) {
+	parent := t.TempDir()
+	t.Setenv("STRATA_MINIO_DATA", parent)
+	var dir string
+	t.Run("server", func(t *testing.T) {
+		s := Start(t)
+		s.MakeBucket(t, "placed")
+		dir = s.DataDir
+		if filepath.Dir(dir) != parent {
+			t.Fatalf("data in %s, want a directory under %s", dir, parent)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "placed")); err != nil {
+			t.Fatalf("the bucket is not in the data directory: %v", err)
+		}
+	})
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("data directory %s after the test: %v, want it removed", dir, err)
+	}
+}
+
+// roomy refuses a filesystem by MinIO's rule: 1% of it plus room to write.
+func TestRoomy(t *testing.T) {
+	if err := roomy(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("a missing directory is roomy")
+	}
+	var st syscall.Statfs_t
+	dir := t.TempDir()
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	total, free := st.Blocks*uint64(st.Bsize), st.Bavail*uint64(st.Bsize)
+	err := roomy(dir)
+	if want := free >= total/100+minSpare; (err == nil) != want {
+		t.Fatalf("roomy(%s) = %v with %d of %d bytes free", dir, err, free, total)
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -101,13 +102,27 @@ func TestClientNeverTurnsAmbiguityIntoCleanFailure(t *testing.T) {
 	if _, err := cl.CommitSegment(ctx, &pb.CommitSegmentRequest{}); !errors.Is(err, metastore.ErrAmbiguous) {
 		t.Fatalf("commit: %v", err)
 	}
-	// Nothing happened anywhere: unavailable, not ambiguous.
+	// Nothing happened anywhere: unavailable, not ambiguous. Unless the deadline
+	// cuts an attempt in flight (a loaded machine): that attempt's outcome is unknown,
+	// and ambiguous is then the right answer; another try must come out clean.
 	down := startFake(t, func(int32, any) (any, error) { return nil, metastore.UnavailableError("stopping") })
 	cl = dial(t, down.addr)
-	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	if _, err := cl.CommitSegment(ctx, &pb.CommitSegmentRequest{}); !errors.Is(err, metastore.ErrUnavailable) || errors.Is(err, metastore.ErrAmbiguous) {
-		t.Fatalf("commit on a stopping node: %v", err)
+	clean := false
+	for try := 0; try < 5 && !clean; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		_, err := cl.CommitSegment(ctx, &pb.CommitSegmentRequest{})
+		cancel()
+		switch {
+		case errors.Is(err, metastore.ErrUnavailable) && !errors.Is(err, metastore.ErrAmbiguous):
+			clean = true
+		case errors.Is(err, metastore.ErrAmbiguous) && strings.Contains(err.Error(), "code = DeadlineExceeded"):
+			t.Logf("try %d: the deadline cut an attempt: %v", try, err)
+		default:
+			t.Fatalf("commit on a stopping node: %v", err)
+		}
+	}
+	if !clean {
+		t.Fatal("commit on a stopping node: ambiguous on every try")
 	}
 	if down.calls.Load() < 2 {
 		t.Fatalf("no retry: %d calls", down.calls.Load())
