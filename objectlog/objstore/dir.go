@@ -230,6 +230,13 @@ func (d *Dir) Put(ctx context.Context, key string, body io.Reader, size int64, o
 }
 
 // writeTemp copies exactly size bytes of body into a new fsynced temporary file.
+// sizedWriterTo is a body that knows how much it holds and writes it all at once, such
+// as *bytes.Reader and *bytes.Buffer.
+type sizedWriterTo interface {
+	io.WriterTo
+	Len() int
+}
+
 func (d *Dir) writeTemp(body io.Reader, size int64) (string, fs.FileInfo, error) {
 	if size < 0 {
 		return "", nil, errors.New("negative size")
@@ -244,7 +251,13 @@ func (d *Dir) writeTemp(body io.Reader, size int64) (string, fs.FileInfo, error)
 		os.Remove(name)
 		return "", nil, err
 	}
-	n, err := io.Copy(f, io.LimitReader(body, size+1))
+	var n int64
+	if r, ok := body.(sizedWriterTo); ok && int64(r.Len()) == size {
+		// All of it in one write (a segment is one buffer), not 32 KiB at a time.
+		n, err = r.WriteTo(f)
+	} else {
+		n, err = io.Copy(f, io.LimitReader(body, size+1))
+	}
 	switch {
 	case err != nil:
 		return fail(err)
