@@ -42,6 +42,7 @@ import (
 const maxDecompressed = 256 << 20
 
 func serveProduce(c *conn, r *request) reply {
+	start := time.Now()
 	req := r.msg.(*kmsg.ProduceRequest)
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	s := c.s
@@ -124,6 +125,7 @@ func serveProduce(c *conn, r *request) reply {
 			}
 			rp.BaseOffset, rp.LogStartOffset, rp.LogAppendTime = base, logStart, w.appendTime
 		}
+		s.stats.since(StageProduce, start)
 		return resp
 	})
 }

@@ -17,6 +17,7 @@ import (
 
 	pb "github.com/stratalog/strata/metastore/metastorepb"
 	"github.com/stratalog/strata/objectlog"
+	"github.com/stratalog/strata/objectlog/objstore"
 )
 
 // batchOf encodes one v2 record batch holding values (keys k0, k1, ...), each record
@@ -429,5 +430,66 @@ func TestCommittedSegmentIsReleased(t *testing.T) {
 		}
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The produce path's stage histograms: with a 40 ms linger and PUTs delayed 30 ms,
+// every committed segment has one observation per segment stage, its linger at least
+// the configured one and its upload at least the PUT's delay; every acknowledged
+// request has one produce observation at least as long as both.
+func TestStageLatencies(t *testing.T) {
+	const linger, put = 40 * time.Millisecond, 30 * time.Millisecond
+	store := objstore.NewFaulty(objstore.NewMemory(), 1)
+	store.Set(objstore.OpPut, objstore.OpFaults{Latency: objstore.Fixed(put)})
+	s := startAgent(t, withStore(store), withConfig(func(c *Config) { c.Linger = linger }))
+	createTopic(t, s, "stages", 2, nil)
+	cl := kafkaClient(t, s, kgo.ProducerLinger(0))
+	ctx := testContext(t)
+	const requests = 5
+	for i := range requests {
+		r := &kgo.Record{Topic: "stages", Partition: int32(i % 2), Value: []byte("v")}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.Stats()
+	segs := uint64(st.SegmentsCommitted)
+	if segs < requests {
+		t.Fatalf("%d segments committed for %d requests one after another", segs, requests)
+	}
+	for stage, h := range st.Stages {
+		if len(h.Counts) != len(StageBuckets)+1 {
+			t.Fatalf("%v: %d counts for %d buckets", Stage(stage), len(h.Counts), len(StageBuckets))
+		}
+		var n uint64
+		for _, c := range h.Counts {
+			n += c
+		}
+		if n != h.Count {
+			t.Fatalf("%v: counts add up to %d, Count %d", Stage(stage), n, h.Count)
+		}
+	}
+	least := func(stage Stage, count uint64, min time.Duration) {
+		t.Helper()
+		h := st.Stages[stage]
+		if h.Count != count {
+			t.Fatalf("%v: %d observations, want %d", stage, h.Count, count)
+		}
+		var below uint64
+		for i, b := range StageBuckets {
+			if b < min {
+				below += h.Counts[i]
+			}
+		}
+		if below > 0 || h.Sum < time.Duration(count)*min {
+			t.Fatalf("%v: %d observations under %v (sum %v of %d)", stage, below, min, h.Sum, count)
+		}
+	}
+	least(StageLinger, segs, linger)
+	least(StageUpload, segs, put)
+	least(StageCommitQueue, segs, 0)
+	least(StageCommit, segs, 0)
+	if h := st.Stages[StageProduce]; h.Count < requests || h.Sum < time.Duration(requests)*(linger+put) {
+		t.Fatalf("produce: %d observations, sum %v, want at least %d and %v", h.Count, h.Sum, requests, time.Duration(requests)*(linger+put))
 	}
 }

@@ -70,6 +70,8 @@ type segBuf struct {
 	batches int
 	seq     uint64
 	opened  time.Time // when its upload intent was requested
+	sealed  time.Time
+	stored  time.Time // when its PUT's fate was known
 	timer   *time.Timer
 	intent  chan error // receives the RecordIntent outcome once
 
@@ -264,6 +266,8 @@ func (w *writer) openLocked() *segBuf {
 // sealLocked closes the open segment to appends and starts its upload.
 func (w *writer) sealLocked(seg *segBuf) {
 	seg.timer.Stop()
+	seg.sealed = time.Now()
+	w.s.stats.since(StageLinger, seg.opened)
 	w.open = nil
 	w.queue = append(w.queue, seg)
 	w.signal()
@@ -320,7 +324,11 @@ func (seg *segBuf) build() error {
 
 // upload builds and PUTs the segment, retrying until the upload timeout.
 func (w *writer) upload(seg *segBuf) {
-	defer close(seg.uploaded)
+	defer func() {
+		seg.stored = time.Now()
+		w.s.stats.since(StageUpload, seg.sealed)
+		close(seg.uploaded)
+	}()
 	if err := w.inflight.Acquire(w.s.ctx, 1); err != nil {
 		seg.putErr = errShuttingDown
 		return
@@ -421,7 +429,11 @@ func (w *writer) commitLoop() {
 			w.finish(seg, seg.putErr)
 			continue
 		}
-		w.finish(seg, w.commit(seg))
+		w.s.stats.since(StageCommitQueue, seg.stored)
+		start := time.Now()
+		err := w.commit(seg)
+		w.s.stats.since(StageCommit, start)
+		w.finish(seg, err)
 	}
 }
 

@@ -70,6 +70,7 @@ func (f *benchFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&w.Warmup, "warmup", w.Warmup, "time run first and discarded")
 	fs.Float64Var(&w.RateMiBps, "rate", w.RateMiBps, "produce rate limit in MiB/s over all producers (0: as fast as it goes)")
 	fs.IntVar(&w.MaxBufferedRecords, "max-buffered-records", w.MaxBufferedRecords, "records each producer holds in flight before it blocks")
+	fs.IntVar(&w.MaxInflight, "max-inflight", w.MaxInflight, "produce requests in flight per broker, for --idempotent=false producers (0: the client's default of 1; idempotent producers keep 5)")
 	fs.Float64Var(&f.prices.PutPer1000, "price-put", bench.DefaultPrices.PutPer1000, "dollars per 1000 PUT requests (S3 Standard us-east-1)")
 	fs.Float64Var(&f.prices.GetPer1000, "price-get", bench.DefaultPrices.GetPer1000, "dollars per 1000 GET requests (S3 Standard us-east-1)")
 	fs.StringVar(&f.suite, "suite", "", "run a named suite instead of one workload: quick (make bench: throughput, latency on a directory, latency with S3-like latency, a cluster)")
@@ -154,8 +155,23 @@ func quickSuite(base bench.Workload, set map[string]bool) []scenario {
 			cfg: bench.Config{AgentLinger: 5 * time.Millisecond}},
 		{name: "latency-s3", title: "Latency with S3 Standard-like store latency: linger 250 ms, 4 MiB/s", w: paced, targets: []string{"local"},
 			cfg: bench.Config{AgentLinger: 250 * time.Millisecond, StoreLatency: "s3"}},
+		// An idempotent producer keeps at most 5 requests in flight per broker; with
+		// no client linger it spends them at once on a few records each, then every
+		// record waits for a whole segment cycle before it is even sent. A client
+		// linger of about a fifth of the cycle (linger + PUT) spreads them out.
+		{name: "latency-s3-client-linger", title: "Latency with S3 Standard-like store latency: linger 250 ms, client linger 70 ms, 4 MiB/s",
+			w: clientLinger(paced, set, 70*time.Millisecond), targets: []string{"local"},
+			cfg: bench.Config{AgentLinger: 250 * time.Millisecond, StoreLatency: "s3"}},
 		{name: "cluster", title: "A cluster: 3 metastore + 2 agent processes, linger 250 ms, as fast as it goes", w: w, targets: []string{"cluster"}},
 	}
+}
+
+// clientLinger is w with the producers' linger set to d, unless --linger was given.
+func clientLinger(w bench.Workload, set map[string]bool, d time.Duration) bench.Workload {
+	if !set["linger"] {
+		w.Linger = d
+	}
+	return w
 }
 
 func runBench(ctx context.Context, env *environment, args []string) error {

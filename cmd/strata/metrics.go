@@ -76,7 +76,13 @@ func registerAgent(reg *prometheus.Registry, a *agent.Server) {
 	}
 	reg.MustRegister(metrics.NewAgentCollector(func() metrics.AgentCounts {
 		s := a.Stats()
+		var stages []metrics.StageHistogram
+		for i, h := range s.Stages {
+			stages = append(stages, metrics.StageHistogram{Stage: agent.Stage(i).String(),
+				Bounds: agent.StageBuckets[:], Counts: h.Counts, Sum: h.Sum})
+		}
 		return metrics.AgentCounts{
+			Stages:            stages,
 			SegmentsCommitted: s.SegmentsCommitted,
 			SegmentsFailed:    s.SegmentsFailed,
 			ProducedBatches:   s.ProducedBatches,

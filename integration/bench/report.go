@@ -223,6 +223,9 @@ func describeWorkload(w Workload) string {
 	} else {
 		parts = append(parts, "unlimited rate")
 	}
+	if w.MaxInflight > 0 {
+		parts = append(parts, fmt.Sprintf("%d requests in flight per broker", w.MaxInflight))
+	}
 	if w.MaxBufferedRecords > 0 {
 		parts = append(parts, fmt.Sprintf("at most %d buffered records per producer", w.MaxBufferedRecords))
 	}

@@ -24,6 +24,11 @@ type Workload struct {
 	// MaxBufferedRecords bounds each producer's records in flight (franz-go
 	// MaxBufferedRecords); a producer blocks when it is full.
 	MaxBufferedRecords int
+	// MaxInflight is the produce requests each producer keeps in flight per broker
+	// (franz-go MaxProduceRequestsInflightPerBroker), for producers that are not
+	// idempotent; 0 is the client's default of 1. Idempotent producers always have
+	// 5, the most the protocol's sequence checks allow.
+	MaxInflight int
 }
 
 // Latencies are percentiles of one latency distribution.

@@ -76,6 +76,12 @@ func (w Workload) Validate() error {
 	if w.MaxBufferedRecords < 1 {
 		bad("max buffered records %d: want at least 1", w.MaxBufferedRecords)
 	}
+	switch {
+	case w.MaxInflight < 0 || w.MaxInflight > 1000:
+		bad("max in-flight %d: want 0 (the client's default) to 1000", w.MaxInflight)
+	case w.MaxInflight > 0 && w.Idempotent:
+		bad("max in-flight %d: only for producers that are not idempotent (idempotent ones keep 5)", w.MaxInflight)
+	}
 	return errors.Join(errs...)
 }
 
@@ -284,6 +290,9 @@ func Run(ctx context.Context, target string, bootstrap []string, w Workload, pro
 			kgo.MaxBufferedRecords(w.MaxBufferedRecords), kgo.RecordPartitioner(kgo.RoundRobinPartitioner())}
 		if !w.Idempotent {
 			opts = append(opts, kgo.DisableIdempotentWrite())
+		}
+		if w.MaxInflight > 0 {
+			opts = append(opts, kgo.MaxProduceRequestsInflightPerBroker(w.MaxInflight))
 		}
 		cl, err := kgo.NewClient(opts...)
 		if err != nil {

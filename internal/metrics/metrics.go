@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -66,7 +68,22 @@ type AgentCounts struct {
 	ProducedRecords   int64
 	ProducedBytes     int64
 	FetchedBytes      int64
+	// Stages are latency histograms of the produce path (agent.Stats.Stages).
+	Stages []StageHistogram
 }
+
+// StageHistogram is one stage's latency distribution: Counts[i] observations at
+// most Bounds[i] (and above the bound before it); one more count holds the rest.
+type StageHistogram struct {
+	Stage  string
+	Bounds []time.Duration
+	Counts []uint64
+	Sum    time.Duration
+}
+
+const stageHelp = "Latency of the produce path's stages: produce (a request, decoded to answered), linger (a segment open), upload (build and PUT), commit_queue (a stored segment waiting for earlier ones), commit (CommitSegment)."
+
+var stageSeconds = prometheus.NewDesc("strata_agent_stage_seconds", stageHelp, []string{"stage"}, nil)
 
 // agentMetrics maps each exposed counter to its field.
 var agentMetrics = []struct {
@@ -102,12 +119,26 @@ func (agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range agentMetrics {
 		ch <- m.desc
 	}
+	ch <- stageSeconds
 }
 
 func (a agentCollector) Collect(ch chan<- prometheus.Metric) {
 	c := a.read()
 	for _, m := range agentMetrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.CounterValue, float64(m.value(c)))
+	}
+	for _, h := range c.Stages {
+		if len(h.Counts) != len(h.Bounds)+1 {
+			continue // not a histogram: nothing sound to expose
+		}
+		buckets := make(map[float64]uint64, len(h.Bounds))
+		var n uint64
+		for i, b := range h.Bounds {
+			n += h.Counts[i]
+			buckets[b.Seconds()] = n
+		}
+		n += h.Counts[len(h.Bounds)]
+		ch <- prometheus.MustNewConstHistogram(stageSeconds, n, h.Sum.Seconds(), buckets, h.Stage)
 	}
 }
 

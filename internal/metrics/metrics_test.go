@@ -273,3 +273,31 @@ func TestServeBadAddress(t *testing.T) {
 		}
 	}
 }
+
+// Stage histograms are exposed with cumulative buckets in seconds, a count that
+// includes the observations above the last bound, and the sum in seconds; a
+// malformed one is left out rather than exposed wrong.
+func TestAgentStageHistograms(t *testing.T) {
+	bounds := []time.Duration{10 * time.Millisecond, 250 * time.Millisecond}
+	c := NewAgentCollector(func() AgentCounts {
+		return AgentCounts{Stages: []StageHistogram{
+			{Stage: "linger", Bounds: bounds, Counts: []uint64{1, 3, 2}, Sum: 1500 * time.Millisecond},
+			{Stage: "bad", Bounds: bounds, Counts: []uint64{1}},
+		}}
+	})
+	got := collectText(t, c)
+	want := `# HELP strata_agent_stage_seconds ` + stageHelp + `
+# TYPE strata_agent_stage_seconds histogram
+strata_agent_stage_seconds_bucket{stage="linger",le="0.01"} 1
+strata_agent_stage_seconds_bucket{stage="linger",le="0.25"} 4
+strata_agent_stage_seconds_bucket{stage="linger",le="+Inf"} 6
+strata_agent_stage_seconds_sum{stage="linger"} 1.5
+strata_agent_stage_seconds_count{stage="linger"} 6
+`
+	if !strings.Contains(got, want) {
+		t.Fatalf("collected:\n%s\nwant within:\n%s", got, want)
+	}
+	if strings.Contains(got, `stage="bad"`) {
+		t.Fatalf("a histogram with the wrong number of counts is exposed:\n%s", got)
+	}
+}
