@@ -493,3 +493,58 @@ func TestStageLatencies(t *testing.T) {
 		t.Fatalf("produce: %d observations, sum %v, want at least %d and %v", h.Count, h.Sum, requests, time.Duration(requests)*(linger+put))
 	}
 }
+
+// slowCommitAnswer holds every CommitSegment answer back after the commit happened,
+// so the watch announces a segment's entries before its writer hears back.
+type slowCommitAnswer struct {
+	Metastore
+	delay time.Duration
+}
+
+func (s slowCommitAnswer) CommitSegment(ctx context.Context, req *pb.CommitSegmentRequest) (*pb.CommitSegmentResponse, error) {
+	resp, err := s.Metastore.CommitSegment(ctx, req)
+	time.Sleep(s.delay)
+	return resp, err
+}
+
+// A consumer woken by the watch before the agent's own commit returns reads the
+// new records from the agent's memory, not with a GET of what it just stored.
+func TestFetchOwnSegmentWhileCommitting(t *testing.T) {
+	store := objstore.NewCounting(objstore.NewMemory())
+	s := startAgent(t, withStore(store), withMetastore(func(m Metastore) Metastore { return slowCommitAnswer{m, 500 * time.Millisecond} }))
+	createTopic(t, s, "own", 1, nil)
+	ctx := testContext(t)
+	consumer := kafkaClient(t, s, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"own": {0: kgo.NewOffset().At(0)}}))
+	producer := kafkaClient(t, s, kgo.DefaultProduceTopic("own"))
+	got := make(chan string, 1)
+	go func() {
+		for ctx.Err() == nil {
+			fs := consumer.PollFetches(ctx)
+			if r := fs.Records(); len(r) > 0 {
+				got <- string(r[0].Value)
+				return
+			}
+		}
+	}()
+	acked := make(chan error, 1)
+	producer.Produce(ctx, &kgo.Record{Value: []byte("fresh")}, func(_ *kgo.Record, err error) { acked <- err })
+	select {
+	case v := <-got:
+		if v != "fresh" {
+			t.Fatalf("consumed %q", v)
+		}
+	case <-ctx.Done():
+		t.Fatal("nothing consumed")
+	}
+	select {
+	case err := <-acked:
+		t.Fatalf("the produce was answered (%v) before the record was consumed: the commit's answer was not held back", err)
+	default:
+	}
+	if n := store.Counts().Requests[objstore.OpGetRange]; n != 0 || s.stats.storedReads.Load() == 0 {
+		t.Fatalf("%d ranged GETs, %d reads from the committing segment", n, s.stats.storedReads.Load())
+	}
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+}

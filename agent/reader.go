@@ -512,6 +512,19 @@ func (r *reader) chunk(e *pb.IndexEntry) ([]byte, error) {
 	if b, ok := r.cache.get(ck); ok {
 		return b, nil
 	}
+	if data := r.s.w.storedChunk(id, e.Position, e.Length); data != nil {
+		// This agent's own segment, committed but its commit's answer not back
+		// yet (the watch told first): its bytes are here.
+		if err := checkEntryChunk(e, data); err != nil {
+			return nil, err
+		}
+		c := objectlog.Chunk{Flags: objectlog.ChunkFlags(e.Flags)}
+		if err := objectlog.ResolveOffsets(&c, data, e.BaseOffset); err != nil {
+			return nil, err
+		}
+		r.s.stats.storedReads.Add(1)
+		return data, nil
+	}
 	// Concurrent misses share one GET, which must not end with whichever caller
 	// started it: it runs on the agent's context.
 	v, err, _ := r.flight.Do(id.String()+"/"+strconv.FormatInt(e.Position, 10), func() (any, error) {

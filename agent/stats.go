@@ -98,6 +98,7 @@ type stats struct {
 	producedRecords   atomic.Int64
 	producedBytes     atomic.Int64
 	fetchedBytes      atomic.Int64
+	storedReads       atomic.Int64 // chunks served from segments still committing (tests)
 	stages            [numStages]histogram
 }
 

@@ -148,6 +148,12 @@ type writer struct {
 	queued   chan struct{} // a token when queue gained a segment or the writer closed
 	inflight *semaphore.Weighted
 	wg       sync.WaitGroup
+
+	// stored holds the bytes of segments in storage whose commit has not returned:
+	// the watch can announce their entries first, and a fetch then reads them here
+	// rather than GET what this agent has in memory.
+	storedMu sync.Mutex
+	stored   map[objectlog.SegmentID][]byte
 }
 
 func newWriter(s *Server) *writer {
@@ -156,6 +162,7 @@ func newWriter(s *Server) *writer {
 		budget:   semaphore.NewWeighted(s.cfg.MaxBufferedBytes),
 		queued:   make(chan struct{}, 1),
 		inflight: semaphore.NewWeighted(int64(s.cfg.MaxInflightSegments)),
+		stored:   map[objectlog.SegmentID][]byte{},
 	}
 }
 
@@ -365,6 +372,9 @@ func (w *writer) upload(seg *segBuf) {
 		if err == nil || (attempt > 0 && errors.Is(err, objstore.ErrPreconditionFailed)) {
 			// A precondition failure on a retry is our own earlier attempt landing:
 			// segment ids are random and never reused.
+			w.storedMu.Lock()
+			w.stored[seg.id] = seg.data
+			w.storedMu.Unlock()
 			return
 		}
 		if !w.retry(deadline, attempt, "put segment", seg, err) {
@@ -473,6 +483,7 @@ func (w *writer) commit(seg *segBuf) error {
 		resp, err := w.s.meta.CommitSegment(ctx, req)
 		cancel()
 		if err == nil {
+			w.unstore(seg) // before hot patches its bytes in place
 			seg.results = make(map[partKey]*pb.ChunkResult, len(resp.Chunks))
 			for _, r := range resp.Chunks {
 				var k partKey
@@ -495,7 +506,27 @@ func (w *writer) commit(seg *segBuf) error {
 	}
 }
 
+// unstore forgets a segment's stored bytes; it waits for copies being taken.
+func (w *writer) unstore(seg *segBuf) {
+	w.storedMu.Lock()
+	delete(w.stored, seg.id)
+	w.storedMu.Unlock()
+}
+
+// storedChunk returns a copy of length bytes at pos of a segment this agent stored
+// and is committing, or nil.
+func (w *writer) storedChunk(id objectlog.SegmentID, pos, length int64) []byte {
+	w.storedMu.Lock()
+	defer w.storedMu.Unlock()
+	data, ok := w.stored[id]
+	if !ok || pos < 0 || length < 0 || pos+length > int64(len(data)) {
+		return nil
+	}
+	return append([]byte(nil), data[pos:pos+length]...)
+}
+
 func (w *writer) finish(seg *segBuf, err error) {
+	w.unstore(seg)
 	seg.err = err
 	if err != nil {
 		w.s.stats.segmentsFailed.Add(1)

@@ -70,6 +70,7 @@ type Compactor struct {
 	store objstore.Store
 	cfg   Config
 	log   *slog.Logger
+	segs  *segmentCache // nil: off
 }
 
 // New returns a compactor over a metastore and the bucket segments live in. Zero
@@ -84,7 +85,11 @@ func New(meta Metastore, store objstore.Store, cfg Config, log *slog.Logger) (*C
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Compactor{meta: meta, store: store, cfg: cfg.withDefaults(), log: log}, nil
+	c := &Compactor{meta: meta, store: store, cfg: cfg.withDefaults(), log: log}
+	if c.cfg.SegmentCacheBytes > 0 {
+		c.segs = newSegmentCache(store, c.cfg.SegmentCacheBytes, c.cfg.SegmentCacheMaxObject)
+	}
+	return c, nil
 }
 
 // Skip reasons of OnSegment.
@@ -112,6 +117,10 @@ func (c *Compactor) OnSegment(ctx context.Context, key string) (Report, error) {
 		return Report{Skipped: SkipNotCommitted}, nil
 	case rec.Condemned || rec.Deleted:
 		return Report{Skipped: SkipCondemned}, nil
+	}
+	if rec.Size <= c.cfg.SegmentCacheMaxObject {
+		// Small segments, small chunks: read the inputs whole (shared.go).
+		ctx = withWholeReads(ctx)
 	}
 	parts, err := c.partitionsOf(ctx, key, rec)
 	if err != nil {

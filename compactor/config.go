@@ -63,6 +63,13 @@ type Config struct {
 	// to a temporary file in TempDir ("" is os.TempDir()).
 	SpillBytes int64
 	TempDir    string
+	// SegmentCacheBytes bounds the small ingestion segments a compactor keeps
+	// whole in memory (LRU), so the merges of a segment's partitions read it with
+	// one GET rather than one each; SegmentCacheMaxObject is the largest segment
+	// kept (a call whose triggering segment is larger reads by range). Negative
+	// SegmentCacheBytes turns the cache off.
+	SegmentCacheBytes     int64
+	SegmentCacheMaxObject int64
 
 	// Concurrency is how many partitions one call works on at once.
 	Concurrency int
@@ -80,25 +87,27 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		CommitWait:      10 * time.Second,
-		GCGrace:         10 * time.Minute,
-		IntentTTL:       30 * time.Minute,
-		L0MaxEntries:    32,
-		L0MaxAge:        time.Minute,
-		L1MaxBytes:      64 << 20,
-		L1MaxEntries:    256,
-		BlockBytes:      4 << 20,
-		MaxMergeEntries: 10_000,
-		KeyMapBytes:     64 << 20,
-		MaxBatchBytes:   128 << 20,
-		ReadConcurrency: 8,
-		ReadBytes:       16 << 20,
-		SpillBytes:      64 << 20,
-		Concurrency:     8,
-		MaxPlanEntries:  200_000,
-		GCLimit:         1000,
-		GCRounds:        100,
-		Now:             time.Now,
+		CommitWait:            10 * time.Second,
+		GCGrace:               10 * time.Minute,
+		IntentTTL:             30 * time.Minute,
+		L0MaxEntries:          32,
+		L0MaxAge:              time.Minute,
+		L1MaxBytes:            64 << 20,
+		L1MaxEntries:          256,
+		BlockBytes:            4 << 20,
+		MaxMergeEntries:       10_000,
+		KeyMapBytes:           64 << 20,
+		MaxBatchBytes:         128 << 20,
+		ReadConcurrency:       8,
+		ReadBytes:             16 << 20,
+		SpillBytes:            64 << 20,
+		SegmentCacheBytes:     64 << 20,
+		SegmentCacheMaxObject: 1 << 20,
+		Concurrency:           8,
+		MaxPlanEntries:        200_000,
+		GCLimit:               1000,
+		GCRounds:              100,
+		Now:                   time.Now,
 	}
 }
 
@@ -134,6 +143,8 @@ func (c Config) withDefaults() Config {
 	fillInt(&c.ReadConcurrency, d.ReadConcurrency)
 	fill(&c.ReadBytes, d.ReadBytes)
 	fill(&c.SpillBytes, d.SpillBytes)
+	fill(&c.SegmentCacheBytes, d.SegmentCacheBytes)
+	fill(&c.SegmentCacheMaxObject, d.SegmentCacheMaxObject)
 	fillInt(&c.Concurrency, d.Concurrency)
 	fillInt(&c.MaxPlanEntries, d.MaxPlanEntries)
 	fillInt(&c.GCLimit, d.GCLimit)
@@ -159,7 +170,7 @@ func (c Config) Validate() error {
 		"BlockBytes": c.BlockBytes, "MaxMergeEntries": int64(c.MaxMergeEntries), "KeyMapBytes": c.KeyMapBytes,
 		"MaxBatchBytes": int64(c.MaxBatchBytes), "ReadConcurrency": int64(c.ReadConcurrency), "ReadBytes": c.ReadBytes,
 		"SpillBytes": c.SpillBytes, "Concurrency": int64(c.Concurrency), "MaxPlanEntries": int64(c.MaxPlanEntries),
-		"GCLimit": int64(c.GCLimit), "GCRounds": int64(c.GCRounds),
+		"GCLimit": int64(c.GCLimit), "GCRounds": int64(c.GCRounds), "SegmentCacheMaxObject": c.SegmentCacheMaxObject,
 	} {
 		if n < 0 {
 			bad("%s %d is negative", name, n)

@@ -337,12 +337,14 @@ func TestCorruptInput(t *testing.T) {
 		t.Fatalf("objects changed: %v", got)
 	}
 
-	// A missing input is an error too, naming it.
+	// A missing input is an error too, naming it. (A fresh compactor: this one keeps
+	// the small segments it read whole, and would serve the deleted one from memory,
+	// rightly so: objects never change, and what it read checked out.)
 	if err := h.store.Delete(h.ctx, h.keys[5]); err != nil {
 		t.Fatal(err)
 	}
 	h.rewrite(bad, func(b []byte) { b[objectlog.BatchHeaderSize+3] ^= 0xff })
-	_, err = h.c.OnSegment(h.ctx, h.keys[len(h.keys)-1])
+	_, err = h.compactor(h.meta).OnSegment(h.ctx, h.keys[len(h.keys)-1])
 	if !errors.Is(err, objstore.ErrNotExist) || !errors.As(err, &ie) || ie.Key != h.keys[5] {
 		t.Fatalf("error %v: want a missing input naming %s", err, h.keys[5])
 	}

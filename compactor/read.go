@@ -110,6 +110,9 @@ func (c *Compactor) readInputs(ctx context.Context, entries []*pb.IndexEntry, fn
 				data = f.data[off : off+e.Length : off+e.Length]
 				off += e.Length
 				if err = checkEntry(e, data); err != nil {
+					// A kept copy may be what is bad (a body damaged in transit): the
+					// next attempt reads the store again.
+					c.segs.forget(f.g.key)
 					err = &InputError{Key: f.g.key, BaseOffset: e.BaseOffset, LastOffset: e.LastOffset, Err: err}
 					break
 				}
@@ -129,6 +132,9 @@ func (c *Compactor) readInputs(ctx context.Context, entries []*pb.IndexEntry, fn
 func (c *Compactor) readGroup(ctx context.Context, g group) ([]byte, error) {
 	if g.key == "" {
 		return nil, nil
+	}
+	if data, ok, err := c.readShared(ctx, g); ok || err != nil {
+		return data, err
 	}
 	first := g.entries[0]
 	wrap := func(err error) error {
