@@ -108,9 +108,14 @@ func External(bootstrap, metrics []string) Target {
 		}}
 }
 
-// Start starts t with its data and logs under cfg.Dir/t.Name.
+// Start starts t with its data and logs under cfg.Dir/t.Name, emptied first: a run
+// into an earlier run's directory must measure fresh servers, not restart the old
+// ones' data (a Raft cluster's old configuration names ports long gone).
 func (t Target) Start(ctx context.Context, cfg *Config) (*Running, error) {
 	dir := filepath.Join(cfg.Dir, t.Name)
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
