@@ -494,16 +494,20 @@ func TestStageLatencies(t *testing.T) {
 	}
 }
 
-// slowCommitAnswer holds every CommitSegment answer back after the commit happened,
-// so the watch announces a segment's entries before its writer hears back.
-type slowCommitAnswer struct {
+// heldCommitAnswer holds every CommitSegment answer back after the commit happened,
+// until release closes (or 10 s pass), so the watch announces a segment's entries
+// before its writer hears back.
+type heldCommitAnswer struct {
 	Metastore
-	delay time.Duration
+	release <-chan struct{}
 }
 
-func (s slowCommitAnswer) CommitSegment(ctx context.Context, req *pb.CommitSegmentRequest) (*pb.CommitSegmentResponse, error) {
-	resp, err := s.Metastore.CommitSegment(ctx, req)
-	time.Sleep(s.delay)
+func (h heldCommitAnswer) CommitSegment(ctx context.Context, req *pb.CommitSegmentRequest) (*pb.CommitSegmentResponse, error) {
+	resp, err := h.Metastore.CommitSegment(ctx, req)
+	select {
+	case <-h.release:
+	case <-time.After(10 * time.Second):
+	}
 	return resp, err
 }
 
@@ -511,7 +515,8 @@ func (s slowCommitAnswer) CommitSegment(ctx context.Context, req *pb.CommitSegme
 // new records from the agent's memory, not with a GET of what it just stored.
 func TestFetchOwnSegmentWhileCommitting(t *testing.T) {
 	store := objstore.NewCounting(objstore.NewMemory())
-	s := startAgent(t, withStore(store), withMetastore(func(m Metastore) Metastore { return slowCommitAnswer{m, 500 * time.Millisecond} }))
+	release := make(chan struct{})
+	s := startAgent(t, withStore(store), withMetastore(func(m Metastore) Metastore { return heldCommitAnswer{m, release} }))
 	createTopic(t, s, "own", 1, nil)
 	ctx := testContext(t)
 	consumer := kafkaClient(t, s, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"own": {0: kgo.NewOffset().At(0)}}))
@@ -544,6 +549,7 @@ func TestFetchOwnSegmentWhileCommitting(t *testing.T) {
 	if n := store.Counts().Requests[objstore.OpGetRange]; n != 0 || s.stats.storedReads.Load() == 0 {
 		t.Fatalf("%d ranged GETs, %d reads from the committing segment", n, s.stats.storedReads.Load())
 	}
+	close(release)
 	if err := <-acked; err != nil {
 		t.Fatal(err)
 	}

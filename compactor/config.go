@@ -176,6 +176,9 @@ func (c Config) Validate() error {
 			bad("%s %d is negative", name, n)
 		}
 	}
+	if c.SegmentCacheBytes > 0 && c.SegmentCacheBytes < c.SegmentCacheMaxObject {
+		bad("SegmentCacheBytes %d under SegmentCacheMaxObject %d: the cache could keep nothing", c.SegmentCacheBytes, c.SegmentCacheMaxObject)
+	}
 	if c.BlockBytes > math.MaxInt32 {
 		bad("BlockBytes %d over 2 GiB", c.BlockBytes)
 	}

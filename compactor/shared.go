@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/stratalog/strata/objectlog"
 	"github.com/stratalog/strata/objectlog/objstore"
@@ -33,6 +34,14 @@ import (
 // before use. The cache holds at most SegmentCacheBytes, counting reads in flight
 // at SegmentCacheMaxObject each.
 
+// sharedReadTimeout bounds one whole-segment read: its waiters must not wait on a
+// hung GET for ever, whatever their own deadlines.
+const sharedReadTimeout = 2 * time.Minute
+
+// maxCachedSegments bounds the entries, kept or marked too big (which take no
+// bytes), so the markers cannot grow without end.
+const maxCachedSegments = 1 << 16
+
 // segmentCache is a compactor's kept segments, most recently used first.
 type segmentCache struct {
 	store     objstore.Store
@@ -46,11 +55,13 @@ type segmentCache struct {
 	gets int64                    // whole-object GETs issued, for tests
 }
 
-// cachedSegment is one segment, being read or read.
+// cachedSegment is one segment, being read or read. One read and found over
+// maxObject stays as a marker (no data, no bytes), so later merges GET their
+// ranges at once instead of a whole object first.
 type cachedSegment struct {
 	key  string
 	done chan struct{}
-	data []byte // set before done closes; nil with err or when not kept
+	data []byte // set before done closes; nil with err or when too big
 	err  error
 	size int64 // bytes counted against the budget
 }
@@ -96,7 +107,11 @@ func (sc *segmentCache) object(ctx context.Context, key string, start bool) (dat
 		sc.gets++
 		// Under a context of its own: the caller's merge may fail and give up while
 		// other merges wait for the same segment.
-		go sc.read(context.WithoutCancel(ctx), cs)
+		go func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedReadTimeout)
+			defer cancel()
+			sc.read(rctx, cs)
+		}()
 	}
 	cs := el.Value.(*cachedSegment)
 	sc.mu.Unlock()
@@ -117,7 +132,7 @@ func (sc *segmentCache) makeRoom(n int64) bool {
 	if n > sc.budget {
 		return false
 	}
-	for el := sc.lru.Back(); el != nil && sc.used+n > sc.budget; {
+	for el := sc.lru.Back(); el != nil && (sc.used+n > sc.budget || sc.lru.Len() >= maxCachedSegments); {
 		prev := el.Prev()
 		cs := el.Value.(*cachedSegment)
 		select {
@@ -171,11 +186,17 @@ func (sc *segmentCache) read(ctx context.Context, cs *cachedSegment) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	el := sc.objs[cs.key]
-	if err != nil || data == nil {
+	switch {
+	case err != nil:
 		cs.err = err
 		if el != nil && el.Value == cs {
-			sc.drop(el)
+			sc.drop(el) // a later caller tries again
 		}
+		return
+	case data == nil:
+		// Too big to keep: a marker, holding no bytes.
+		sc.used -= cs.size
+		cs.size = 0
 		return
 	}
 	cs.data = data

@@ -121,6 +121,9 @@ func (f *benchFlags) validate() error {
 	if f.prices.PutPer1000 < 0 || f.prices.GetPer1000 < 0 {
 		errs = append(errs, errors.New("--price-put and --price-get: want 0 or more"))
 	}
+	if f.reference != "none" && !slices.Contains(known, f.reference) {
+		errs = append(errs, fmt.Errorf("--reference %q: want none or one of local, minio, cluster, kfake", f.reference))
+	}
 	if f.suite != "" && f.suite != "quick" {
 		errs = append(errs, fmt.Errorf("--suite %q: the only suite is quick", f.suite))
 	}

@@ -29,6 +29,7 @@ func TestBenchBadFlags(t *testing.T) {
 		{args: []string{"--metrics", "http://127.0.0.1:1/metrics"}, want: []string{"--metrics needs --bootstrap"}},
 		{args: []string{"--bootstrap", "127.0.0.1:1", "--metrics", "127.0.0.1:1"}, want: []string{"want an http:// URL"}},
 		{args: []string{"--suite", "long"}, want: []string{`--suite "long"`}},
+		{args: []string{"--bootstrap", "127.0.0.1:1", "--reference", "redpanda"}, want: []string{`--reference "redpanda"`}},
 		{args: []string{"--max-inflight", "10"}, want: []string{"max in-flight 10: only for producers that are not idempotent"}},
 		{args: []string{"--idempotent=false", "--max-inflight", "-1"}, want: []string{"max in-flight -1"}},
 		{args: []string{"--price-put", "-1"}, want: []string{"--price-put"}},

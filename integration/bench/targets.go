@@ -112,6 +112,9 @@ func External(bootstrap, metrics []string) Target {
 // into an earlier run's directory must measure fresh servers, not restart the old
 // ones' data (a Raft cluster's old configuration names ports long gone).
 func (t Target) Start(ctx context.Context, cfg *Config) (*Running, error) {
+	if t.Name == "" || t.start == nil {
+		return nil, errors.New("bench: an unnamed target")
+	}
 	dir := filepath.Join(cfg.Dir, t.Name)
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err

@@ -278,7 +278,8 @@ func (s *Server) NotifyWebhook(tb testing.TB, bucket, id, prefix, suffix string)
 // cheaper), and on the test's temporary directory otherwise. STRATA_MINIO_DATA names a
 // parent directory to use instead.
 const (
-	shmDir = "/dev/shm"
+	shmDir     = "/dev/shm"
+	dataPrefix = "strata-minio-"
 	// minSpare is the room a data directory's filesystem must have beyond MinIO's 1%.
 	minSpare = 512 << 20
 )
@@ -292,6 +293,7 @@ func dataDir(tb testing.TB) string {
 		return subdir(tb, parent)
 	}
 	if roomy(shmDir) == nil {
+		sweepStale(shmDir)
 		return subdir(tb, shmDir)
 	}
 	dir := tb.TempDir()
@@ -301,10 +303,31 @@ func dataDir(tb testing.TB) string {
 	return dir
 }
 
+// staleAge is when a data directory left in /dev/shm is surely no running test's:
+// a test process killed (go test -timeout, SIGKILL) never ran its cleanup, and the
+// RAM stays taken until reboot.
+const staleAge = 6 * time.Hour
+
+// sweepStale removes data directories under parent older than staleAge.
+func sweepStale(parent string) {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), dataPrefix) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleAge {
+			_ = os.RemoveAll(filepath.Join(parent, e.Name()))
+		}
+	}
+}
+
 // subdir makes a fresh directory under parent, removed when the test ends.
 func subdir(tb testing.TB, parent string) string {
 	tb.Helper()
-	dir, err := os.MkdirTemp(parent, "strata-minio-")
+	dir, err := os.MkdirTemp(parent, dataPrefix+"*")
 	if err != nil {
 		tb.Fatalf("miniotest: data directory: %v", err)
 	}

@@ -132,3 +132,30 @@ func TestRoomy(t *testing.T) {
 		t.Fatalf("roomy(%s) = %v with %d of %d bytes free", dir, err, free, total)
 	}
 }
+
+// Data directories a killed test left behind are removed once surely stale; fresh
+// ones (another test's, running) and other names are left.
+func TestSweepStale(t *testing.T) {
+	parent := t.TempDir()
+	old, fresh, other := filepath.Join(parent, dataPrefix+"old"), filepath.Join(parent, dataPrefix+"fresh"), filepath.Join(parent, "other")
+	for _, d := range []string{old, fresh, other} {
+		if err := os.MkdirAll(filepath.Join(d, "x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-staleAge - time.Hour)
+	for _, d := range []string{old, other} {
+		if err := os.Chtimes(d, long, long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweepStale(parent)
+	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stale %s: %v", old, err)
+	}
+	for _, d := range []string{fresh, other} {
+		if _, err := os.Stat(d); err != nil {
+			t.Fatalf("%s: %v", d, err)
+		}
+	}
+}

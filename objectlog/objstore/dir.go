@@ -229,7 +229,6 @@ func (d *Dir) Put(ctx context.Context, key string, body io.Reader, size int64, o
 	return infoOf(key, fi), nil
 }
 
-// writeTemp copies exactly size bytes of body into a new fsynced temporary file.
 // sizedWriterTo is a body that knows how much it holds and writes it all at once, such
 // as *bytes.Reader and *bytes.Buffer.
 type sizedWriterTo interface {
@@ -237,6 +236,7 @@ type sizedWriterTo interface {
 	Len() int
 }
 
+// writeTemp copies exactly size bytes of body into a new fsynced temporary file.
 func (d *Dir) writeTemp(body io.Reader, size int64) (string, fs.FileInfo, error) {
 	if size < 0 {
 		return "", nil, errors.New("negative size")
