@@ -515,15 +515,8 @@ func (r *reader) chunk(e *pb.IndexEntry) ([]byte, error) {
 	if data := r.s.w.storedChunk(id, e.Position, e.Length); data != nil {
 		// This agent's own segment, committed but its commit's answer not back
 		// yet (the watch told first): its bytes are here.
-		if err := checkEntryChunk(e, data); err != nil {
-			return nil, err
-		}
-		c := objectlog.Chunk{Flags: objectlog.ChunkFlags(e.Flags)}
-		if err := objectlog.ResolveOffsets(&c, data, e.BaseOffset); err != nil {
-			return nil, err
-		}
 		r.s.stats.storedReads.Add(1)
-		return data, nil
+		return patchChunk(e, data)
 	}
 	// Concurrent misses share one GET, which must not end with whichever caller
 	// started it: it runs on the agent's context.
@@ -543,11 +536,7 @@ func (r *reader) chunk(e *pb.IndexEntry) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: read %s: %v", errStorage, objectlog.SegmentKey(id), err)
 		}
-		if err := checkEntryChunk(e, data); err != nil {
-			return nil, err
-		}
-		c := objectlog.Chunk{Flags: objectlog.ChunkFlags(e.Flags)}
-		if err := objectlog.ResolveOffsets(&c, data, e.BaseOffset); err != nil {
+		if _, err := patchChunk(e, data); err != nil {
 			return nil, err
 		}
 		r.cache.put(ck, data)
@@ -557,6 +546,19 @@ func (r *reader) chunk(e *pb.IndexEntry) ([]byte, error) {
 		return nil, err
 	}
 	return v.([]byte), nil
+}
+
+// patchChunk checks bytes read for an index entry and gives them the entry's
+// absolute offsets, in place.
+func patchChunk(e *pb.IndexEntry, data []byte) ([]byte, error) {
+	if err := checkEntryChunk(e, data); err != nil {
+		return nil, err
+	}
+	c := objectlog.Chunk{Flags: objectlog.ChunkFlags(e.Flags)}
+	if err := objectlog.ResolveOffsets(&c, data, e.BaseOffset); err != nil {
+		return nil, err
+	}
+	return data, nil
 }
 
 // checkEntryChunk checks bytes read for an index entry: every batch's CRC, and the

@@ -34,6 +34,11 @@ type group struct {
 	off, n  int64
 }
 
+// inputError is err about reading g's object, naming it and g's offsets.
+func (g group) inputError(err error) error {
+	return &InputError{Key: g.key, BaseOffset: g.entries[0].BaseOffset, LastOffset: g.entries[len(g.entries)-1].LastOffset, Err: err}
+}
+
 // groupEntries gathers consecutive entries adjacent in one object into groups of at
 // most maxBytes (an entry larger is a group alone). A marker is a group alone with
 // nothing to read.
@@ -136,10 +141,7 @@ func (c *Compactor) readGroup(ctx context.Context, g group) ([]byte, error) {
 	if data, ok, err := c.readShared(ctx, g); ok || err != nil {
 		return data, err
 	}
-	first := g.entries[0]
-	wrap := func(err error) error {
-		return &InputError{Key: g.key, BaseOffset: first.BaseOffset, LastOffset: g.entries[len(g.entries)-1].LastOffset, Err: err}
-	}
+	wrap := g.inputError
 	rc, err := c.store.GetRange(ctx, g.key, g.off, g.n)
 	if errors.Is(err, objstore.ErrInvalidRange) {
 		return nil, wrap(fmt.Errorf("%w: range %d+%d past the object's end", objectlog.ErrCorrupt, g.off, g.n))

@@ -212,10 +212,7 @@ func (c *Compactor) readShared(ctx context.Context, g group) (data []byte, ok bo
 		return nil, false, nil
 	}
 	obj, ok, err := c.segs.object(ctx, g.key, wholeReads(ctx))
-	first, last := g.entries[0], g.entries[len(g.entries)-1]
-	wrap := func(err error) error {
-		return &InputError{Key: g.key, BaseOffset: first.BaseOffset, LastOffset: last.LastOffset, Err: err}
-	}
+	wrap := g.inputError
 	switch {
 	case errors.Is(err, objstore.ErrNotExist):
 		return nil, false, wrap(err)
