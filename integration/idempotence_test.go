@@ -40,11 +40,13 @@ func TestZombieAgentCannotDuplicate(t *testing.T) {
 	a, b := x, y // a: the partition's leader, which will be paused; b: the other
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	leader := func() string {
+	// leaderAt is the partition's leader as one agent's Metadata names it, and how
+	// many agents that agent knows.
+	leaderAt := func(seed string) (string, int) {
 		// A fresh client: franz-go answers repeated Metadata from its cache.
-		fresh, err := kgo.NewClient(kgo.SeedBrokers(y.addr))
+		fresh, err := kgo.NewClient(kgo.SeedBrokers(seed))
 		if err != nil {
-			return ""
+			return "", 0
 		}
 		defer fresh.Close()
 		req := kmsg.NewPtrMetadataRequest()
@@ -54,23 +56,32 @@ func TestZombieAgentCannotDuplicate(t *testing.T) {
 		req.Topics = append(req.Topics, rt)
 		resp, err := req.RequestWith(ctx, fresh)
 		if err != nil || len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
-			return ""
+			return "", 0
 		}
 		id := resp.Topics[0].Partitions[0].Leader
 		for _, br := range resp.Brokers {
 			if br.NodeID == id {
-				return net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port)))
+				return net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port))), len(resp.Brokers)
 			}
 		}
-		return ""
+		return "", len(resp.Brokers)
 	}
-	groupWaitFor(t, 30*time.Second, "both agents registered and one leading the partition", func() error {
-		switch l := leader(); l {
+	// Both agents must know both before the leader is taken: an agent re-reads the
+	// registered agents only every third of a lease, and one that does not know the
+	// other yet names itself, which changes once it learns (the roles would swap
+	// under the test's feet).
+	groupWaitFor(t, 30*time.Second, "both agents knowing both and naming one leader", func() error {
+		lx, nx := leaderAt(x.addr)
+		ly, ny := leaderAt(y.addr)
+		if nx != 2 || ny != 2 || lx != ly {
+			return fmt.Errorf("agent x knows %d agents and names %q, agent y knows %d and names %q", nx, lx, ny, ly)
+		}
+		switch lx {
 		case x.addr:
 		case y.addr:
 			a, b = y, x
 		default:
-			return fmt.Errorf("leader %q", l)
+			return fmt.Errorf("leader %q", lx)
 		}
 		return nil
 	})
