@@ -68,23 +68,7 @@ func (cl *cluster) join(t *testing.T, zone string, wrap func(Metastore) Metastor
 	if wrap != nil {
 		meta = wrap(meta)
 	}
-	s, err := New(c, meta, cl.store)
-	if err != nil {
-		t.Fatalf("new agent: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.Start(ctx); err != nil {
-		t.Fatalf("start agent: %v", err)
-	}
-	t.Cleanup(func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer ccancel()
-		if err := s.Close(cctx); err != nil {
-			t.Errorf("close agent: %v", err)
-		}
-	})
-	return s
+	return runAgent(t, c, meta, cl.store)
 }
 
 // zoned is a client of s in s's zone: Metadata names s the leader of every

@@ -75,14 +75,22 @@ func startAgent(t testing.TB, opts ...agentOption) *Server {
 	if setup.meta != nil {
 		meta = setup.meta(client)
 	}
-	s, err := New(setup.cfg, meta, setup.store)
+	return runAgent(t, setup.cfg, meta, setup.store)
+}
+
+// runAgent starts an agent over meta and store, closed when the test ends (before
+// its metastore: cleanups run last-in first-out).
+func runAgent(t testing.TB, cfg Config, meta Metastore, store objstore.Store) *Server {
+	t.Helper()
+	s, err := New(cfg, meta, store)
 	if err != nil {
 		t.Fatalf("new agent: %v", err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	if err := s.Start(ctx); err != nil {
 		t.Fatalf("start agent: %v", err)
 	}
-	// Cleanups run last-in first-out: the agent stops before its metastore.
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer ccancel()
