@@ -251,7 +251,8 @@ func WebhookEnv(id, endpoint, token, queueDir string) []string {
 // NotifyWebhook routes the bucket's object-created events (s3:ObjectCreated:*) whose
 // keys start with prefix and end with suffix (either may be empty) to the webhook
 // target id, which the server must have been started with (WebhookEnv). It replaces
-// the bucket's notification configuration.
+// the bucket's notification configuration, waiting (up to 30 s) for the server to
+// have loaded the target.
 func (s *Server) NotifyWebhook(tb testing.TB, bucket, id, prefix, suffix string) {
 	tb.Helper()
 	q := notification.NewConfig(notification.NewArn("minio", "sqs", "", id, "webhook"))
@@ -266,8 +267,18 @@ func (s *Server) NotifyWebhook(tb testing.TB, bucket, id, prefix, suffix string)
 	cfg.AddQueue(q)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.Client(tb).SetBucketNotification(ctx, bucket, cfg); err != nil {
-		tb.Fatalf("miniotest: bucket %q: notifications to webhook %q: %v", bucket, id, err)
+	client := s.Client(tb)
+	for {
+		err := client.SetBucketNotification(ctx, bucket, cfg)
+		if err == nil {
+			return
+		}
+		// MinIO loads its notification targets in the background after it reports
+		// itself live: until then the target's ARN is unknown. Try again.
+		if !strings.Contains(err.Error(), "destination ARN") || ctx.Err() != nil {
+			tb.Fatalf("miniotest: bucket %q: notifications to webhook %q: %v", bucket, id, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
