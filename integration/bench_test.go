@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stratalog/strata/integration/bench"
+	"github.com/stratalog/strata/internal/syncbuf"
 )
 
 // benchReport is results.json as strata bench writes it.
@@ -109,7 +110,7 @@ func TestBenchInterrupted(t *testing.T) {
 	cmd := exec.Command(strataBinary(t), "bench", "--targets", "local,kfake", "--duration", "5m", "--warmup", "1s",
 		"--partitions", "2", "--producers", "1", "--rate", "1", "--out", out)
 	// Read while the bench writes it.
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

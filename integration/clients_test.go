@@ -31,6 +31,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/stratalog/strata/internal/syncbuf"
 )
 
 // codecs are the Kafka compression codecs; every client produces under each.
@@ -370,8 +372,8 @@ func checkProducedOffsets(t *testing.T, who string, recs []testRecord, offsets [
 }
 
 // clientLog is a buffer for a client library's log, printed if the test fails.
-func clientLog(t *testing.T, name string) *syncBuffer {
-	b := &syncBuffer{}
+func clientLog(t *testing.T, name string) *syncbuf.Buffer {
+	b := &syncbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() && b.String() != "" {
 			t.Logf("%s log:\n%s", name, b.String())
@@ -838,7 +840,7 @@ var saramaCodecs = map[string]sarama.CompressionCodec{
 
 var (
 	saramaLogOnce sync.Once
-	saramaLog     = &syncBuffer{}
+	saramaLog     = &syncbuf.Buffer{}
 )
 
 // saramaConfig is a sarama configuration at Kafka 2.8: record batches, headers, zstd,
@@ -1102,7 +1104,7 @@ var kafkaGoCodecs = map[string]kafka.Compression{
 	"zstd":   kafka.Zstd,
 }
 
-func kafkaGoLogger(b *syncBuffer, prefix string) kafka.LoggerFunc {
+func kafkaGoLogger(b *syncbuf.Buffer, prefix string) kafka.LoggerFunc {
 	return func(msg string, args ...any) {
 		fmt.Fprintf(b, prefix+msg+"\n", args...)
 	}

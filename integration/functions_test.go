@@ -374,19 +374,8 @@ func TestFunctionsOnMinIO(t *testing.T) {
 			if err != nil {
 				return "list objects: " + err.Error()
 			}
-			referenced := map[string]bool{}
-			for _, e := range entries {
-				if len(e.SegmentId) == 16 {
-					referenced[objectlog.SegmentKey(objectlog.SegmentID(e.SegmentId))] = true
-				}
-			}
-			for k := range referenced {
-				if !objects[k] {
-					return "a referenced object is missing: " + k
-				}
-			}
-			if len(objects) != len(referenced) {
-				return fmt.Sprintf("%d objects in the bucket, %d referenced", len(objects), len(referenced))
+			if why := sameObjects(objects, referencedObjects(entries)); why != "" {
+				return why
 			}
 			return ""
 		}()
@@ -689,21 +678,8 @@ func TestFunctionsCrashMidCompaction(t *testing.T) {
 			if err != nil {
 				return "list objects: " + err.Error()
 			}
-			referenced := map[string]bool{}
-			for _, e := range entries {
-				if len(e.SegmentId) == 16 {
-					referenced[objectlog.SegmentKey(objectlog.SegmentID(e.SegmentId))] = true
-				}
-			}
-			for k := range objects {
-				if !referenced[k] {
-					return fmt.Sprintf("%d objects, %d referenced: %s is not", len(objects), len(referenced), k)
-				}
-			}
-			for k := range referenced {
-				if !objects[k] {
-					return "a referenced object is missing: " + k
-				}
+			if why := sameObjects(objects, referencedObjects(entries)); why != "" {
+				return why
 			}
 			return ""
 		}()
@@ -722,6 +698,33 @@ func TestFunctionsCrashMidCompaction(t *testing.T) {
 	t.Logf("converged; the crashes had left %d uncommitted uploads, all collected", totalUncommitted)
 }
 
+// referencedObjects is the set of object keys index entries point into (markers
+// point nowhere).
+func referencedObjects(entries []*pb.IndexEntry) map[string]bool {
+	referenced := map[string]bool{}
+	for _, e := range entries {
+		if len(e.SegmentId) == 16 {
+			referenced[objectlog.SegmentKey(objectlog.SegmentID(e.SegmentId))] = true
+		}
+	}
+	return referenced
+}
+
+// sameObjects says how the bucket's objects differ from the referenced ones, or "".
+func sameObjects(objects, referenced map[string]bool) string {
+	for k := range referenced {
+		if !objects[k] {
+			return "a referenced object is missing: " + k
+		}
+	}
+	for k := range objects {
+		if !referenced[k] {
+			return fmt.Sprintf("%d objects in the bucket, %d referenced: %s is not", len(objects), len(referenced), k)
+		}
+	}
+	return ""
+}
+
 // residue counts the segment objects in the bucket, those no index entry of the
 // partition references, and among them the uploads the metastore knows only by an
 // intent: a compaction output whose commit never came.
@@ -731,12 +734,7 @@ func residue(ctx context.Context, t *testing.T, meta *metastore.Client, mc *mini
 	if err != nil {
 		t.Fatal(err)
 	}
-	referenced := map[string]bool{}
-	for _, e := range entries {
-		if len(e.SegmentId) == 16 {
-			referenced[objectlog.SegmentKey(objectlog.SegmentID(e.SegmentId))] = true
-		}
-	}
+	referenced := referencedObjects(entries)
 	keys, err := segmentObjects(ctx, mc, bucket, prefix)
 	if err != nil {
 		t.Fatal(err)

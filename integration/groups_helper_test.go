@@ -25,6 +25,8 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stratalog/strata/internal/syncbuf"
 )
 
 const (
@@ -966,7 +968,7 @@ type childMember struct {
 	name   string
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	out    *syncBuffer // the child's other output, for the failure report
+	out    *syncbuf.Buffer // the child's other output, for the failure report
 	f      *groupFleet
 	exited chan struct{}
 	err    error
@@ -988,7 +990,7 @@ func startChildProcess(t *testing.T, f *groupFleet, spec childSpec, run, env str
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &childMember{name: spec.ClientID, out: &syncBuffer{}, f: f, exited: make(chan struct{})}
+	c := &childMember{name: spec.ClientID, out: &syncbuf.Buffer{}, f: f, exited: make(chan struct{})}
 	c.cmd = exec.Command(os.Args[0], "-test.run=^"+run+"$", "-test.timeout="+(childLifetime+time.Minute).String())
 	c.cmd.Env = append(os.Environ(), env+"="+string(raw))
 	c.cmd.Stderr = c.out

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/stratalog/strata/internal/miniotest"
+	"github.com/stratalog/strata/internal/syncbuf"
 )
 
 const (
@@ -50,7 +51,7 @@ type localServer struct {
 	args   []string
 	env    []string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *syncbuf.Buffer
 	exited chan struct{} // closed when the process has exited; err is then set
 	err    error
 	// earlier holds the output of processes before restarts, for the failure report.
@@ -139,7 +140,7 @@ func (s *localServer) start(t *testing.T, bin string) {
 func (s *localServer) startOnce(bin string) error {
 	s.cmd = exec.Command(bin, s.args...)
 	s.cmd.Env = s.env
-	s.out = &syncBuffer{}
+	s.out = &syncbuf.Buffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("start: %w", err)

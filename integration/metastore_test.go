@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/stratalog/strata/internal/syncbuf"
 	"github.com/stratalog/strata/metastore"
 	pb "github.com/stratalog/strata/metastore/metastorepb"
 )
@@ -59,36 +59,18 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// syncBuffer collects a process's output for the failure report.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type metastoreProc struct {
 	id, raft, api, data string
 	args                []string
 	cmd                 *exec.Cmd
-	out                 *syncBuffer
+	out                 *syncbuf.Buffer
 	exited              chan error
 }
 
 func (p *metastoreProc) start(t *testing.T) {
 	t.Helper()
 	p.cmd = exec.Command(strataBinary(t), p.args...)
-	p.out = &syncBuffer{}
+	p.out = &syncbuf.Buffer{}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/stratalog/strata/internal/syncbuf"
 )
 
 // TestTransactionalPipelineSurvivesKills runs consume-transform-produce with two
@@ -213,7 +215,7 @@ func (p *pipeline) stopping() bool {
 
 // run is one member under the transactional id until stop closes; its clients log
 // to logBuf.
-func (p *pipeline) run(id string, logBuf *syncBuffer) {
+func (p *pipeline) run(id string, logBuf *syncbuf.Buffer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { // a member stuck in a request 20s after stop is cut short

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stratalog/strata/internal/metrics"
+	"github.com/stratalog/strata/internal/syncbuf"
 )
 
 // freeAddr is a loopback address nothing listens on (a port the kernel just gave out).
@@ -49,7 +48,7 @@ func runCommand(t *testing.T, args ...string) (done <-chan error, stderr fmt.Str
 	t.Helper()
 	env, _, _ := testEnv(nil)
 	// The command logs while the test reads what it logged.
-	errb := &lockedBuffer{}
+	errb := &syncbuf.Buffer{}
 	env.stderr = errb
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan error, 1)
@@ -253,22 +252,4 @@ func TestMetricsAddrFlag(t *testing.T) {
 	if err := run(context.Background(), env, []string{"agent", "--store", "mem://"}); err == nil || !strings.Contains(err.Error(), "--metrics-addr") {
 		t.Errorf("STRATA_METRICS_ADDR=nonsense: %v", err)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer one goroutine may write while another reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -8,7 +8,6 @@
 package miniotest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -31,6 +30,8 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/minio/minio-go/v7/pkg/notification"
 	"golang.org/x/sys/unix"
+
+	"github.com/stratalog/strata/internal/syncbuf"
 )
 
 const (
@@ -56,7 +57,7 @@ type Server struct {
 	DataDir string
 
 	cmd      *exec.Cmd
-	out      *syncBuffer
+	out      *syncbuf.Buffer
 	exited   chan struct{} // closed when the process has exited
 	stopOnce sync.Once
 }
@@ -119,7 +120,7 @@ func start(tb testing.TB, bin, dataDir string, opts Options) (*Server, error) {
 		SecretKey: randomHex(tb, 16),
 		Region:    Region,
 		DataDir:   dataDir,
-		out:       &syncBuffer{},
+		out:       &syncbuf.Buffer{},
 		exited:    make(chan struct{}),
 	}
 	s.cmd = exec.Command(bin, "server", dataDir,
@@ -435,22 +436,4 @@ func environWithout(prefix string) []string {
 		}
 	}
 	return env
-}
-
-// syncBuffer collects process output written from MinIO's stdout and stderr copiers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
